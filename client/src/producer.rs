@@ -371,6 +371,11 @@ impl Producer {
             .map(|a| a.ring.ring_id())
     }
 
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn ring_for_hooks(&self) -> Option<Arc<WritableRing>> {
+        self.shared.attachment.load().as_ref().map(|a| Arc::clone(&a.ring))
+    }
+
     /// The last connection problem, for diagnostics.
     pub fn last_error(&self) -> Option<String> {
         self.shared.last_error.lock().ok().and_then(|e| e.clone())

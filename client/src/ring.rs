@@ -211,6 +211,12 @@ impl WritableRing {
             .store(header.commit, Ordering::Release);
     }
 
+    /// Writes raw bytes at a position, bypassing the protocol (test hooks only).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn scribble(&self, position: u64, bytes: &[u8]) {
+        self.map.copy_in(position, bytes);
+    }
+
     /// Largest whole frame this ring accepts.
     pub fn max_frame_len(&self) -> usize {
         self.config.max_frame_len()

@@ -21,3 +21,29 @@ pub(crate) fn between_claim_and_commit() {
         }
     }
 }
+
+/// Writes raw bytes over the producer's ring at a data-region byte offset (wrapping), as a
+/// buggy or hostile producer would. Returns false when no ring is mapped.
+pub fn overwrite_ring(producer: &crate::Producer, data_offset: u64, bytes: &[u8]) -> bool {
+    match producer.ring_for_hooks() {
+        Some(ring) => {
+            let capacity = ring.config().capacity;
+            for chunk_start in (0..bytes.len()).step_by(4096) {
+                let end = (chunk_start + 4096).min(bytes.len());
+                ring.scribble(
+                    (data_offset + chunk_start as u64) % capacity,
+                    &bytes[chunk_start..end],
+                );
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// A duplicate of the producer's ring fd (for ftruncate/fallocate attempts), if mapped.
+pub fn ring_fd(producer: &crate::Producer) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    let ring = producer.ring_for_hooks()?;
+    ring.fd().as_fd().try_clone_to_owned().ok()
+}
