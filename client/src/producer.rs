@@ -373,7 +373,11 @@ impl Producer {
 
     #[cfg(feature = "test-hooks")]
     pub(crate) fn ring_for_hooks(&self) -> Option<Arc<WritableRing>> {
-        self.shared.attachment.load().as_ref().map(|a| Arc::clone(&a.ring))
+        self.shared
+            .attachment
+            .load()
+            .as_ref()
+            .map(|a| Arc::clone(&a.ring))
     }
 
     /// The last connection problem, for diagnostics.
@@ -573,12 +577,9 @@ fn maintain(shared: Arc<Shared>) {
         if let Some(fd) = connection {
             // Blocks until the sidecar goes away (EOF) or Drop shuts the socket down.
             let mut buf = [0u8; 64];
-            loop {
-                match recv_message::<0>(fd.as_fd(), &mut buf, MsgFlags::empty()) {
-                    Err(nix::Error::EINTR) => continue,
-                    _ => break,
-                }
-            }
+            while let Err(nix::Error::EINTR) =
+                recv_message::<0>(fd.as_fd(), &mut buf, MsgFlags::empty())
+            {}
             if let Ok(mut slot) = shared.connection.lock() {
                 *slot = None;
             }

@@ -204,6 +204,10 @@ impl RingReader {
                         next: tail.seq,
                     });
                 }
+                if seq == tail.seq {
+                    reader.set_cursor(tail.pos, tail.seq);
+                    return Ok(reader);
+                }
                 reader.seek_earliest(tail);
                 if seq < reader.next_seq {
                     reader.pending_loss = Some(Loss {
@@ -301,20 +305,10 @@ impl RingReader {
         ReadStep::Pending
     }
 
-    /// Applies the start-position skip; None = skipped silently, read on.
+    /// Applies the start-position skip to a loss record: losses entirely before the
+    /// requested start are not this subscriber's business. None = suppressed.
     fn filter_skipped(&mut self, step: ReadStep) -> Option<ReadStep> {
         match (self.skip, step) {
-            (Skip::None, step) => Some(step),
-            (Skip::BelowSeq(n), ReadStep::Frame(meta) | ReadStep::Filtered(meta))
-                if meta.seq < n =>
-            {
-                None
-            }
-            (Skip::BeforeTime(ts), ReadStep::Frame(meta) | ReadStep::Filtered(meta))
-                if meta.timestamp_ns < ts =>
-            {
-                None
-            }
             (Skip::BelowSeq(n), ReadStep::Loss(loss)) => {
                 let end = loss.first_seq + loss.frames;
                 if end <= n {
@@ -328,10 +322,6 @@ impl RingReader {
                 }))
             }
             (Skip::BeforeTime(_), ReadStep::Loss(_)) => None,
-            (_, step @ (ReadStep::Frame(_) | ReadStep::Filtered(_))) => {
-                self.skip = Skip::None;
-                Some(step)
-            }
             (_, step) => Some(step),
         }
     }
@@ -374,7 +364,7 @@ impl RingReader {
             return Step::Deliver(self.resync(tail, LossReason::Corrupt));
         }
         let meta = FrameMeta::from_header(&header);
-        if kind == HeaderCheck::Discarded {
+        if kind == HeaderCheck::Discarded || before_start(&mut self.skip, &meta) {
             if self.lapped(self.claim_position()) {
                 return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
             }
@@ -546,6 +536,20 @@ impl RingReader {
 enum Step {
     Deliver(ReadStep),
     Skipped,
+}
+
+/// True while frames precede the requested start; the first frame at or after the start
+/// ends skipping for good.
+fn before_start(skip: &mut Skip, meta: &FrameMeta) -> bool {
+    let before = match *skip {
+        Skip::None => false,
+        Skip::BelowSeq(n) => meta.seq < n,
+        Skip::BeforeTime(ts) => meta.timestamp_ns < ts,
+    };
+    if !before {
+        *skip = Skip::None;
+    }
+    before
 }
 
 fn align_up(pos: u64) -> u64 {

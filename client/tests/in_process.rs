@@ -169,3 +169,51 @@ fn disconnected_producer_drops_and_counts() {
     assert!(producer.send("t", b"x").is_err());
     assert_eq!(producer.stats().dropped_not_connected, 1);
 }
+
+/// A sink that keeps every committed body, like an encode buffer does.
+#[derive(Default)]
+struct AppendSink {
+    committed: Vec<Vec<u8>>,
+    open: Vec<u8>,
+}
+
+impl ringside_client::FrameSink for AppendSink {
+    fn begin(&mut self, meta: &ringside_client::FrameMeta) -> &mut [u8] {
+        self.open = vec![0; meta.body_len()];
+        &mut self.open
+    }
+    fn commit(&mut self, _meta: &ringside_client::FrameMeta) {
+        self.committed.push(std::mem::take(&mut self.open));
+    }
+    fn abort(&mut self) {
+        self.open.clear();
+    }
+}
+
+#[test]
+fn frames_before_the_start_never_reach_the_sink() {
+    let (host, path) = host("skip-sink", 1 << 20);
+    let producer = Producer::connect(&path).expect("connects");
+    for i in 0u64..300 {
+        producer.send("s", &i.to_le_bytes()).expect("send");
+    }
+    let mut reader = RingReader::new(
+        host.ring(),
+        StartAt::Sequence(250),
+        ReaderOptions::default(),
+    )
+    .expect("reader");
+    let mut sink = AppendSink::default();
+    let mut delivered = Vec::new();
+    loop {
+        match reader.read(&mut sink) {
+            ReadStep::Frame(meta) => delivered.push(meta.seq),
+            ReadStep::Idle => break,
+            ReadStep::Loss(loss) => panic!("unexpected loss {loss:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(delivered.first(), Some(&250));
+    assert_eq!(sink.committed.len(), delivered.len());
+    assert_eq!(sink.committed.len(), 50);
+}
