@@ -281,16 +281,21 @@ pub enum HeaderCheck {
     Discarded,
 }
 
+/// True if a commit word says "committed or discarded frame at `position`". Any other
+/// value, including the zero of fresh memory at position 0, means "not committed here".
+#[inline]
+pub fn names_position(commit: u64, position: u64) -> bool {
+    let state = commit & STATE_MASK;
+    commit & !STATE_MASK == position && (state == STATE_COMMITTED || state == STATE_DISCARDED)
+}
+
 /// Checks a frame header copy found at `position` against the ring's bounds. Does not check
 /// the body; see [`frame_check`].
 pub fn check_header(header: &FrameHeader, position: u64, max_payload: u32) -> HeaderCheck {
-    if header.commit & !STATE_MASK != position {
+    if !names_position(header.commit, position) {
         return HeaderCheck::NotCommitted;
     }
     let state = header.commit & STATE_MASK;
-    if state != STATE_COMMITTED && state != STATE_DISCARDED {
-        return HeaderCheck::Malformed;
-    }
     if header.payload_len > max_payload
         || header.topic_len == 0
         || usize::from(header.topic_len) > MAX_TOPIC_LEN

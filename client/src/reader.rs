@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::error::ReadError;
 use crate::layout::{
     FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameMeta, HeaderCheck, MAX_TOPIC_LEN,
-    check_header, frame_check, frame_len, parse_frame_header,
+    check_header, frame_check, frame_len, names_position, parse_frame_header,
 };
 use crate::ring::{RingView, Tail};
 
@@ -340,7 +340,7 @@ impl RingReader {
         // makes every byte the producer wrote before its release store visible to us.
         let commit = map.commit_word(self.pos).load(Ordering::Relaxed);
         fence(Ordering::Acquire);
-        if commit & !crate::layout::STATE_MASK != self.pos {
+        if !names_position(commit, self.pos) {
             return Step::Deliver(self.stalled(tail));
         }
         let mut header_bytes = [0u8; FRAME_HEADER_LEN];
@@ -490,7 +490,7 @@ impl RingReader {
         let mut pos = align_up(from.max(tail.pos.saturating_sub(self.capacity)));
         while pos < tail.pos {
             let commit = map.commit_word(pos).load(Ordering::Relaxed);
-            if commit & !crate::layout::STATE_MASK == pos {
+            if names_position(commit, pos) {
                 fence(Ordering::Acquire);
                 let mut bytes = [0u8; FRAME_HEADER_LEN];
                 map.copy_out(pos, &mut bytes);
