@@ -34,6 +34,10 @@ pub const MAX_PAYLOAD_LIMIT: u32 = 64 * 1024 * 1024;
 
 /// Low bits of a commit word: the frame's state. Positions are 8-aligned, so these bits are free.
 pub const STATE_MASK: u64 = FRAME_ALIGN - 1;
+/// Frame flag: the check covers header and topic but not the payload (a producer that
+/// chose raw bandwidth over detecting a lapped slow writer's stray bytes; see the spec).
+pub const FLAG_PAYLOAD_UNCHECKED: u16 = 1;
+
 /// The frame holds data.
 pub const STATE_COMMITTED: u64 = 1;
 /// The frame was reserved and then dropped by its producer: skip it, it is not a loss.
@@ -238,7 +242,7 @@ pub struct FrameHeader {
     pub producer_id: u32,
     /// Topic length in bytes (1..=255).
     pub topic_len: u16,
-    /// Reserved, zero.
+    /// Frame flags: 0, or [`FLAG_PAYLOAD_UNCHECKED`].
     pub flags: u16,
     /// Low 32 bits of the frame check; see [`frame_check`].
     pub check: u32,
@@ -250,7 +254,7 @@ const FRAME_HEADER_CHECKED_LEN: usize = 36;
 
 /// The frame check: xxh3-64 of the payload, seeded with xxh3-64 of the topic, seeded with
 /// xxh3-64 of the header's first 36 bytes with the commit word replaced by the bare position;
-/// truncated to 32 bits.
+/// truncated to 32 bits. With [`FLAG_PAYLOAD_UNCHECKED`] the payload step is left out.
 ///
 /// Binding position and sequence into the check means a stale frame from an earlier lap, or
 /// a frame copied elsewhere, never validates. Chaining topic then payload lets a producer hash
@@ -262,6 +266,8 @@ pub fn frame_check(header: &FrameHeader, topic: &[u8], payload: &[u8]) -> u32 {
     let seed = xxh3_64(&bound.as_bytes()[..FRAME_HEADER_CHECKED_LEN]);
     let full = if header.commit & STATE_MASK == STATE_DISCARDED {
         seed
+    } else if header.flags & FLAG_PAYLOAD_UNCHECKED != 0 {
+        xxh3_64_with_seed(topic, seed)
     } else {
         xxh3_64_with_seed(payload, xxh3_64_with_seed(topic, seed))
     };
@@ -299,7 +305,7 @@ pub fn check_header(header: &FrameHeader, position: u64, max_payload: u32) -> He
     if header.payload_len > max_payload
         || header.topic_len == 0
         || usize::from(header.topic_len) > MAX_TOPIC_LEN
-        || header.flags != 0
+        || header.flags & !FLAG_PAYLOAD_UNCHECKED != 0
     {
         return HeaderCheck::Malformed;
     }

@@ -31,7 +31,7 @@ pub use host::{HostOptions, HostStats, ProducerInfo, RingHost};
 pub use layout::{
     FORMAT_VERSION, FRAME_HEADER_LEN, FrameMeta, MAX_TOPIC_LEN, RingConfig, decode_frame, frame_len,
 };
-pub use producer::{Producer, ProducerStats, Reservation};
+pub use producer::{Producer, ProducerOptions, ProducerStats, Reservation};
 pub use reader::{
     FrameSink, Loss, LossReason, ReadStep, ReaderOptions, RingBounds, RingReader, StartAt, VecSink,
 };
@@ -54,8 +54,8 @@ pub fn socket_path_from_env() -> std::path::PathBuf {
 /// Low-level access for tests, fuzzers and benchmarks: the raw ring and its layout.
 pub mod raw {
     pub use crate::layout::{
-        CLAIM_OFFSET, FRAME_ALIGN, FrameHeader, HEADER_REGION_LEN, HeaderCheck, RingHeader,
-        STATE_COMMITTED, STATE_DISCARDED, check_header, frame_check,
+        CLAIM_OFFSET, FLAG_PAYLOAD_UNCHECKED, FRAME_ALIGN, FrameHeader, HEADER_REGION_LEN,
+        HeaderCheck, RingHeader, STATE_COMMITTED, STATE_DISCARDED, check_header, frame_check,
     };
     pub use crate::ring::{Claim, FrameHeaderFields, WritableRing};
     pub use crate::shm::{RING_SEALS, create_ring_memfd, inspect_ring_fd};

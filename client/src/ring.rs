@@ -197,7 +197,7 @@ impl WritableRing {
             payload_len: claim.payload_len as u32,
             producer_id: fields.producer_id,
             topic_len: claim.topic_len as u16,
-            flags: 0,
+            flags: fields.flags,
             check: 0,
         }
     }
@@ -230,6 +230,8 @@ pub struct FrameHeaderFields {
     pub producer_id: u32,
     /// Timestamp, ns since the Unix epoch.
     pub timestamp_ns: u64,
+    /// Frame flags (`FLAG_PAYLOAD_UNCHECKED` or 0).
+    pub flags: u16,
 }
 
 /// A ring mapped read-only: what the sidecar and readers use. Share it with `Arc`.

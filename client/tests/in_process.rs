@@ -217,3 +217,26 @@ fn frames_before_the_start_never_reach_the_sink() {
     assert_eq!(sink.committed.len(), delivered.len());
     assert_eq!(sink.committed.len(), 50);
 }
+
+#[test]
+fn unchecked_payload_frames_round_trip() {
+    let (host, path) = host("unchecked", 1 << 16);
+    let producer = Producer::connect_with(
+        &path,
+        ringside_client::ProducerOptions {
+            payload_check: false,
+        },
+    )
+    .expect("connects");
+    producer.send("u", b"raw bandwidth").expect("send");
+    let mut reservation = producer.reserve("u", 4).expect("reserve");
+    reservation.copy_from_slice(b"abcd");
+    reservation.commit();
+    let mut reader =
+        RingReader::new(host.ring(), StartAt::Earliest, ReaderOptions::default()).expect("reader");
+    let (frames, lost) = drain(&mut reader);
+    assert_eq!(lost, 0);
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0].1, b"raw bandwidth");
+    assert_eq!(frames[1].1, b"abcd");
+}

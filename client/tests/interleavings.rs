@@ -63,6 +63,7 @@ fn step(world: &mut World, actor: usize, op: Op) {
     let fields = FrameHeaderFields {
         producer_id: actor as u32,
         timestamp_ns: 1,
+        flags: 0,
     };
     match op {
         Op::Claim => {
