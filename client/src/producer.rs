@@ -6,12 +6,11 @@ use std::cell::Cell;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use nix::sys::socket::{
     AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, UnixAddr, connect, shutdown, socket,
 };
@@ -20,7 +19,7 @@ use zerocopy::IntoBytes;
 use crate::error::{ConnectError, SendError};
 use crate::handshake::{Hello, WELCOME_FDS, Welcome, recv_message, send_message};
 use crate::layout::MAX_TOPIC_LEN;
-use crate::ring::{Claim, FrameHeaderFields, WritableRing};
+use crate::ring::{Claim, FrameHeaderFields, MAX_RING_SWITCHES, RingSlots, WritableRing};
 use crate::wake::DoorbellClient;
 
 /// Reconnect backoff: first retry, and the cap.
@@ -141,18 +140,17 @@ impl Counters {
     }
 }
 
-/// What writes go into: the ring and, while a sidecar is connected, its doorbell.
-#[derive(Debug)]
-struct Attachment {
-    ring: Arc<WritableRing>,
-    doorbell: Option<DoorbellClient>,
-    producer_id: u32,
-}
-
 #[derive(Debug)]
 struct Shared {
     socket_path: PathBuf,
-    attachment: ArcSwapOption<Attachment>,
+    /// The rings written so far; writers borrow the current one without refcounting.
+    rings: RingSlots,
+    /// The sidecar's doorbell, re-pointed in place on every reconnect.
+    doorbell: DoorbellClient,
+    /// Id the sidecar assigned (the pid it saw); written into every frame.
+    producer_id: AtomicU32,
+    /// True while a sidecar connection is up.
+    sidecar_connected: AtomicBool,
     counters: Counters,
     stop: AtomicBool,
     /// The live connection, so Drop can shut it down and wake the background thread.
@@ -244,7 +242,10 @@ impl Producer {
                 crate::layout::FLAG_PAYLOAD_UNCHECKED
             },
             socket_path: path.as_ref().to_owned(),
-            attachment: ArcSwapOption::empty(),
+            rings: RingSlots::default(),
+            doorbell: DoorbellClient::new()?,
+            producer_id: AtomicU32::new(0),
+            sidecar_connected: AtomicBool::new(false),
             counters: Counters::new(),
             stop: AtomicBool::new(false),
             connection: Mutex::new(None),
@@ -290,9 +291,8 @@ impl Producer {
     #[inline]
     pub fn send_at(&self, topic: &str, timestamp_ns: u64, payload: &[u8]) -> Result<(), SendError> {
         let topic = topic.as_bytes();
-        let guard = self.shared.attachment.load();
-        let attachment = self.admit(guard.as_deref(), topic, payload.len())?;
-        let ring = &attachment.ring;
+        let shared = &*self.shared;
+        let ring = self.admit(topic, payload.len())?;
         let claim = ring.claim(topic.len(), payload.len());
         ring.write_topic(&claim, topic);
         ring.write_payload(&claim, payload);
@@ -301,43 +301,41 @@ impl Producer {
         ring.publish(
             claim,
             FrameHeaderFields {
-                producer_id: attachment.producer_id,
+                producer_id: shared.producer_id.load(Ordering::Relaxed),
                 timestamp_ns,
-                flags: self.shared.frame_flags,
+                flags: shared.frame_flags,
             },
             topic,
             payload,
         );
-        if let Some(doorbell) = &attachment.doorbell {
-            doorbell.ring();
-        }
-        self.shared.counters.count_sent(payload.len());
+        shared.doorbell.ring();
+        shared.counters.count_sent(payload.len());
         Ok(())
     }
 
-    /// Checks a write against the ring's limits, counting refusals.
+    /// Checks a write against the ring's limits, counting refusals; returns the ring.
     #[inline]
-    fn admit<'a>(
-        &self,
-        attachment: Option<&'a Attachment>,
-        topic: &[u8],
-        len: usize,
-    ) -> Result<&'a Attachment, SendError> {
+    fn admit(&self, topic: &[u8], len: usize) -> Result<&WritableRing, SendError> {
+        self.admit_indexed(topic, len).map(|(_, ring)| ring)
+    }
+
+    #[inline]
+    fn admit_indexed(&self, topic: &[u8], len: usize) -> Result<(usize, &WritableRing), SendError> {
         let counters = &self.shared.counters;
         if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
             counters.invalid_topic.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::InvalidTopic { len: topic.len() });
         }
-        let Some(attachment) = attachment else {
+        let Some((index, ring)) = self.shared.rings.current() else {
             counters.not_connected.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::NotConnected);
         };
-        let max = attachment.ring.config().max_payload;
+        let max = ring.config().max_payload;
         if len > max as usize {
             counters.too_large.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::TooLarge { len, max });
         }
-        Ok(attachment)
+        Ok((index, ring))
     }
 
     /// Reserves room for a `len`-byte payload inside the ring, to be filled in place and
@@ -347,15 +345,14 @@ impl Producer {
     /// counted abandoned by readers.
     pub fn reserve(&self, topic: &str, len: usize) -> Result<Reservation, SendError> {
         let topic = topic.as_bytes();
-        let attachment = self.shared.attachment.load_full();
-        let attachment_ref = self.admit(attachment.as_deref(), topic, len)?;
-        let claim = attachment_ref.ring.claim(topic.len(), len);
-        attachment_ref.ring.write_topic(&claim, topic);
+        let (ring_index, ring) = self.admit_indexed(topic, len)?;
+        let claim = ring.claim(topic.len(), len);
+        ring.write_topic(&claim, topic);
         let mut topic_copy = [0u8; MAX_TOPIC_LEN];
         topic_copy[..topic.len()].copy_from_slice(topic);
         Ok(Reservation {
-            attachment: attachment.ok_or(SendError::NotConnected)?,
             shared: Arc::clone(&self.shared),
+            ring_index,
             claim: Some(claim),
             topic: topic_copy,
             topic_len: topic.len() as u8,
@@ -370,52 +367,36 @@ impl Producer {
 
     /// True once a ring is mapped: writes land in it (even while the sidecar restarts).
     pub fn is_connected(&self) -> bool {
-        self.shared.attachment.load().is_some()
+        self.shared.rings.current().is_some()
     }
 
     /// True while a sidecar is connected right now.
     pub fn sidecar_connected(&self) -> bool {
-        self.shared
-            .attachment
-            .load()
-            .as_ref()
-            .is_some_and(|a| a.doorbell.is_some())
+        self.shared.sidecar_connected.load(Ordering::Relaxed)
     }
 
     /// The ring's max payload, once connected.
     pub fn max_payload(&self) -> Option<u32> {
         self.shared
-            .attachment
-            .load()
-            .as_ref()
-            .map(|a| a.ring.config().max_payload)
+            .rings
+            .current()
+            .map(|(_, ring)| ring.config().max_payload)
     }
 
     /// The id the sidecar assigned (the producer's pid), once connected.
     pub fn producer_id(&self) -> Option<u32> {
-        self.shared
-            .attachment
-            .load()
-            .as_ref()
-            .map(|a| a.producer_id)
+        self.is_connected()
+            .then(|| self.shared.producer_id.load(Ordering::Relaxed))
     }
 
     /// The id of the mapped ring, once connected.
     pub fn ring_id(&self) -> Option<u64> {
-        self.shared
-            .attachment
-            .load()
-            .as_ref()
-            .map(|a| a.ring.ring_id())
+        self.shared.rings.current().map(|(_, ring)| ring.ring_id())
     }
 
     #[cfg(feature = "test-hooks")]
-    pub(crate) fn ring_for_hooks(&self) -> Option<Arc<WritableRing>> {
-        self.shared
-            .attachment
-            .load()
-            .as_ref()
-            .map(|a| Arc::clone(&a.ring))
+    pub(crate) fn ring_for_hooks(&self) -> Option<&WritableRing> {
+        self.shared.rings.current().map(|(_, ring)| ring)
     }
 
     /// The last connection problem, for diagnostics.
@@ -440,8 +421,8 @@ impl Producer {
 /// A frame being filled in place. Derefs to the payload bytes inside the ring.
 #[derive(Debug)]
 pub struct Reservation {
-    attachment: Arc<Attachment>,
     shared: Arc<Shared>,
+    ring_index: usize,
     claim: Option<Claim>,
     topic: [u8; MAX_TOPIC_LEN],
     topic_len: u8,
@@ -449,18 +430,22 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    fn ring(&self) -> Option<&WritableRing> {
+        self.shared.rings.get(self.ring_index)
+    }
+
     /// Publishes the frame.
     pub fn commit(mut self) {
-        if let Some(claim) = self.claim.take() {
-            let fields = self.fields();
-            let topic = &self.topic[..usize::from(self.topic_len)];
-            let len = claim.payload_len();
-            self.attachment.ring.publish_in_place(claim, fields, topic);
-            if let Some(doorbell) = &self.attachment.doorbell {
-                doorbell.ring();
-            }
-            self.shared.counters.count_sent(len);
+        let Some(claim) = self.claim.take() else {
+            return;
+        };
+        let fields = self.fields();
+        let len = claim.payload_len();
+        if let Some(ring) = self.ring() {
+            ring.publish_in_place(claim, fields, &self.topic[..usize::from(self.topic_len)]);
         }
+        self.shared.doorbell.ring();
+        self.shared.counters.count_sent(len);
     }
 
     /// Publishes the frame as discarded (readers skip it; not counted as sent).
@@ -475,7 +460,7 @@ impl Reservation {
 
     fn fields(&self) -> FrameHeaderFields {
         FrameHeaderFields {
-            producer_id: self.attachment.producer_id,
+            producer_id: self.shared.producer_id.load(Ordering::Relaxed),
             timestamp_ns: self.timestamp_ns,
             flags: self.shared.frame_flags,
         }
@@ -484,7 +469,9 @@ impl Reservation {
     fn discard_claim(&mut self) {
         if let Some(claim) = self.claim.take() {
             let fields = self.fields();
-            self.attachment.ring.discard(claim, fields);
+            if let Some(ring) = self.ring() {
+                ring.discard(claim, fields);
+            }
             self.shared
                 .counters
                 .discarded
@@ -496,19 +483,19 @@ impl Reservation {
 impl std::ops::Deref for Reservation {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // Present until commit/discard, which consume the reservation.
-        match &self.claim {
-            Some(claim) => self.attachment.ring.payload(claim),
-            None => &[],
+        match (self.ring(), &self.claim) {
+            (Some(ring), Some(claim)) => ring.payload(claim),
+            _ => &[],
         }
     }
 }
 
 impl std::ops::DerefMut for Reservation {
     fn deref_mut(&mut self) -> &mut [u8] {
-        match self.claim.as_mut() {
-            Some(claim) => self.attachment.ring.payload_mut(claim),
-            None => &mut [],
+        let ring = self.shared.rings.get(self.ring_index);
+        match (ring, self.claim.as_mut()) {
+            (Some(ring), Some(claim)) => ring.payload_mut(claim),
+            _ => &mut [],
         }
     }
 }
@@ -555,10 +542,10 @@ fn handshake(shared: &Shared) -> Result<(), ConnectError> {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
     let sock = OwnedFd::from(stream);
 
-    let current = shared.attachment.load_full();
-    let hello = Hello::new(current.as_ref().map_or(0, |a| a.ring.ring_id()));
-    let ring_fd = current.as_ref().map(|a| a.ring.fd());
-    let offered: Vec<_> = ring_fd.iter().map(|fd| fd.as_fd()).collect();
+    let current = shared.rings.current().map(|(_, ring)| ring);
+    let hello = Hello::new(current.map_or(0, |ring| ring.ring_id()));
+    let offered_fd = current.and_then(|ring| ring.fd());
+    let offered: Vec<_> = offered_fd.iter().map(|fd| fd.as_fd()).collect();
     send_message(sock.as_fd(), hello.as_bytes(), &offered).map_err(io_err)?;
 
     let mut buf = [0u8; size_of::<Welcome>() + 1];
@@ -583,19 +570,23 @@ fn handshake(shared: &Shared) -> Result<(), ConnectError> {
             "the welcome did not carry the ring, doorbell and eventfd".to_owned(),
         ));
     };
-    let ring = match current.as_ref() {
-        Some(a) if a.ring.ring_id() == welcome.ring_id => Arc::clone(&a.ring),
-        _ => Arc::new(WritableRing::open(ring_fd)?),
-    };
-    let doorbell = DoorbellClient::open(page_fd, event_fd)?;
+    let same_ring = current.is_some_and(|ring| ring.ring_id() == welcome.ring_id);
+    if !same_ring {
+        let ring = WritableRing::open(ring_fd)?;
+        if shared.rings.install(ring).is_err() {
+            return Err(ConnectError::Protocol(format!(
+                "this producer already switched rings {MAX_RING_SWITCHES} times; restart it"
+            )));
+        }
+    }
+    shared.doorbell.attach(&page_fd, &event_fd)?;
+    shared
+        .producer_id
+        .store(welcome.producer_id, Ordering::Relaxed);
     if current.is_some() {
         shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
     }
-    shared.attachment.store(Some(Arc::new(Attachment {
-        ring,
-        doorbell: Some(doorbell),
-        producer_id: welcome.producer_id,
-    })));
+    shared.sidecar_connected.store(true, Ordering::Relaxed);
     let _ = stream_clear_timeouts(&sock);
     if let Ok(mut slot) = shared.connection.lock() {
         *slot = Some(Arc::new(sock));
@@ -624,13 +615,8 @@ fn maintain(shared: Arc<Shared>) {
             }
             // Keep writing into the ring (a restarted sidecar adopts it); stop ringing a
             // doorbell nobody listens to.
-            if let Some(current) = shared.attachment.load_full() {
-                shared.attachment.store(Some(Arc::new(Attachment {
-                    ring: Arc::clone(&current.ring),
-                    doorbell: None,
-                    producer_id: current.producer_id,
-                })));
-            }
+            shared.sidecar_connected.store(false, Ordering::Relaxed);
+            shared.doorbell.detach();
             backoff = BACKOFF_START;
             continue;
         }

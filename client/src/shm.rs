@@ -4,7 +4,7 @@
 //! This is the only module of the crate with `unsafe` code. Everything it hands out is
 //! bounds-checked against the mapping, so the rest of the crate works with safe methods.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
@@ -307,6 +307,29 @@ impl RingMapping {
     }
 }
 
+impl RingMapping {
+    /// Replaces the whole mapping, in place, with private anonymous memory: the memfd is
+    /// no longer referenced from here (its memory can be freed), while any thread still
+    /// in the middle of a write keeps writing into valid, harmless, process-private pages.
+    pub fn retire(&self) {
+        // SAFETY: base/total_len is exactly our own reservation; MAP_FIXED replaces it
+        // atomically with fresh anonymous pages of the same protection, so every address a
+        // concurrent writer may touch stays mapped and writable. Values read from it are
+        // plain bytes (zeros), valid for any type we read through raw pointers.
+        let replaced = unsafe {
+            libc::mmap(
+                self.base.as_ptr().cast(),
+                self.total_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        debug_assert_ne!(replaced, libc::MAP_FAILED);
+    }
+}
+
 impl Drop for RingMapping {
     fn drop(&mut self) {
         // SAFETY: base/total_len describe exactly the reservation made in `map`; nothing
@@ -355,26 +378,6 @@ impl DoorbellMapping {
         Ok((fd, mapping))
     }
 
-    /// Maps a doorbell fd received from the sidecar, read-only, after checking its seals.
-    pub fn open_read_only(fd: &OwnedFd) -> Result<DoorbellMapping, RingError> {
-        let required = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-        let seals = fcntl(fd, FcntlArg::F_GET_SEALS).map_err(sys("F_GET_SEALS doorbell"))?;
-        if seals & required != required {
-            return Err(RingError::Seals {
-                found: seals,
-                required,
-            });
-        }
-        let stat = fstat(fd).map_err(sys("fstat doorbell"))?;
-        if stat.st_size != DOORBELL_LEN as i64 {
-            return Err(RingError::Size {
-                found: u64::try_from(stat.st_size).unwrap_or(0),
-                expected: DOORBELL_LEN as u64,
-            });
-        }
-        Self::map_fd(fd, libc::PROT_READ)
-    }
-
     fn map_fd(fd: &OwnedFd, prot: i32) -> Result<DoorbellMapping, RingError> {
         // SAFETY: a fresh shared mapping of DOORBELL_LEN bytes at a kernel-chosen address;
         // the fd's size was set or checked to be DOORBELL_LEN and is sealed against
@@ -415,6 +418,141 @@ impl DoorbellMapping {
 impl Drop for DoorbellMapping {
     fn drop(&mut self) {
         // SAFETY: exactly the mapping made in map_fd; no borrows outlive &self.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), DOORBELL_LEN);
+        }
+    }
+}
+
+/// A producer's view of the sidecar's doorbell, at one address and one fd number for the
+/// producer's whole life: reconnecting remaps the page and re-points the fd in place, so
+/// nothing a concurrent writer may be using is ever freed.
+#[derive(Debug)]
+pub struct DoorbellSlot {
+    base: NonNull<u8>,
+    event: OwnedFd,
+}
+
+// SAFETY: one page accessed only through an atomic load, plus an fd.
+unsafe impl Send for DoorbellSlot {}
+// SAFETY: as above.
+unsafe impl Sync for DoorbellSlot {}
+
+impl DoorbellSlot {
+    /// A detached slot: a zero page (so `sleeping` reads 0) and a placeholder eventfd.
+    pub fn new(placeholder_event: OwnedFd) -> Result<DoorbellSlot, RingError> {
+        // SAFETY: a fresh anonymous read-only page at a kernel-chosen address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                DOORBELL_LEN,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(RingError::Sys {
+                op: "mmap doorbell slot",
+                source: nix::Error::last(),
+            });
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or(RingError::Sys {
+            op: "mmap doorbell slot",
+            source: nix::Error::EINVAL,
+        })?;
+        Ok(DoorbellSlot {
+            base,
+            event: placeholder_event,
+        })
+    }
+
+    /// Points the slot at a sidecar's doorbell page (checked: sealed, one page) and eventfd.
+    pub fn attach(&self, page_fd: &OwnedFd, event_fd: &OwnedFd) -> Result<(), RingError> {
+        let required = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        let seals = fcntl(page_fd, FcntlArg::F_GET_SEALS).map_err(sys("F_GET_SEALS doorbell"))?;
+        if seals & required != required {
+            return Err(RingError::Seals {
+                found: seals,
+                required,
+            });
+        }
+        let stat = fstat(page_fd).map_err(sys("fstat doorbell"))?;
+        if stat.st_size != DOORBELL_LEN as i64 {
+            return Err(RingError::Size {
+                found: u64::try_from(stat.st_size).unwrap_or(0),
+                expected: DOORBELL_LEN as u64,
+            });
+        }
+        // SAFETY: replaces our own page in place (MAP_FIXED) with a read-only shared mapping
+        // of a sealed one-page memfd: the address stays valid for concurrent loads.
+        let mapped = unsafe {
+            libc::mmap(
+                self.base.as_ptr().cast(),
+                DOORBELL_LEN,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                page_fd.as_raw_fd(),
+                0,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            return Err(RingError::Sys {
+                op: "mmap doorbell",
+                source: nix::Error::last(),
+            });
+        }
+        // SAFETY: dup3 atomically re-points our own fd number at the sidecar's eventfd; the
+        // OwnedFd keeps owning that number, and concurrent writers see either file.
+        let duped = unsafe {
+            libc::dup3(
+                event_fd.as_raw_fd(),
+                self.event.as_raw_fd(),
+                libc::O_CLOEXEC,
+            )
+        };
+        if duped < 0 {
+            return Err(RingError::Sys {
+                op: "dup3 eventfd",
+                source: nix::Error::last(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Detaches from a sidecar that went away: `sleeping` reads 0 again, so nobody rings.
+    pub fn detach(&self) {
+        // SAFETY: replaces our own page in place with an anonymous zero page.
+        let replaced = unsafe {
+            libc::mmap(
+                self.base.as_ptr().cast(),
+                DOORBELL_LEN,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        debug_assert_ne!(replaced, libc::MAP_FAILED);
+    }
+
+    /// The sidecar's "asleep, ring me" word.
+    pub fn sleeping(&self) -> &AtomicU64 {
+        // SAFETY: offset 0 of our page-aligned page, valid for &self (the page is only ever
+        // replaced in place, never unmapped before Drop); read-only, loads only.
+        unsafe { AtomicU64::from_ptr(self.base.as_ptr().cast()) }
+    }
+
+    /// The eventfd to write to.
+    pub fn event(&self) -> BorrowedFd<'_> {
+        self.event.as_fd()
+    }
+}
+
+impl Drop for DoorbellSlot {
+    fn drop(&mut self) {
+        // SAFETY: exactly the page mapped in `new` (possibly replaced in place since).
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), DOORBELL_LEN);
         }

@@ -43,7 +43,5 @@ pub fn overwrite_ring(producer: &crate::Producer, data_offset: u64, bytes: &[u8]
 
 /// A duplicate of the producer's ring fd (for ftruncate/fallocate attempts), if mapped.
 pub fn ring_fd(producer: &crate::Producer) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::AsFd;
-    let ring = producer.ring_for_hooks()?;
-    ring.fd().as_fd().try_clone_to_owned().ok()
+    producer.ring_for_hooks()?.fd()
 }

@@ -19,7 +19,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::error::RingError;
 use crate::ring::{RingView, Tail};
-use crate::shm::DoorbellMapping;
+use crate::shm::{DoorbellMapping, DoorbellSlot};
 
 /// The sidecar's side of the doorbell.
 #[derive(Debug)]
@@ -87,18 +87,32 @@ impl RingWaiter {
     }
 }
 
-/// A producer's side of the doorbell.
+/// A producer's side of the doorbell. Lives as long as the producer; reconnects re-point it.
 #[derive(Debug)]
 pub struct DoorbellClient {
-    page: DoorbellMapping,
-    event: OwnedFd,
+    slot: DoorbellSlot,
 }
 
 impl DoorbellClient {
-    /// Maps the doorbell page (read-only) received from the sidecar.
-    pub fn open(page_fd: OwnedFd, event: OwnedFd) -> Result<DoorbellClient, RingError> {
-        let page = DoorbellMapping::open_read_only(&page_fd)?;
-        Ok(DoorbellClient { page, event })
+    /// A detached doorbell (rings nobody until attached).
+    pub fn new() -> Result<DoorbellClient, RingError> {
+        let placeholder = new_eventfd().map_err(|source| RingError::Sys {
+            op: "eventfd",
+            source,
+        })?;
+        Ok(DoorbellClient {
+            slot: DoorbellSlot::new(placeholder)?,
+        })
+    }
+
+    /// Points at the doorbell page and eventfd received from a sidecar.
+    pub fn attach(&self, page_fd: &OwnedFd, event: &OwnedFd) -> Result<(), RingError> {
+        self.slot.attach(page_fd, event)
+    }
+
+    /// Stops ringing a sidecar that went away.
+    pub fn detach(&self) {
+        self.slot.detach();
     }
 
     /// After a publish: wakes the sidecar if it is asleep. One load when it is awake.
@@ -106,9 +120,9 @@ impl DoorbellClient {
     pub fn ring(&self) {
         // SeqCst load: the other half of the handshake described at the top of this module
         // (a plain load instruction on x86_64 and aarch64, sound on the read-only page).
-        if self.page.sleeping().load(Ordering::SeqCst) != 0 {
+        if self.slot.sleeping().load(Ordering::SeqCst) != 0 {
             // Non-blocking eventfd; EAGAIN (counter saturated) means it is already rung.
-            let _ = nix::unistd::write(&self.event, &1u64.to_ne_bytes());
+            let _ = nix::unistd::write(self.slot.event(), &1u64.to_ne_bytes());
         }
     }
 }
