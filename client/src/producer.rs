@@ -168,7 +168,7 @@ pub struct Producer {
     _worker: Arc<WorkerGuard>,
 }
 
-/// Stops and joins the background thread when the last clone of a Producer drops.
+/// Stops the background thread when the last clone of a Producer drops.
 #[derive(Debug)]
 struct WorkerGuard {
     shared: Arc<Shared>,
@@ -184,7 +184,12 @@ impl Drop for WorkerGuard {
             let _ = shutdown(std::os::fd::AsRawFd::as_raw_fd(&**fd), Shutdown::Both);
         }
         self.shared.wake.1.notify_all();
-        if let Some(handle) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+        // Never block the application on the background thread (it may be inside a 2 s
+        // handshake timeout): join it only if it already finished, else let it exit on its
+        // own at its next stop check. It owns a reference to the shared state it uses.
+        if let Some(handle) = self.thread.lock().ok().and_then(|mut t| t.take())
+            && handle.is_finished()
+        {
             let _ = handle.join();
         }
     }
