@@ -94,6 +94,22 @@ pub enum ConnectError {
     Ring(#[from] RingError),
 }
 
+impl ConnectError {
+    /// True when retrying cannot help: a refusal, a protocol mismatch, or a socket path
+    /// that can never work (too long for a Unix socket, or not a ringside SOCK_SEQPACKET
+    /// socket). A missing or silent sidecar is not permanent: producers retry it.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ConnectError::Refused { .. } | ConnectError::Protocol(_) => true,
+            ConnectError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENAMETOOLONG | libc::EPROTOTYPE | libc::ENOTSOCK)
+            ),
+            ConnectError::Ring(_) => false,
+        }
+    }
+}
+
 /// Why one send or reserve did not write a frame. Each one is also counted in
 /// [`crate::ProducerStats`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

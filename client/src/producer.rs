@@ -259,9 +259,7 @@ impl Producer {
         });
         match handshake(&shared) {
             Ok(()) => {}
-            Err(err @ (ConnectError::Refused { .. } | ConnectError::Protocol(_))) => {
-                return Err(err);
-            }
+            Err(err) if err.is_permanent() => return Err(err),
             Err(err) => shared.set_error(err.to_string()),
         }
         let worker_shared = Arc::clone(&shared);

@@ -240,3 +240,19 @@ fn unchecked_payload_frames_round_trip() {
     assert_eq!(frames[0].1, b"raw bandwidth");
     assert_eq!(frames[1].1, b"abcd");
 }
+
+#[test]
+fn impossible_socket_paths_fail_at_once() {
+    let long = std::env::temp_dir().join("x".repeat(200));
+    let err = Producer::connect(&long).expect_err("a 200-byte socket path cannot work");
+    assert!(err.is_permanent(), "{err}");
+
+    // A stream socket is not a ringside (SOCK_SEQPACKET) socket.
+    let dir = std::env::temp_dir().join(format!("ringside-client-{}-stream", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("stream.sock");
+    let _ = std::fs::remove_file(&path);
+    let _listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let err = Producer::connect(&path).expect_err("wrong socket type");
+    assert!(err.is_permanent(), "{err}");
+}
