@@ -1,0 +1,714 @@
+//! C ABI for the ringside producer (`libringside`, header `ringside.h`).
+//!
+//! This crate wraps [`ringside_client::Producer`] in a small, stable C API.
+//! The header `ffi/include/ringside.h` is generated from this file by cbindgen
+//! and checked in; `tests/header_fresh.rs` fails when it is stale. The
+//! documentation below becomes the header's documentation, so it is written
+//! for C programmers.
+//!
+//! # Overview (C)
+//!
+//! ```c
+//! rs_producer *p = NULL;
+//! if (rs_producer_connect(NULL, &p) != RS_OK) { /* rs_last_error(...) */ }
+//! rs_send(p, "cpu/load", &sample, sizeof sample);      // copy in
+//! rs_reservation *r; void *buf;                          // or zero-copy:
+//! if (rs_reserve(p, "cpu/raw", 256, &r, &buf) == RS_OK) { fill(buf); rs_commit(r); }
+//! rs_producer_close(p);
+//! ```
+//!
+//! # Return codes and errors
+//!
+//! Fallible functions return an `rs_status` (a plain `int32_t`): `RS_OK` (0)
+//! or a distinct negative code. `rs_strerror()` maps a code to a static
+//! description; `rs_last_error()` copies the detailed text of the most recent
+//! failure *on the calling thread* into a caller-provided buffer. Successful
+//! calls do not clear the last error (like `errno`).
+//!
+//! # Memory ownership
+//!
+//! No allocation crosses the boundary in either direction: handles are
+//! created and destroyed only by this library (`rs_producer_connect` /
+//! `rs_producer_close`, `rs_reserve` / `rs_commit` / `rs_discard`), strings
+//! returned by `rs_strerror` and `rs_version` are static, and error text is
+//! copied into the caller's buffer.
+//!
+//! # Threads
+//!
+//! An `rs_producer *` may be shared by any number of threads, which may call
+//! `rs_send`, `rs_send_at`, `rs_reserve` and `rs_producer_stats` on it
+//! concurrently; the producer is lock-free on the write path. The only rule is
+//! the usual one for handles: `rs_producer_close` must be called exactly once,
+//! after every other thread has stopped using the handle.
+//!
+//! An `rs_reservation *` belongs to whoever holds it; it may be completed
+//! (committed or discarded) on any thread, but exactly once. It holds its own
+//! references to the ring mapping and the producer's counters, so it stays
+//! valid (and commits normally) even if `rs_producer_close` runs first:
+//! use-after-close through a reservation is impossible by construction.
+//!
+//! # Signals and fork
+//!
+//! Only `rs_strerror` and `rs_version` are async-signal-safe (they return
+//! static data and touch no state). Nothing else is, not even `rs_send`:
+//! failures record thread-local error text (which may allocate), a caught
+//! panic allocates, a thread's first send initialises thread-local state in
+//! the producer (which may allocate), and connecting and closing take locks
+//! and join a thread. From a signal
+//! handler, hand the data to a normal thread (e.g. via a self-pipe) and send
+//! from there. After `fork()`, do not use a handle created in the parent from
+//! the child; connect a new producer in the child instead.
+//!
+//! # Panics
+//!
+//! Every entry point runs inside `catch_unwind`; a panic inside the library
+//! becomes `RS_ERR_PANIC` and never unwinds into C. (The library is built with
+//! `panic = "unwind"`, the default; do not rebuild it with `panic = "abort"`
+//! unless you accept aborting the process instead.)
+
+use std::ffi::{CStr, OsStr, c_char, c_void};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::time::Duration;
+
+use ringside_client::{Producer, Reservation};
+
+mod status;
+
+pub use status::rs_status;
+use status::{Failure, UNKNOWN_STATUS};
+
+/// Longest topic in bytes (a topic is 1 to 255 bytes of UTF-8).
+pub const RS_MAX_TOPIC_LEN: usize = 255;
+
+/// Major version of this header; compare with what `rs_version()` reports to
+/// detect a library/header mismatch at run time.
+pub const RS_VERSION_MAJOR: u32 = 0;
+/// Minor version of this header.
+pub const RS_VERSION_MINOR: u32 = 1;
+/// Patch version of this header.
+pub const RS_VERSION_PATCH: u32 = 0;
+
+/// Opaque producer handle: a connection to the local ringside sidecar and
+/// the shared-memory ring it maps.
+///
+/// Create with `rs_producer_connect`, destroy with `rs_producer_close`.
+/// Safe to share between threads (see the thread rules in the file comment).
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct rs_producer {
+    inner: Producer,
+}
+
+/// Opaque handle to a frame reserved in the ring and being filled in place.
+///
+/// Created by `rs_reserve`; completed (and freed) by exactly one call to
+/// `rs_commit` or `rs_discard`. Until then, readers wait on this frame for at
+/// most the sidecar's stall timeout and then skip it as abandoned, so fill it
+/// promptly and never leak it. The reservation owns references to the ring
+/// mapping and the producer's counters, so it does not depend on the
+/// `rs_producer` it came from staying open.
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct rs_reservation {
+    inner: Reservation,
+}
+
+// A reservation may be completed on another thread than the one that made it
+// (documented for C); this holds only if the Rust type is Send. Producer must
+// be Send + Sync for handles shared between C threads.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send::<Reservation>();
+    assert_send_sync::<Producer>();
+};
+
+/// Producer counters, filled by `rs_producer_stats`.
+///
+/// Every frame passed to `rs_send`/`rs_send_at`/`rs_reserve` is counted in
+/// exactly one of `sent`, `discarded` or a `dropped_*` counter, except calls
+/// refused at the boundary (`RS_ERR_INVALID_ARGUMENT`, or a topic that is not
+/// UTF-8), which never reach the producer.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct rs_stats {
+    /// Frames published into the ring.
+    pub sent: u64,
+    /// Payload bytes of the frames in `sent`.
+    pub sent_bytes: u64,
+    /// Frames dropped because no ring was mapped (sidecar absent).
+    pub dropped_not_connected: u64,
+    /// Frames dropped because the payload exceeded the maximum.
+    pub dropped_too_large: u64,
+    /// Frames dropped because the topic was invalid.
+    pub dropped_invalid_topic: u64,
+    /// Reservations discarded (via `rs_discard`); not counted in `sent`.
+    pub discarded: u64,
+    /// Successful reconnections to a (restarted) sidecar.
+    pub reconnects: u64,
+    /// Producer id assigned by the sidecar (the producer's pid), or -1 before
+    /// the first successful handshake.
+    pub producer_id: i64,
+    /// The ring's maximum payload in bytes, or -1 while no ring is mapped yet.
+    pub max_payload: i64,
+    /// Id of the mapped ring, or 0 while none is mapped.
+    pub ring_id: u64,
+    /// True once a ring is mapped: sends land in it, even while the sidecar
+    /// restarts (a restarted sidecar adopts the same ring).
+    pub connected: bool,
+    /// True while a sidecar is connected right now.
+    pub sidecar_connected: bool,
+}
+
+/// Runs `f` at the boundary: panics become `RS_ERR_PANIC`, failures are
+/// recorded as the thread's last error, success is `RS_OK`.
+#[inline(always)]
+fn guard(f: impl FnOnce() -> Result<(), Failure>) -> rs_status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => rs_status::RS_OK,
+        Ok(Err(failure)) => status::record(failure),
+        Err(payload) => {
+            let msg = if let Some(s) = payload.downcast_ref::<&'static str>() {
+                (*s).to_owned()
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "non-string panic payload".to_owned()
+            };
+            // Dropping the payload could itself panic (a payload with a
+            // panicking Drop); contain that too rather than unwind into C.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            status::record(Failure::Panic(msg))
+        }
+    }
+}
+
+/// Borrows the producer behind a C handle.
+///
+/// # Safety
+/// `p` must be NULL or a handle from `rs_producer_connect` not yet closed.
+unsafe fn producer_ref<'a>(p: *const rs_producer) -> Result<&'a Producer, Failure> {
+    // SAFETY: by this function's contract `p` is NULL (rejected by `as_ref`)
+    // or points to a live `rs_producer` created by `Box::into_raw` in
+    // `rs_producer_connect` and not yet passed to `rs_producer_close`. We only
+    // create a shared reference, and `rs_producer` is only ever accessed
+    // through shared references (the Producer is Sync), so concurrent use from
+    // several C threads aliases nothing mutably.
+    let handle = unsafe { p.as_ref() }.ok_or(Failure::InvalidArgument("producer is NULL"))?;
+    Ok(&handle.inner)
+}
+
+/// Reads a NUL-terminated topic.
+///
+/// # Safety
+/// `topic` must be NULL or point to a NUL-terminated string that stays valid
+/// and unmodified for `'a`.
+unsafe fn topic_str<'a>(topic: *const c_char) -> Result<&'a str, Failure> {
+    if topic.is_null() {
+        return Err(Failure::InvalidArgument("topic is NULL"));
+    }
+    // SAFETY: non-NULL and, by this function's contract, NUL-terminated and
+    // valid for reads up to and including the NUL for `'a`.
+    let bytes = unsafe { CStr::from_ptr(topic) }.to_bytes();
+    // Topic length limits are the producer's to enforce (so they are counted
+    // in its stats); here only what cannot be expressed as &str is rejected.
+    std::str::from_utf8(bytes).map_err(|_| Failure::TopicNotUtf8)
+}
+
+/// Views `(data, len)` as a byte slice.
+///
+/// # Safety
+/// If `len > 0`, `data` must be NULL or valid for reads of `len` bytes for `'a`
+/// and not written to during `'a`.
+unsafe fn payload<'a>(data: *const c_void, len: usize) -> Result<&'a [u8], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if data.is_null() {
+        return Err(Failure::InvalidArgument("data is NULL but len > 0"));
+    }
+    if len > isize::MAX as usize {
+        return Err(Failure::InvalidArgument("len exceeds the address space"));
+    }
+    // SAFETY: `data` is non-NULL, and by this function's contract valid for
+    // reads of `len` bytes and not mutated for `'a`; `len <= isize::MAX` as
+    // `from_raw_parts` requires; u8 has alignment 1 so any pointer is aligned.
+    Ok(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) })
+}
+
+/// Connects a producer to the ringside sidecar and maps its ring.
+///
+/// `socket_path` is the sidecar's Unix socket; NULL means `$RINGSIDE_SOCKET`
+/// if set, else `/tmp/ringside.sock`. The path is used as raw bytes (it need
+/// not be UTF-8) and must not be empty.
+///
+/// When no sidecar is listening yet, this still succeeds: the producer is
+/// returned disconnected, keeps retrying in the background, and sends fail
+/// with `RS_ERR_NOT_CONNECTED` (counted) until a sidecar appears. It fails only
+/// for definite refusals (`RS_ERR_REFUSED_*`), protocol errors, I/O errors
+/// that retrying cannot fix, and unsupported platforms.
+///
+/// On success `*out` receives a new handle, to be released with
+/// `rs_producer_close`. On failure `*out` is set to NULL (when `out` is not
+/// NULL). Errors: `RS_ERR_INVALID_ARGUMENT` when `out` is NULL or the path is
+/// empty or too long for a Unix socket (over 107 bytes);
+/// `RS_ERR_REFUSED_*` when the sidecar refuses this producer;
+/// `RS_ERR_PROTOCOL` when the peer is not a ringside sidecar;
+/// `RS_ERR_BAD_RING` / `RS_ERR_UNSUPPORTED` when the ring handed over cannot
+/// be used; `RS_ERR_IO` when the producer's thread cannot be started.
+/// Use `rs_producer_connection_error` to see why a producer that connected
+/// "successfully" has not reached a sidecar yet.
+///
+/// # Safety
+/// `socket_path` must be NULL or a NUL-terminated string; `out` must be NULL
+/// or valid for writing one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_producer_connect(
+    socket_path: *const c_char,
+    out: *mut *mut rs_producer,
+) -> rs_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::InvalidArgument("out is NULL"));
+        }
+        // SAFETY: `out` is non-NULL and the caller guarantees it is valid for
+        // writing one pointer; clear it first so every failure leaves NULL.
+        unsafe { out.write(std::ptr::null_mut()) };
+        let producer = if socket_path.is_null() {
+            Producer::connect_default()?
+        } else {
+            // SAFETY: non-NULL, and the caller guarantees NUL termination and
+            // validity for the duration of this call.
+            let bytes = unsafe { CStr::from_ptr(socket_path) }.to_bytes();
+            if bytes.is_empty() {
+                return Err(Failure::InvalidArgument("socket_path is empty"));
+            }
+            let path = Path::new(OsStr::from_bytes(bytes));
+            // A path the kernel can never bind or connect to (longer than
+            // sun_path) is a caller error, not something to retry forever.
+            if SocketAddr::from_pathname(path).is_err() {
+                return Err(Failure::InvalidArgument(
+                    "socket_path is too long for a Unix socket (at most 107 bytes)",
+                ));
+            }
+            Producer::connect(path)?
+        };
+        let handle = Box::new(rs_producer { inner: producer });
+        // SAFETY: checked non-NULL above, caller guarantees writability.
+        unsafe { out.write(Box::into_raw(handle)) };
+        Ok(())
+    })
+}
+
+/// Closes a producer handle and frees it. NULL is a no-op.
+///
+/// Frames already committed stay in the ring and are served normally.
+/// Outstanding reservations stay valid (they keep the ring mapped) and must
+/// still be committed or discarded. The handle must not be used after
+/// this call, by any thread.
+///
+/// # Safety
+/// `p` must be NULL or a handle from `rs_producer_connect` that has not been
+/// closed, and no other thread may be using it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_producer_close(p: *mut rs_producer) {
+    // Nothing to report from a void function; a panic (e.g. from a Drop
+    // impl) is still contained and recorded as the last error.
+    let _ = guard(|| {
+        if !p.is_null() {
+            // SAFETY: `p` came from `Box::into_raw` in `rs_producer_connect`
+            // and the caller guarantees it is closed exactly once and not in
+            // use elsewhere, so we own it again and may drop it.
+            drop(unsafe { Box::from_raw(p) });
+        }
+        Ok(())
+    });
+}
+
+/// Publishes one frame: copies `len` bytes at `data` into the ring under
+/// `topic`, stamped with the current `CLOCK_REALTIME` time in nanoseconds.
+///
+/// Never blocks and never waits for readers. `data` may be NULL when `len` is
+/// 0. Errors: `RS_ERR_INVALID_ARGUMENT` (NULL `p` or `topic`, NULL `data` with
+/// `len > 0`, `len > PTRDIFF_MAX`), `RS_ERR_INVALID_TOPIC`, `RS_ERR_TOO_LARGE`,
+/// `RS_ERR_NOT_CONNECTED`, `RS_ERR_PANIC`.
+///
+/// # Safety
+/// `p` must be NULL or a live handle; `topic` NULL or NUL-terminated; `data`
+/// valid for reads of `len` bytes when `len > 0`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_send(
+    p: *const rs_producer,
+    topic: *const c_char,
+    data: *const c_void,
+    len: usize,
+) -> rs_status {
+    guard(|| {
+        // SAFETY: forwarded caller contracts (see each helper's # Safety).
+        let (producer, topic, payload) =
+            unsafe { (producer_ref(p)?, topic_str(topic)?, payload(data, len)?) };
+        producer.send(topic, payload)?;
+        Ok(())
+    })
+}
+
+/// Like `rs_send`, with an explicit timestamp in nanoseconds (any clock the
+/// subscribers agree on; `CLOCK_REALTIME` is what `rs_send` uses).
+///
+/// # Safety
+/// As for `rs_send`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_send_at(
+    p: *const rs_producer,
+    topic: *const c_char,
+    timestamp_ns: u64,
+    data: *const c_void,
+    len: usize,
+) -> rs_status {
+    guard(|| {
+        // SAFETY: forwarded caller contracts (see each helper's # Safety).
+        let (producer, topic, payload) =
+            unsafe { (producer_ref(p)?, topic_str(topic)?, payload(data, len)?) };
+        producer.send_at(topic, timestamp_ns, payload)?;
+        Ok(())
+    })
+}
+
+/// Reserves a frame of exactly `len` payload bytes in the ring for zero-copy
+/// filling.
+///
+/// On success `*out` receives the reservation and `*buf` a pointer to its
+/// `len` writable payload bytes (when `len` is 0 the pointer is non-NULL but
+/// must not be dereferenced). The buffer is in shared memory that readers may
+/// inspect: write only payload bytes into it, and never read it back expecting
+/// your own data to be intact if a hostile producer shares the ring. Complete
+/// the reservation with exactly one `rs_commit` (publish) or `rs_discard`
+/// (readers skip it); after that the buffer must not be touched.
+///
+/// Readers cannot pass an uncommitted frame for longer than the sidecar's
+/// stall timeout (about 100 ms); after that they skip it as abandoned, so keep
+/// the window between reserve and commit short.
+///
+/// On failure `*out` and `*buf` are set to NULL (when not NULL themselves).
+/// Errors: as for `rs_send`, plus `RS_ERR_INVALID_ARGUMENT` when `out` or `buf`
+/// is NULL.
+///
+/// # Safety
+/// `p` must be NULL or a live handle; `topic` NULL or NUL-terminated; `out`
+/// and `buf` NULL or valid for writing one pointer each.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_reserve(
+    p: *const rs_producer,
+    topic: *const c_char,
+    len: usize,
+    out: *mut *mut rs_reservation,
+    buf: *mut *mut c_void,
+) -> rs_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::InvalidArgument("out is NULL"));
+        }
+        // SAFETY: non-NULL; the caller guarantees it is writable. Cleared
+        // first so every failure path leaves NULL behind.
+        unsafe { out.write(std::ptr::null_mut()) };
+        if buf.is_null() {
+            return Err(Failure::InvalidArgument("buf is NULL"));
+        }
+        // SAFETY: as for `out`.
+        unsafe { buf.write(std::ptr::null_mut()) };
+
+        // SAFETY: forwarded caller contracts (see each helper's # Safety);
+        // the topic is only used inside `reserve`, which copies it.
+        let (producer, topic) = unsafe { (producer_ref(p)?, topic_str(topic)?) };
+        let mut reservation = producer.reserve(topic, len)?;
+        // The payload bytes live in the ring mapping, which the reservation
+        // keeps mapped (it holds an Arc of the attachment) until it is
+        // committed or discarded; moving the Reservation into the Box below
+        // does not move those bytes.
+        let data = reservation.as_mut_ptr().cast::<c_void>();
+        let handle = Box::new(rs_reservation { inner: reservation });
+        // SAFETY: both checked non-NULL above and writable per the contract.
+        unsafe {
+            out.write(Box::into_raw(handle));
+            buf.write(data);
+        }
+        Ok(())
+    })
+}
+
+/// Takes back ownership of a reservation handle.
+///
+/// # Safety
+/// `r` must be NULL or a handle from `rs_reserve` not yet completed, and no
+/// other thread may use it concurrently.
+unsafe fn take_reservation(r: *mut rs_reservation) -> Result<Reservation, Failure> {
+    if r.is_null() {
+        return Err(Failure::InvalidArgument("reservation is NULL"));
+    }
+    // SAFETY: `r` is non-NULL, came from `Box::into_raw` in `rs_reserve`, and
+    // the caller guarantees it is completed exactly once, so we own it again.
+    Ok(unsafe { Box::from_raw(r) }.inner)
+}
+
+/// Publishes a reserved frame and frees the reservation handle.
+///
+/// Errors: `RS_ERR_INVALID_ARGUMENT` when `r` is NULL. After this call `r`
+/// and the buffer from `rs_reserve` must not be used.
+///
+/// # Safety
+/// `r` must be NULL or a reservation from `rs_reserve` that was neither
+/// committed nor discarded.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_commit(r: *mut rs_reservation) -> rs_status {
+    guard(|| {
+        // SAFETY: forwarded caller contract.
+        unsafe { take_reservation(r)? }.commit();
+        Ok(())
+    })
+}
+
+/// Abandons a reserved frame (readers skip it; counted in
+/// `rs_stats.discarded`) and frees the reservation handle.
+///
+/// Errors: `RS_ERR_INVALID_ARGUMENT` when `r` is NULL. After this call `r`
+/// and the buffer from `rs_reserve` must not be used.
+///
+/// # Safety
+/// As for `rs_commit`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_discard(r: *mut rs_reservation) -> rs_status {
+    guard(|| {
+        // SAFETY: forwarded caller contract.
+        unsafe { take_reservation(r)? }.discard();
+        Ok(())
+    })
+}
+
+/// Sets the timestamp (ns) a reservation will be published with; by default
+/// it is the time of `rs_reserve`.
+///
+/// Errors: `RS_ERR_INVALID_ARGUMENT` when `r` is NULL.
+///
+/// # Safety
+/// `r` must be NULL or a reservation from `rs_reserve` that was neither
+/// committed nor discarded, not used concurrently by another thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_reservation_set_timestamp(
+    r: *mut rs_reservation,
+    timestamp_ns: u64,
+) -> rs_status {
+    guard(|| {
+        // SAFETY: NULL is rejected by `as_mut`; otherwise the caller
+        // guarantees a live handle from `Box::into_raw` that no other thread
+        // uses right now, so a unique reference is sound.
+        let handle =
+            unsafe { r.as_mut() }.ok_or(Failure::InvalidArgument("reservation is NULL"))?;
+        handle.inner.set_timestamp(timestamp_ns);
+        Ok(())
+    })
+}
+
+/// Copies the producer's counters and connection state into `*out`.
+///
+/// Errors: `RS_ERR_INVALID_ARGUMENT` when `p` or `out` is NULL.
+///
+/// # Safety
+/// `p` must be NULL or a live handle; `out` NULL or valid for writing one
+/// `rs_stats`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_producer_stats(p: *const rs_producer, out: *mut rs_stats) -> rs_status {
+    guard(|| {
+        // SAFETY: forwarded caller contract.
+        let producer = unsafe { producer_ref(p)? };
+        if out.is_null() {
+            return Err(Failure::InvalidArgument("out is NULL"));
+        }
+        let s = producer.stats();
+        let stats = rs_stats {
+            sent: s.sent,
+            sent_bytes: s.sent_bytes,
+            dropped_not_connected: s.dropped_not_connected,
+            dropped_too_large: s.dropped_too_large,
+            dropped_invalid_topic: s.dropped_invalid_topic,
+            discarded: s.discarded,
+            reconnects: s.reconnects,
+            producer_id: producer.producer_id().map_or(-1, i64::from),
+            max_payload: producer.max_payload().map_or(-1, i64::from),
+            ring_id: producer.ring_id().unwrap_or(0),
+            connected: producer.is_connected(),
+            sidecar_connected: producer.sidecar_connected(),
+        };
+        // SAFETY: non-NULL and writable for one `rs_stats` per the contract;
+        // `write` does not read or drop the (possibly uninitialised) target.
+        unsafe { out.write(stats) };
+        Ok(())
+    })
+}
+
+/// Waits up to `timeout_ms` milliseconds for a sidecar connection.
+///
+/// Returns `RS_OK` as soon as a sidecar is connected, `RS_ERR_NOT_CONNECTED`
+/// when the time runs out. Sending never needs this (it never waits); it is
+/// for tools and tests that want to know their first frames will land.
+/// Errors: `RS_ERR_INVALID_ARGUMENT` when `p` is NULL.
+///
+/// # Safety
+/// `p` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_producer_wait_connected(
+    p: *const rs_producer,
+    timeout_ms: u32,
+) -> rs_status {
+    guard(|| {
+        // SAFETY: forwarded caller contract.
+        let producer = unsafe { producer_ref(p)? };
+        if producer.wait_connected(Duration::from_millis(u64::from(timeout_ms))) {
+            Ok(())
+        } else {
+            Err(Failure::Send(status::SendFailure::NotConnected))
+        }
+    })
+}
+
+/// Copies the producer's most recent connection problem (why it is not
+/// connected, e.g. "No such file or directory" for a missing socket) into
+/// `buf`, with the same conventions as `rs_last_error`. Returns the full
+/// length, or 0 (writing "") when there was none or `p` is NULL.
+///
+/// # Safety
+/// `p` must be NULL or a live handle; `buf` NULL or valid for writing `len`
+/// bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_producer_connection_error(
+    p: *const rs_producer,
+    buf: *mut c_char,
+    len: usize,
+) -> usize {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: forwarded caller contract; NULL yields no text.
+        let text = unsafe { producer_ref(p) }
+            .ok()
+            .and_then(Producer::last_error)
+            .unwrap_or_default();
+        // SAFETY: forwarded caller contract on `buf`/`len`.
+        unsafe { status::copy_out(&text, buf, len) };
+        text.len()
+    }))
+    .unwrap_or(0)
+}
+
+/// Copies the text of this thread's most recent failure into `buf`.
+///
+/// Writes at most `len` bytes including a terminating NUL, truncating at a
+/// UTF-8 character boundary, and returns the length of the full message in
+/// bytes (without the NUL), like `snprintf`: a return value `>= len` means the
+/// text was truncated. Pass `buf = NULL` or `len = 0` to only query the length.
+/// Returns 0 (and writes "") when no failure was recorded on this thread.
+/// Never fails.
+///
+/// # Safety
+/// `buf` must be NULL or valid for writing `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_last_error(buf: *mut c_char, len: usize) -> usize {
+    catch_unwind(AssertUnwindSafe(|| {
+        let text = status::last_text();
+        // SAFETY: forwarded caller contract on `buf`/`len`.
+        unsafe { status::copy_out(&text, buf, len) };
+        text.len()
+    }))
+    .unwrap_or(0)
+}
+
+/// The code of this thread's most recent failure (`RS_OK` if none).
+#[unsafe(no_mangle)]
+pub extern "C" fn rs_last_error_code() -> rs_status {
+    catch_unwind(status::last_code).unwrap_or(rs_status::RS_ERR_PANIC)
+}
+
+/// Static, NUL-terminated English description of a status code; unknown
+/// codes get a generic text. Never NULL, never to be freed.
+/// Async-signal-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn rs_strerror(code: i32) -> *const c_char {
+    match rs_status::from_code(code) {
+        Some(s) => s.description().as_ptr(),
+        None => UNKNOWN_STATUS.as_ptr(),
+    }
+}
+
+/// The library's version as a static string ("MAJOR.MINOR.PATCH"); also
+/// stores the numeric parts into whichever of `major`, `minor`, `patch` are
+/// not NULL. Compare with `RS_VERSION_MAJOR` to detect a header/library
+/// mismatch. Async-signal-safe.
+///
+/// # Safety
+/// Each pointer must be NULL or valid for writing one `uint32_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rs_version(
+    major: *mut u32,
+    minor: *mut u32,
+    patch: *mut u32,
+) -> *const c_char {
+    const VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => panic!("version contains a NUL"),
+        };
+    for (ptr, value) in [
+        (major, RS_VERSION_MAJOR),
+        (minor, RS_VERSION_MINOR),
+        (patch, RS_VERSION_PATCH),
+    ] {
+        if !ptr.is_null() {
+            // SAFETY: non-NULL and, per the contract, valid for one u32 write.
+            unsafe { ptr.write(value) };
+        }
+    }
+    VERSION.as_ptr()
+}
+
+/// Panics inside the library on purpose, catches it at the boundary and
+/// returns `RS_ERR_PANIC` with the panic text in `rs_last_error()`.
+///
+/// It has no other effect. It exists so that C programs and language bindings
+/// can test their handling of `RS_ERR_PANIC`, which correct use of the other
+/// functions should never produce. (The panic message is also printed to
+/// stderr by the Rust runtime.)
+#[unsafe(no_mangle)]
+pub extern "C" fn rs_selftest_panic() -> rs_status {
+    guard(|| panic!("rs_selftest_panic: deliberate panic to exercise the C boundary guard"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_constants_match_cargo() {
+        assert_eq!(
+            env!("CARGO_PKG_VERSION"),
+            format!("{RS_VERSION_MAJOR}.{RS_VERSION_MINOR}.{RS_VERSION_PATCH}")
+        );
+    }
+
+    #[test]
+    fn topic_limit_matches_client() {
+        assert_eq!(RS_MAX_TOPIC_LEN, ringside_client::MAX_TOPIC_LEN);
+    }
+
+    #[test]
+    fn status_codes_are_distinct_and_described() {
+        let mut seen = std::collections::HashSet::new();
+        for s in rs_status::ALL {
+            assert!(seen.insert(s as i32), "duplicate code {s:?}");
+            assert!(s == rs_status::RS_OK || (s as i32) < 0);
+            assert_eq!(rs_status::from_code(s as i32), Some(s));
+            assert!(!s.description().to_bytes().is_empty());
+        }
+        assert_eq!(rs_status::from_code(1), None);
+    }
+}
