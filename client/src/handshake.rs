@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::layout::FORMAT_VERSION;
+use crate::layout::{FORMAT_VERSION, RingConfig};
 use crate::shm::adopt_received_fds;
 
 /// Version of the handshake messages.
@@ -62,6 +62,13 @@ pub struct Welcome {
     pub detail_len: u32,
     /// Id of the ring handed over.
     pub ring_id: u64,
+    /// Data capacity of the ring handed over. Producers take the geometry from here, never
+    /// from the ring header, which any producer could have overwritten.
+    pub capacity: u64,
+    /// Max payload of the ring handed over.
+    pub max_payload: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
     /// Human-readable refusal text (UTF-8).
     pub detail: [u8; DETAIL_LEN],
 }
@@ -167,8 +174,8 @@ impl Hello {
 }
 
 impl Welcome {
-    /// An admission.
-    pub fn admit(producer_id: u32, ring_id: u64) -> Welcome {
+    /// An admission to a ring with this id and geometry.
+    pub fn admit(producer_id: u32, ring_id: u64, config: &RingConfig) -> Welcome {
         Welcome {
             magic: WELCOME_MAGIC,
             version: HANDSHAKE_VERSION,
@@ -176,7 +183,18 @@ impl Welcome {
             producer_id,
             detail_len: 0,
             ring_id,
+            capacity: config.capacity,
+            max_payload: config.max_payload,
+            reserved: 0,
             detail: [0; DETAIL_LEN],
+        }
+    }
+
+    /// The ring geometry of an admission.
+    pub fn ring_config(&self) -> RingConfig {
+        RingConfig {
+            capacity: self.capacity,
+            max_payload: self.max_payload,
         }
     }
 
@@ -195,6 +213,9 @@ impl Welcome {
             producer_id: 0,
             detail_len: end as u32,
             ring_id: 0,
+            capacity: 0,
+            max_payload: 0,
+            reserved: 0,
             detail: text,
         }
     }

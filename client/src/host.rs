@@ -371,21 +371,28 @@ impl Server {
         ) {
             let fd = crate::shm::adopt_received_fds(&[raw]).pop();
             let Some(fd) = fd else { continue };
+            let Ok(creds) = getsockopt(&fd, sockopt::PeerCredentials) else {
+                continue;
+            };
+            // Credentials first: a process that may not produce never takes a slot, so it
+            // cannot lock allowed producers out by holding silent connections.
+            if !self.allowed(&creds) {
+                self.refuse_uid(fd.as_fd(), &creds);
+                continue;
+            }
             if self.conns.len() >= limit {
+                let admitted = self.admitted_count();
                 self.refuse(
                     fd.as_fd(),
                     RefusalReason::TooManyProducers,
                     &format!(
-                        "{} producer connections already open (max producers {}); raise --max-producers",
-                        self.conns.len(),
+                        "{admitted} producers connected and {} connections awaiting their handshake (max producers {}); raise --max-producers or find the idle connections",
+                        self.conns.len() - admitted,
                         self.options.max_producers
                     ),
                 );
                 continue;
             }
-            let Ok(creds) = getsockopt(&fd, sockopt::PeerCredentials) else {
-                continue;
-            };
             self.conns.push(Conn {
                 fd,
                 creds,
@@ -394,6 +401,35 @@ impl Server {
                 },
             });
         }
+    }
+
+    fn admitted_count(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|c| matches!(c.state, ConnState::Admitted))
+            .count()
+    }
+
+    fn refuse_uid(&self, fd: BorrowedFd<'_>, creds: &UnixCredentials) {
+        let mut uids = if self.options.allow_uids.is_empty() && self.options.allow_gids.is_empty() {
+            vec![self.own_uid, 0]
+        } else {
+            self.options.allow_uids.clone()
+        };
+        uids.sort_unstable();
+        uids.dedup();
+        self.refuse(
+            fd,
+            RefusalReason::UidNotAllowed,
+            &format!(
+                "uid {} gid {} is not allowed to produce; allowed uids {:?}, gids {:?} (add --allow-uid {} to ringside serve)",
+                creds.uid(),
+                creds.gid(),
+                uids,
+                self.options.allow_gids,
+                creds.uid()
+            ),
+        );
     }
 
     fn expire_silent(&mut self) {
@@ -406,6 +442,16 @@ impl Server {
     fn refuse(&self, fd: BorrowedFd<'_>, reason: RefusalReason, detail: &str) {
         self.shared.refused.fetch_add(1, Ordering::Relaxed);
         let _ = send_message(fd, Welcome::refuse(reason, detail).as_bytes(), &[]);
+        // Drain what the peer already sent (its Hello, with any fd): closing with unread
+        // data would make the peer's first read fail with ECONNRESET instead of showing it
+        // our refusal.
+        let mut sink = [0u8; 64];
+        for _ in 0..4 {
+            match recv_message::<1>(fd, &mut sink, MsgFlags::MSG_DONTWAIT) {
+                Ok(received) if received.len > 0 => continue,
+                _ => break,
+            }
+        }
     }
 
     fn allowed(&self, creds: &UnixCredentials) -> bool {
@@ -438,7 +484,6 @@ impl Server {
             self.drop_conn(index);
             return;
         }
-        let creds = self.conns[index].creds;
         if received.truncated {
             let fd = self.conns.remove(index).fd;
             self.refuse(
@@ -456,22 +501,6 @@ impl Server {
                 return;
             }
         };
-        if !self.allowed(&creds) {
-            let fd = self.conns.remove(index).fd;
-            self.refuse(
-                fd.as_fd(),
-                RefusalReason::UidNotAllowed,
-                &format!(
-                    "uid {} gid {} is not allowed to produce; allowed uids {:?}, gids {:?} (add --allow-uid {} to ringside serve)",
-                    creds.uid(),
-                    creds.gid(),
-                    self.allowed_uids_for_message(),
-                    self.options.allow_gids,
-                    creds.uid()
-                ),
-            );
-            return;
-        }
         if self.view.is_none() && hello.flags & HELLO_OFFERS_RING != 0 {
             if let Some(fd) = received.fds.into_iter().next() {
                 self.try_adopt(fd);
@@ -481,14 +510,6 @@ impl Server {
             self.admit(index);
         } else {
             self.conns[index].state = ConnState::Parked;
-        }
-    }
-
-    fn allowed_uids_for_message(&self) -> Vec<u32> {
-        if self.options.allow_uids.is_empty() && self.options.allow_gids.is_empty() {
-            vec![self.own_uid, 0]
-        } else {
-            self.options.allow_uids.clone()
         }
     }
 
@@ -513,11 +534,7 @@ impl Server {
         let Some(view) = self.view.clone() else {
             return;
         };
-        let admitted = self
-            .conns
-            .iter()
-            .filter(|c| matches!(c.state, ConnState::Admitted))
-            .count();
+        let admitted = self.admitted_count();
         if admitted >= self.options.max_producers {
             let fd = self.conns.remove(index).fd;
             self.refuse(
@@ -532,7 +549,7 @@ impl Server {
         }
         let creds = self.conns[index].creds;
         let pid = u32::try_from(creds.pid()).unwrap_or(0);
-        let welcome = Welcome::admit(pid, view.ring_id());
+        let welcome = Welcome::admit(pid, view.ring_id(), view.config());
         let [page, event] = self.doorbell.fds();
         let ring_fd = view.fd();
         let sent = send_message(

@@ -58,5 +58,7 @@ pub mod raw {
         HeaderCheck, RingHeader, STATE_COMMITTED, STATE_DISCARDED, check_header, frame_check,
     };
     pub use crate::ring::{Claim, FrameHeaderFields, WritableRing};
-    pub use crate::shm::{RING_SEALS, create_ring_memfd, inspect_ring_fd};
+    pub use crate::shm::{
+        RING_SEALS, create_ring_memfd, inspect_ring_fd, inspect_ring_fd_geometry,
+    };
 }

@@ -549,11 +549,25 @@ fn handshake(shared: &Shared) -> Result<(), ConnectError> {
     let hello = Hello::new(current.map_or(0, |ring| ring.ring_id()));
     let offered_fd = current.and_then(|ring| ring.fd());
     let offered: Vec<_> = offered_fd.iter().map(|fd| fd.as_fd()).collect();
-    send_message(sock.as_fd(), hello.as_bytes(), &offered).map_err(io_err)?;
+    // The sidecar refuses a disallowed uid as soon as it accepts, before our Hello: if the
+    // send fails because it already hung up, its refusal is still queued for us to read.
+    let sent = send_message(sock.as_fd(), hello.as_bytes(), &offered);
+    if let Err(err) = sent
+        && !matches!(err, nix::Error::EPIPE | nix::Error::ECONNRESET)
+    {
+        return Err(io_err(err));
+    }
 
     let mut buf = [0u8; size_of::<Welcome>() + 1];
-    let received =
-        recv_message::<WELCOME_FDS>(sock.as_fd(), &mut buf, MsgFlags::empty()).map_err(io_err)?;
+    // A sidecar that refused us at accept and closed while our Hello sat unread makes the
+    // kernel report ECONNRESET once; the refusal is still queued behind it.
+    let received = match recv_message::<WELCOME_FDS>(sock.as_fd(), &mut buf, MsgFlags::empty()) {
+        Err(nix::Error::ECONNRESET) => {
+            recv_message::<WELCOME_FDS>(sock.as_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)
+        }
+        other => other,
+    }
+    .map_err(io_err)?;
     if received.len == 0 {
         return Err(ConnectError::Protocol(
             "the sidecar closed the connection during the handshake".to_owned(),
@@ -575,7 +589,7 @@ fn handshake(shared: &Shared) -> Result<(), ConnectError> {
     };
     let same_ring = current.is_some_and(|ring| ring.ring_id() == welcome.ring_id);
     if !same_ring {
-        let ring = WritableRing::open(ring_fd)?;
+        let ring = WritableRing::open(ring_fd, welcome.ring_id, welcome.ring_config())?;
         if shared.rings.install(ring).is_err() {
             return Err(ConnectError::Protocol(format!(
                 "this producer already switched rings {MAX_RING_SWITCHES} times; restart it"

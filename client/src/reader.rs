@@ -16,6 +16,9 @@ use crate::ring::{RingView, Tail};
 const MIN_FRAME_LEN: u64 = frame_len(1, 0) as u64;
 /// Discarded frames skipped per `read` call before returning, so a call stays short.
 const MAX_SKIPS_PER_READ: usize = 256;
+/// Positions (in bytes) examined per `read` call when looking past a stalled frame, so one
+/// call stays in the microseconds even on a large ring full of garbage.
+const STALL_SCAN_BUDGET: u64 = 64 * 1024;
 
 /// Where a new reader starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +158,14 @@ enum Skip {
     BeforeTime(u64),
 }
 
+/// Progress of the search for the next committed frame past a stalled one.
+#[derive(Clone, Copy, Debug)]
+struct StallScan {
+    next: u64,
+    tail_pos_at_start: u64,
+    started: Instant,
+}
+
 /// A frame header found by scanning.
 struct Found {
     pos: u64,
@@ -172,6 +183,7 @@ pub struct RingReader {
     skip: Skip,
     pending_loss: Option<Loss>,
     stall_since: Option<Instant>,
+    stall_scan: Option<StallScan>,
     options: ReaderOptions,
 }
 
@@ -191,6 +203,7 @@ impl RingReader {
             skip: Skip::None,
             pending_loss: None,
             stall_since: None,
+            stall_scan: None,
             options,
         };
         let tail = reader.view.tail();
@@ -241,7 +254,7 @@ impl RingReader {
 
     /// Bytes written by producers that this reader has not read yet.
     pub fn lag_bytes(&self) -> u64 {
-        self.view.tail().pos.saturating_sub(self.pos)
+        distance(self.pos, self.view.tail().pos)
     }
 
     /// The ring this reader reads.
@@ -253,6 +266,7 @@ impl RingReader {
         self.pos = pos;
         self.next_seq = seq;
         self.stall_since = None;
+        self.stall_scan = None;
     }
 
     fn seek_earliest(&mut self, tail: Tail) {
@@ -261,7 +275,7 @@ impl RingReader {
             self.set_cursor(0, 0);
             return;
         }
-        match self.scan(tail.pos - self.capacity, tail, None) {
+        match self.scan(tail.pos - self.capacity, tail.pos, tail, None) {
             Some(found) => self.set_cursor(found.pos, found.header.seq),
             None => self.set_cursor(tail.pos, tail.seq),
         }
@@ -274,10 +288,12 @@ impl RingReader {
         let mut lo_seq = self.next_seq;
         let mut hi = tail.pos;
         let window = 4 * self.view.config().max_frame_len() as u64;
-        while hi.saturating_sub(lo) > window {
-            let mid = align_up(lo + (hi - lo) / 2);
-            match self.scan(mid, tail, None) {
-                Some(found) if found.pos < hi && before(&found.header) => {
+        while distance(lo, hi) > window {
+            let mid = align_up(lo.wrapping_add(distance(lo, hi) / 2));
+            match self.scan(mid, hi, tail, None) {
+                Some(found)
+                    if distance(lo, found.pos) < distance(lo, hi) && before(&found.header) =>
+                {
                     lo = found.pos;
                     lo_seq = found.header.seq;
                 }
@@ -310,7 +326,7 @@ impl RingReader {
     fn filter_skipped(&mut self, step: ReadStep) -> Option<ReadStep> {
         match (self.skip, step) {
             (Skip::BelowSeq(n), ReadStep::Loss(loss)) => {
-                let end = loss.first_seq + loss.frames;
+                let end = loss.first_seq.saturating_add(loss.frames);
                 if end <= n {
                     return None;
                 }
@@ -329,8 +345,14 @@ impl RingReader {
     fn read_one(&mut self, sink: &mut impl FrameSink) -> Step {
         let map = self.view.mapping();
         let tail = self.view.tail();
-        if self.pos >= tail.pos {
+        if tail.pos % FRAME_ALIGN != 0 || distance(self.pos, tail.pos) > BACKWARDS {
+            // Only a forged claim word is unaligned or moves backwards: nothing between the
+            // cursor and it can be trusted, so follow it and count what was skipped.
+            return Step::Deliver(self.jump_to_tail(tail, LossReason::Corrupt));
+        }
+        if self.pos == tail.pos {
             self.stall_since = None;
+            self.stall_scan = None;
             return Step::Deliver(ReadStep::Idle);
         }
         if self.lapped(tail.pos) {
@@ -353,7 +375,7 @@ impl RingReader {
             frame_len(usize::from(header.topic_len), header.payload_len as usize) as u64;
         let structurally_valid = matches!(kind, HeaderCheck::Committed | HeaderCheck::Discarded)
             && header.seq == self.next_seq
-            && self.pos + frame_len <= tail.pos;
+            && frame_len <= distance(self.pos, tail.pos);
         if !structurally_valid {
             if self.lapped(self.claim_position()) {
                 return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
@@ -374,7 +396,10 @@ impl RingReader {
 
         let topic_len = usize::from(header.topic_len);
         let mut topic = [0u8; MAX_TOPIC_LEN];
-        map.copy_out(self.pos + FRAME_HEADER_LEN as u64, &mut topic[..topic_len]);
+        map.copy_out(
+            self.pos.wrapping_add(FRAME_HEADER_LEN as u64),
+            &mut topic[..topic_len],
+        );
         if self.lapped(self.claim_position()) {
             return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
         }
@@ -389,7 +414,7 @@ impl RingReader {
             sink.abort();
             return Step::Deliver(ReadStep::Pending);
         }
-        map.copy_out(self.pos + FRAME_HEADER_LEN as u64, body);
+        map.copy_out(self.pos.wrapping_add(FRAME_HEADER_LEN as u64), body);
         // Copy first, then re-check the claim counter: if a producer claimed over our frame
         // while we copied, the copy may be torn and is dropped.
         if self.lapped(self.claim_position()) {
@@ -416,13 +441,14 @@ impl RingReader {
     }
 
     fn lapped(&self, tail_pos: u64) -> bool {
-        tail_pos.saturating_sub(self.pos) > self.capacity
+        distance(self.pos, tail_pos) > self.capacity
     }
 
     fn advance(&mut self, meta: &FrameMeta) {
-        self.pos += meta.frame_len() as u64;
-        self.next_seq = meta.seq + 1;
+        self.pos = self.pos.wrapping_add(meta.frame_len() as u64);
+        self.next_seq = meta.seq.wrapping_add(1);
         self.stall_since = None;
+        self.stall_scan = None;
     }
 
     /// The frame at the cursor is claimed but not committed.
@@ -432,42 +458,62 @@ impl RingReader {
         if now.duration_since(since) < self.options.stall_timeout {
             return ReadStep::Pending;
         }
-        // Past the stall bound: find the next committed frame after this one. If none is
-        // committed yet, keep waiting (and scanning) rather than skip live frames.
-        match self.scan(self.pos + FRAME_ALIGN, tail, Some(self.next_seq + 1)) {
-            Some(found) => self.jump(found, LossReason::Abandoned),
-            None => ReadStep::Pending,
+        // Past the stall bound: look for the next committed frame after this one, a bounded
+        // slice of positions per call. If none is committed yet, keep waiting rather than
+        // skip live frames, unless producers have been idle for a whole stall period.
+        let restart = StallScan {
+            next: self.pos.wrapping_add(FRAME_ALIGN),
+            tail_pos_at_start: tail.pos,
+            started: now,
+        };
+        let scan = *self.stall_scan.get_or_insert(restart);
+        let remaining = distance(scan.next, tail.pos).min(self.capacity);
+        let step = remaining.min(STALL_SCAN_BUDGET);
+        let end = scan.next.wrapping_add(step);
+        let min_seq = self.next_seq.saturating_add(1);
+        if let Some(found) = self.scan(scan.next, end, tail, Some(min_seq)) {
+            return self.jump(found, LossReason::Abandoned);
+        }
+        if step < remaining {
+            self.stall_scan = Some(StallScan { next: end, ..scan });
+            return ReadStep::Pending;
+        }
+        let idle = tail.pos == scan.tail_pos_at_start
+            && now.duration_since(scan.started) >= self.options.stall_timeout;
+        if idle {
+            return self.jump_to_tail(tail, LossReason::Abandoned);
+        }
+        self.stall_scan = Some(restart);
+        ReadStep::Pending
+    }
+
+    /// Moves the cursor to the claim word itself. Exact: the claim word's position and
+    /// sequence belong together, so `tail.seq - next_seq` frames were skipped.
+    fn jump_to_tail(&mut self, tail: Tail, reason: LossReason) -> ReadStep {
+        let lost = tail.seq.saturating_sub(self.next_seq);
+        let first_seq = self.next_seq;
+        self.set_cursor(tail.pos, tail.seq);
+        if lost == 0 {
+            ReadStep::Idle
+        } else {
+            ReadStep::Loss(Loss {
+                reason,
+                frames: lost,
+                first_seq,
+            })
         }
     }
 
     /// Moves past lapped or corrupt data to the next valid frame, reporting what was lost.
     fn resync(&mut self, tail: Tail, reason: LossReason) -> ReadStep {
         let from = match reason {
-            LossReason::Lapped => tail.pos.saturating_sub(self.capacity),
-            _ => self.pos + FRAME_ALIGN,
+            LossReason::Lapped => tail.pos.wrapping_sub(self.capacity),
+            _ => self.pos.wrapping_add(FRAME_ALIGN),
         };
-        match self.scan(
-            from.max(self.pos + FRAME_ALIGN),
-            tail,
-            Some(self.next_seq + 1),
-        ) {
+        match self.scan(from, tail.pos, tail, Some(self.next_seq.saturating_add(1))) {
             Some(found) => self.jump(found, reason),
-            None => {
-                // Nothing valid between here and the tail: skip to the tail, whose sequence
-                // number makes the count exact.
-                let lost = tail.seq.saturating_sub(self.next_seq);
-                let first_seq = self.next_seq;
-                self.set_cursor(tail.pos, tail.seq);
-                if lost == 0 {
-                    ReadStep::Idle
-                } else {
-                    ReadStep::Loss(Loss {
-                        reason,
-                        frames: lost,
-                        first_seq,
-                    })
-                }
-            }
+            // Nothing valid between here and the tail: skip to the tail.
+            None => self.jump_to_tail(tail, reason),
         }
     }
 
@@ -482,13 +528,27 @@ impl RingReader {
         })
     }
 
-    /// Scans aligned positions from `from` up to the tail for the first header that names
-    /// its own position, is structurally valid, and has a plausible sequence number
-    /// (at least `min_seq`, below the tail's, and no more frames than could fit in between).
-    fn scan(&self, from: u64, tail: Tail, min_seq: Option<u64>) -> Option<Found> {
+    /// Scans aligned positions in `[from, to)` (clamped to the retained window below the
+    /// tail) for the first header that names its own position, is structurally valid, and
+    /// has a plausible sequence number (at least `min_seq`, below the tail's, and no more
+    /// frames than could fit in between).
+    fn scan(&self, from: u64, to: u64, tail: Tail, min_seq: Option<u64>) -> Option<Found> {
         let map = self.view.mapping();
-        let mut pos = align_up(from.max(tail.pos.saturating_sub(self.capacity)));
-        while pos < tail.pos {
+        // Work in distances back from the tail: positions wrap (a forged claim word can
+        // push them past 2^64), offsets in the ring are taken modulo the capacity anyway.
+        let window_start = tail.pos.wrapping_sub(self.capacity);
+        let from = if distance(from, tail.pos) > self.capacity {
+            window_start
+        } else {
+            from
+        };
+        let mut pos = align_up(from);
+        let span = distance(pos, to).min(distance(pos, tail.pos));
+        if span > self.capacity {
+            return None;
+        }
+        let end = pos.wrapping_add(span);
+        while pos != end {
             let commit = map.commit_word(pos).load(Ordering::Relaxed);
             if names_position(commit, pos) {
                 fence(Ordering::Acquire);
@@ -501,13 +561,13 @@ impl RingReader {
                     return Some(Found { pos, header });
                 }
             }
-            pos += FRAME_ALIGN;
+            pos = pos.wrapping_add(FRAME_ALIGN);
         }
         None
     }
 
     fn lapped_at(&self, pos: u64, tail_pos: u64) -> bool {
-        tail_pos.saturating_sub(pos) > self.capacity
+        distance(pos, tail_pos) > self.capacity
     }
 
     fn plausible(&self, header: &FrameHeader, pos: u64, tail: Tail, min_seq: Option<u64>) -> bool {
@@ -518,7 +578,7 @@ impl RingReader {
             return false;
         }
         let len = frame_len(usize::from(header.topic_len), header.payload_len as usize) as u64;
-        if header.seq >= tail.seq || pos + len > tail.pos {
+        if header.seq >= tail.seq || len > distance(pos, tail.pos) {
             return false;
         }
         match min_seq {
@@ -526,7 +586,7 @@ impl RingReader {
             Some(min) => {
                 // Frames between the cursor and `pos` are at least MIN_FRAME_LEN each, which
                 // bounds how far the sequence can have moved.
-                let room = pos.saturating_sub(self.pos) / MIN_FRAME_LEN;
+                let room = distance(self.pos, pos) / MIN_FRAME_LEN;
                 header.seq >= min && header.seq - self.next_seq <= room
             }
         }
@@ -553,8 +613,17 @@ fn before_start(skip: &mut Skip, meta: &FrameMeta) -> bool {
 }
 
 fn align_up(pos: u64) -> u64 {
-    (pos + FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1)
+    pos.wrapping_add(FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1)
 }
+
+/// How far `to` is ahead of `from`, in the wrapping position space.
+#[inline]
+fn distance(from: u64, to: u64) -> u64 {
+    to.wrapping_sub(from)
+}
+
+/// A distance this large means "behind", not "ahead": the claim word moved backwards.
+const BACKWARDS: u64 = 1 << 63;
 
 /// Oldest retained frame and the claim counter of a ring.
 #[derive(Clone, Copy, Debug)]
@@ -580,7 +649,7 @@ impl RingView {
         )
         .ok()
         .and_then(|reader| {
-            if reader.pos >= tail.pos {
+            if reader.pos == tail.pos {
                 return None;
             }
             let mut bytes = [0u8; FRAME_HEADER_LEN];

@@ -14,7 +14,7 @@ use crate::layout::{
     FRAME_HEADER_LEN, FrameHeader, RingConfig, RingHeader, STATE_COMMITTED, STATE_DISCARDED,
     frame_check, frame_len,
 };
-use crate::shm::{Access, RingMapping, inspect_ring_fd};
+use crate::shm::{Access, RingMapping, inspect_ring_fd, inspect_ring_fd_geometry};
 
 /// A snapshot of the claim word: where and with which sequence the next frame will start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -49,7 +49,7 @@ fn read_tail(map: &RingMapping) -> Tail {
 pub struct WritableRing {
     map: RingMapping,
     config: RingConfig,
-    header: RingHeader,
+    ring_id: u64,
     /// None once retired.
     fd: Mutex<Option<OwnedFd>>,
 }
@@ -75,9 +75,10 @@ impl Claim {
 }
 
 impl WritableRing {
-    /// Checks and maps a ring fd received from the sidecar.
-    pub fn open(fd: OwnedFd) -> Result<WritableRing, RingError> {
-        let (header, config) = inspect_ring_fd(&fd)?;
+    /// Checks and maps a ring fd received from the sidecar, whose Welcome gave its id and
+    /// geometry (the header in the ring itself is not trusted).
+    pub fn open(fd: OwnedFd, ring_id: u64, config: RingConfig) -> Result<WritableRing, RingError> {
+        inspect_ring_fd_geometry(&fd, &config)?;
         if !portable_atomic::AtomicU128::is_lock_free() {
             return Err(RingError::NoWideAtomics);
         }
@@ -85,7 +86,7 @@ impl WritableRing {
         Ok(WritableRing {
             map,
             config,
-            header,
+            ring_id,
             fd: Mutex::new(Some(fd)),
         })
     }
@@ -97,7 +98,7 @@ impl WritableRing {
 
     /// The ring's identity.
     pub fn ring_id(&self) -> u64 {
-        self.header.ring_id
+        self.ring_id
     }
 
     /// A duplicate of the ring's fd, to hand back to a restarted sidecar (None once retired).
@@ -150,20 +151,25 @@ impl WritableRing {
     #[inline]
     pub fn write_topic(&self, claim: &Claim, topic: &[u8]) {
         debug_assert_eq!(topic.len(), claim.topic_len);
-        self.map.copy_in(claim.pos + FRAME_HEADER_LEN as u64, topic);
+        self.map
+            .copy_in(claim.pos.wrapping_add(FRAME_HEADER_LEN as u64), topic);
     }
 
     /// Copies the payload into a claimed frame.
     #[inline]
     pub fn write_payload(&self, claim: &Claim, payload: &[u8]) {
         debug_assert_eq!(payload.len(), claim.payload_len);
-        let at = claim.pos + (FRAME_HEADER_LEN + claim.topic_len) as u64;
+        let at = claim
+            .pos
+            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len) as u64);
         self.map.copy_in(at, payload);
     }
 
     /// The ring bytes of a claimed frame's payload, for a zero-copy reservation.
     pub fn payload_mut<'a>(&'a self, claim: &'a mut Claim) -> &'a mut [u8] {
-        let at = claim.pos + (FRAME_HEADER_LEN + claim.topic_len) as u64;
+        let at = claim
+            .pos
+            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len) as u64);
         // SAFETY: the claim protocol gives this claim's range to its owner alone; `claim` is
         // neither Copy nor Clone and is borrowed mutably for the view's lifetime, so this is
         // the only view of these bytes in the process. The view cannot outlive `self`.
@@ -172,7 +178,9 @@ impl WritableRing {
 
     /// The ring bytes of a claimed frame's payload, read-only.
     pub fn payload<'a>(&'a self, claim: &'a Claim) -> &'a [u8] {
-        let at = claim.pos + (FRAME_HEADER_LEN + claim.topic_len) as u64;
+        let at = claim
+            .pos
+            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len) as u64);
         // SAFETY: the range belongs to this claim alone (see payload_mut); a shared borrow of
         // the claim excludes the mutable view for as long as this one lives.
         unsafe { self.map.slice(at, claim.payload_len) }
@@ -219,7 +227,8 @@ impl WritableRing {
     /// Writes everything but the commit word, then the commit word with Release.
     #[inline]
     fn commit(&self, claim: Claim, header: &FrameHeader) {
-        self.map.copy_in(claim.pos + 8, &header.as_bytes()[8..]);
+        self.map
+            .copy_in(claim.pos.wrapping_add(8), &header.as_bytes()[8..]);
         self.map
             .commit_word(claim.pos)
             .store(header.commit, Ordering::Release);

@@ -59,6 +59,30 @@ pub fn create_ring_memfd(config: &RingConfig, header: &RingHeader) -> Result<Own
     Ok(fd)
 }
 
+/// Checks a ring fd against a geometry the caller trusts (the sidecar's Welcome): seals and
+/// size only. The header is not consulted: it lives in memory every producer can write.
+pub fn inspect_ring_fd_geometry(fd: impl AsFd, config: &RingConfig) -> Result<(), RingError> {
+    config
+        .validate()
+        .map_err(|e| RingError::Header(crate::layout::HeaderError::Config(e)))?;
+    let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(sys("F_GET_SEALS"))?;
+    if seals & RING_SEALS != RING_SEALS {
+        return Err(RingError::Seals {
+            found: seals,
+            required: RING_SEALS,
+        });
+    }
+    let stat = fstat(&fd).map_err(sys("fstat"))?;
+    let found = u64::try_from(stat.st_size).unwrap_or(0);
+    if found != config.shm_len() {
+        return Err(RingError::Size {
+            found,
+            expected: config.shm_len(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a ring fd handed over by someone else: seals, size and header.
 /// Returns the validated copy of the header.
 pub fn inspect_ring_fd(fd: impl AsFd) -> Result<(RingHeader, RingConfig), RingError> {
@@ -235,7 +259,8 @@ impl RingMapping {
 
     /// The commit word of the frame at `position` (8-aligned by the format).
     pub fn commit_word(&self, position: u64) -> &AtomicU64 {
-        debug_assert_eq!(position % 8, 0);
+        // Positions come from the claim word, which a hostile producer can forge: round down
+        // rather than assume alignment.
         let ptr = self.at(position & !7, 8);
         // SAFETY: 8-aligned (data region is page-aligned and position is rounded down to 8),
         // inside the mapping, valid for &self. On read-only mappings only relaxed loads are

@@ -56,7 +56,10 @@ fn new_ring() -> (Arc<RingView>, WritableRing) {
     let fd = create_ring_memfd(&config, &header).expect("memfd ring");
     let writer_fd = fd.as_fd().try_clone_to_owned().expect("dup");
     let view = Arc::new(RingView::open(fd).expect("read-only view"));
-    (view, WritableRing::open(writer_fd).expect("writable ring"))
+    (
+        view,
+        WritableRing::open(writer_fd, 7, config).expect("writable ring"),
+    )
 }
 
 fn step(world: &mut World, actor: usize, op: Op) {

@@ -1,0 +1,3 @@
+//! Shared code of the ringside end-to-end tests: helpers for the ring tests
+//! (`ring_support`) and the sidecar tests.
+pub mod ring_support;
