@@ -1,0 +1,597 @@
+//! Hand-encoding of `ringside.v1.Batch` messages straight into the outgoing
+//! buffer: one copy per payload byte.
+//!
+//! # Copies per payload byte: exactly one
+//!
+//! The ring reader copies a frame's topic and payload (contiguous in the ring)
+//! in one `memcpy` into the slice [`BatchEncoder::begin_frame`] returns. That
+//! slice lies inside the batch buffer, positioned so that the payload lands
+//! exactly where the protobuf `payload` field's bytes belong. The topic lands
+//! just in front of it; [`BatchEncoder::commit_frame`] then moves the topic
+//! (at most 255 bytes, never payload) a few bytes left to make room for the
+//! payload field's key and length, and writes the frame's other fields. The
+//! finished batch is frozen into a `Bytes` and handed to hyper/h2, which write
+//! it to the socket without copying. Payload bytes are therefore copied once
+//! (ring -> batch buffer); the buffer region is zero-filled before the copy
+//! (a write, not a copy; it keeps the sidecar free of `unsafe`).
+//!
+//! # Layout of one batch chunk
+//!
+//! ```text
+//! [0][len: u32 BE]                      gRPC message prefix (uncompressed)
+//! [ring_id: fixed64]                    Batch.ring_id
+//! [Loss]*                               Batch.losses (all before any frame)
+//! [Frame]*                              Batch.frames
+//! [resume_seq: varint]                  Batch.resume_seq
+//! ```
+//!
+//! Every chunk is at most `max_bytes` long (the subscriber buffer): a frame is
+//! only started when a maximum-size frame and the trailer still fit.
+
+use crate::wire::{self, GRPC_PREFIX_LEN, MAX_VARINT_LEN, WIRE_FIXED64};
+use bytes::{Bytes, BytesMut};
+
+/// Why frames were lost, as numbered in `ringside.v1.LossReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum WireLossReason {
+    /// Overwritten before this subscriber read them.
+    Lapped = 1,
+    /// Claimed by a producer that never committed them.
+    Abandoned = 2,
+    /// Failed validation.
+    Corrupt = 3,
+}
+
+impl WireLossReason {
+    /// Lower-case name used in logs, metrics and `tail --json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lapped => "lapped",
+            Self::Abandoned => "abandoned",
+            Self::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// A run of consecutive lost sequence numbers with one reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossRun {
+    /// Why.
+    pub reason: WireLossReason,
+    /// How many frames.
+    pub frames: u64,
+    /// First lost sequence number.
+    pub first_seq: u64,
+}
+
+impl LossRun {
+    fn try_merge(&mut self, next: &LossRun) -> bool {
+        if self.reason == next.reason
+            && self.first_seq.checked_add(self.frames) == Some(next.first_seq)
+        {
+            self.frames = self.frames.saturating_add(next.frames);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn body_len(&self) -> usize {
+        wire::varint_field_len(self.reason as u64)
+            + wire::varint_field_len(self.frames)
+            + wire::varint_field_len(self.first_seq)
+    }
+}
+
+/// Worst-case encoded size of one loss entry (key, length, three fields).
+const MAX_LOSS_LEN: usize = 2 + 2 + 2 * (1 + MAX_VARINT_LEN);
+/// Size of the `resume_seq` trailer at most.
+const MAX_TRAILER_LEN: usize = 1 + MAX_VARINT_LEN;
+/// Size of the batch header: gRPC prefix + `ring_id` fixed64 field.
+const HEADER_LEN: usize = GRPC_PREFIX_LEN + 1 + 8;
+/// Worst-case bytes a frame adds besides topic and payload: the frame's key and
+/// length, seq, timestamp, producer id, topic and payload keys and lengths.
+pub const MAX_FRAME_OVERHEAD: usize =
+    2 + 5 + (1 + MAX_VARINT_LEN) * 2 + (1 + 5) + (1 + 2) + (1 + 5);
+
+/// Smallest useful batch: header, one loss, one maximum frame, trailer.
+pub fn min_batch_bytes(max_topic: usize, max_payload: usize) -> usize {
+    HEADER_LEN + MAX_LOSS_LEN + MAX_FRAME_OVERHEAD + max_topic + max_payload + MAX_TRAILER_LEN
+}
+
+/// Metadata of the frame being copied, as the ring reader reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Ring sequence.
+    pub seq: u64,
+    /// Producer timestamp.
+    pub timestamp_ns: u64,
+    /// Producer id.
+    pub producer_id: u32,
+    /// Topic length in bytes.
+    pub topic_len: usize,
+    /// Payload length in bytes.
+    pub payload_len: usize,
+}
+
+/// Where the frame being copied sits in the buffer.
+#[derive(Debug, Clone, Copy)]
+struct OpenFrame {
+    header: FrameHeader,
+    /// Offset of the frame's key in the buffer.
+    start: usize,
+    /// Offset where the reader copies the topic (scratch, just before the payload).
+    copy_at: usize,
+}
+
+/// What happened to a frame at commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Kept in the batch.
+    Kept,
+    /// Its copied topic is not UTF-8: dropped; report it as a corrupt loss.
+    CorruptTopic,
+    /// Its copied topic no longer matches the filter (changed under us): dropped, not a loss.
+    Filtered,
+}
+
+/// Builds batches for one subscriber into a buffer of at most `max_bytes`.
+#[derive(Debug)]
+pub struct BatchEncoder {
+    buf: BytesMut,
+    ring_id: u64,
+    max_bytes: usize,
+    max_frames: u32,
+    /// Topic plus payload of the largest possible frame.
+    max_frame_data: usize,
+    /// A batch is open (header written).
+    open: bool,
+    frames: u32,
+    losses_written: u32,
+    /// Losses seen but not yet written (merged while contiguous).
+    pending_loss: Option<LossRun>,
+    /// The pending loss must start the next batch (it came after frames).
+    loss_ends_batch: bool,
+    cur: Option<OpenFrame>,
+    /// Payload bytes committed in the open batch.
+    payload_bytes: u64,
+}
+
+impl BatchEncoder {
+    /// An encoder for batches of at most `max_bytes` (clamped up to one
+    /// maximum-size frame) and at most `max_frames` frames (0 = unbounded).
+    pub fn new(
+        ring_id: u64,
+        max_bytes: usize,
+        max_frames: u32,
+        max_topic: usize,
+        max_payload: usize,
+    ) -> Self {
+        let max_bytes = max_bytes.max(min_batch_bytes(max_topic, max_payload));
+        Self {
+            buf: BytesMut::new(),
+            ring_id,
+            max_bytes,
+            max_frames,
+            max_frame_data: max_topic + max_payload,
+            open: false,
+            frames: 0,
+            losses_written: 0,
+            pending_loss: None,
+            loss_ends_batch: false,
+            cur: None,
+            payload_bytes: 0,
+        }
+    }
+
+    /// The byte cap of one batch chunk.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Frames in the open batch.
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Payload bytes in the open batch.
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload_bytes
+    }
+
+    /// First sequence of a loss not delivered yet (a resume point must not pass it).
+    pub fn undelivered_loss_seq(&self) -> Option<u64> {
+        self.pending_loss.map(|l| l.first_seq)
+    }
+
+    fn open_batch(&mut self) {
+        if self.open {
+            return;
+        }
+        self.buf.clear();
+        self.buf.reserve(self.max_bytes);
+        self.buf.extend_from_slice(&[0u8; GRPC_PREFIX_LEN]);
+        self.buf
+            .extend_from_slice(&[wire::key(wire::batch::RING_ID, WIRE_FIXED64)]);
+        self.buf.extend_from_slice(&self.ring_id.to_le_bytes());
+        self.open = true;
+        self.frames = 0;
+        self.losses_written = 0;
+        self.payload_bytes = 0;
+    }
+
+    /// True when another frame may be read into this batch: room for a
+    /// maximum-size frame, the frame-count bound not reached, and no loss
+    /// waiting to start the next batch.
+    pub fn has_room(&self) -> bool {
+        if self.loss_ends_batch {
+            return false;
+        }
+        if self.max_frames != 0 && self.frames >= self.max_frames {
+            return false;
+        }
+        let used = if self.open {
+            self.buf.len()
+        } else {
+            HEADER_LEN
+        };
+        used + MAX_LOSS_LEN + MAX_FRAME_OVERHEAD + self.max_frame_data + MAX_TRAILER_LEN
+            <= self.max_bytes
+    }
+
+    fn reset_counts(&mut self) {
+        self.open = false;
+        self.loss_ends_batch = false;
+        self.frames = 0;
+        self.losses_written = 0;
+        self.payload_bytes = 0;
+    }
+
+    /// Records lost frames. Losses are written before the first frame of a
+    /// batch; a loss arriving after frames closes the batch (see
+    /// [`has_room`](Self::has_room)) and opens the next one.
+    pub fn record_loss(&mut self, loss: LossRun) {
+        if loss.frames == 0 {
+            return;
+        }
+        if let Some(p) = &mut self.pending_loss {
+            if p.try_merge(&loss) {
+                return;
+            }
+            // A different run while one is pending: write the older one now.
+            // With frames already in the batch this puts a loss after frames;
+            // the driving loop never gets here (it stops reading once a loss
+            // closes the batch), and sequence numbers keep it unambiguous.
+            self.flush_loss();
+        }
+        self.pending_loss = Some(loss);
+        if self.frames > 0 {
+            self.loss_ends_batch = true;
+        }
+    }
+
+    /// Writes the pending loss into the open batch (opening one if needed).
+    fn flush_loss(&mut self) {
+        let Some(loss) = self.pending_loss.take() else {
+            return;
+        };
+        self.open_batch();
+        self.write_loss(&loss);
+    }
+
+    fn write_loss(&mut self, loss: &LossRun) {
+        let body = loss.body_len();
+        let mut tmp = [0u8; MAX_LOSS_LEN];
+        let mut n = wire::write_len_prefix(&mut tmp, wire::batch::LOSSES, body);
+        n += wire::write_varint_field(&mut tmp[n..], wire::loss::REASON, loss.reason as u64);
+        n += wire::write_varint_field(&mut tmp[n..], wire::loss::FRAMES, loss.frames);
+        n += wire::write_varint_field(&mut tmp[n..], wire::loss::FIRST_SEQ, loss.first_seq);
+        self.buf.extend_from_slice(&tmp[..n]);
+        self.losses_written += 1;
+    }
+
+    /// Starts a frame and returns the slice the reader copies
+    /// `topic_len + payload_len` bytes (topic, then payload) into.
+    ///
+    /// Call only after [`has_room`](Self::has_room) returned true, for a frame
+    /// no larger than the maximum this encoder was built for.
+    pub fn begin_frame(&mut self, h: FrameHeader) -> &mut [u8] {
+        self.open_batch();
+        self.flush_loss();
+        let (total, payload_at_rel) = frame_layout(&h);
+        let start = self.buf.len();
+        self.buf.resize(start + total, 0);
+        let payload_at = start + payload_at_rel;
+        let copy_at = payload_at - h.topic_len;
+        self.cur = Some(OpenFrame {
+            header: h,
+            start,
+            copy_at,
+        });
+        &mut self.buf[copy_at..start + total]
+    }
+
+    /// Keeps the frame copied since [`begin_frame`](Self::begin_frame).
+    /// `accept` re-checks the copied topic against the subscriber's filter.
+    pub fn commit_frame(&mut self, accept: impl FnOnce(&[u8]) -> bool) -> CommitOutcome {
+        let Some(f) = self.cur.take() else {
+            return CommitOutcome::Filtered;
+        };
+        let h = f.header;
+        let t = h.topic_len;
+        let copied_topic = f.copy_at..f.copy_at + t;
+        if std::str::from_utf8(&self.buf[copied_topic.clone()]).is_err() {
+            self.buf.truncate(f.start);
+            return CommitOutcome::CorruptTopic;
+        }
+        if !accept(&self.buf[copied_topic.clone()]) {
+            self.buf.truncate(f.start);
+            return CommitOutcome::Filtered;
+        }
+        let body_len = frame_body_len(&h);
+        let b = &mut self.buf[f.start..];
+        let mut i = wire::write_len_prefix(b, wire::batch::FRAMES, body_len);
+        i += wire::write_varint_field(&mut b[i..], wire::frame::SEQ, h.seq);
+        i += wire::write_varint_field(&mut b[i..], wire::frame::TIMESTAMP_NS, h.timestamp_ns);
+        i += wire::write_varint_field(
+            &mut b[i..],
+            wire::frame::PRODUCER_ID,
+            u64::from(h.producer_id),
+        );
+        i += wire::write_len_prefix(&mut b[i..], wire::frame::TOPIC, t);
+        // Move the topic (not the payload) from its scratch spot to its field.
+        let rel_copy = f.copy_at - f.start;
+        b.copy_within(rel_copy..rel_copy + t, i);
+        i += t;
+        i += wire::write_len_prefix(&mut b[i..], wire::frame::PAYLOAD, h.payload_len);
+        debug_assert_eq!(i, rel_copy + t, "payload must already sit in place");
+        self.frames += 1;
+        self.payload_bytes += h.payload_len as u64;
+        CommitOutcome::Kept
+    }
+
+    /// Drops the frame copied since [`begin_frame`](Self::begin_frame).
+    pub fn abort_frame(&mut self) {
+        if let Some(f) = self.cur.take() {
+            self.buf.truncate(f.start);
+        }
+    }
+
+    /// Closes the open batch and returns it as one gRPC message chunk, or
+    /// `None` when there is nothing to send (no frame, no loss).
+    /// `resume_seq` is where this subscription continues; it is capped at the
+    /// first loss not yet delivered.
+    pub fn finish(&mut self, resume_seq: u64) -> Option<Bytes> {
+        self.abort_frame();
+        if !self.loss_ends_batch && self.frames == 0 {
+            // Losses only: deliver them now.
+            self.flush_loss();
+        }
+        if !self.open || (self.frames == 0 && self.losses_written == 0) {
+            self.reset_counts();
+            return None;
+        }
+        let resume = match self.pending_loss {
+            Some(l) => resume_seq.min(l.first_seq),
+            None => resume_seq,
+        };
+        let mut tmp = [0u8; MAX_TRAILER_LEN];
+        let n = wire::write_varint_field(&mut tmp, wire::batch::RESUME_SEQ, resume);
+        self.buf.extend_from_slice(&tmp[..n]);
+        let msg_len = self.buf.len() - GRPC_PREFIX_LEN;
+        let len = u32::try_from(msg_len).unwrap_or(u32::MAX);
+        self.buf[0] = 0;
+        self.buf[1..GRPC_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+        self.reset_counts();
+        Some(self.buf.split().freeze())
+    }
+}
+
+/// Encoded length of a frame's message body.
+fn frame_body_len(h: &FrameHeader) -> usize {
+    wire::varint_field_len(h.seq)
+        + wire::varint_field_len(h.timestamp_ns)
+        + wire::varint_field_len(u64::from(h.producer_id))
+        + wire::len_field_len(h.topic_len)
+        + wire::len_field_len(h.payload_len)
+}
+
+/// Total encoded length of a frame entry (key + length + body) and the offset
+/// of its payload bytes from the entry's start.
+fn frame_layout(h: &FrameHeader) -> (usize, usize) {
+    let body = frame_body_len(h);
+    let total = 1 + wire::varint_len(body as u64) + body;
+    (total, total - h.payload_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message;
+    use ringside_proto::v1;
+
+    fn decode(chunk: &Bytes) -> v1::Batch {
+        assert_eq!(chunk[0], 0, "uncompressed");
+        let len = u32::from_be_bytes([chunk[1], chunk[2], chunk[3], chunk[4]]) as usize;
+        assert_eq!(len + GRPC_PREFIX_LEN, chunk.len());
+        v1::Batch::decode(&chunk[GRPC_PREFIX_LEN..]).expect("prost decodes our encoding")
+    }
+
+    fn put(enc: &mut BatchEncoder, seq: u64, topic: &str, payload: &[u8]) -> CommitOutcome {
+        let h = FrameHeader {
+            seq,
+            timestamp_ns: seq * 1000 + 7,
+            producer_id: (seq % 5) as u32,
+            topic_len: topic.len(),
+            payload_len: payload.len(),
+        };
+        let dst = enc.begin_frame(h);
+        dst[..topic.len()].copy_from_slice(topic.as_bytes());
+        dst[topic.len()..].copy_from_slice(payload);
+        enc.commit_frame(|_| true)
+    }
+
+    #[test]
+    fn frames_and_losses_decode_with_prost() {
+        let mut enc = BatchEncoder::new(42, 64 * 1024, 0, 255, 1024);
+        enc.record_loss(LossRun {
+            reason: WireLossReason::Lapped,
+            frames: 3,
+            first_seq: 0,
+        });
+        enc.record_loss(LossRun {
+            reason: WireLossReason::Lapped,
+            frames: 2,
+            first_seq: 3,
+        });
+        assert_eq!(put(&mut enc, 5, "cpu", b"hello"), CommitOutcome::Kept);
+        assert_eq!(put(&mut enc, 6, "", b""), CommitOutcome::Kept);
+        let chunk = enc.finish(7).expect("non-empty");
+        let b = decode(&chunk);
+        assert_eq!(b.ring_id, 42);
+        assert_eq!(b.resume_seq, 7);
+        assert_eq!(b.losses.len(), 1);
+        assert_eq!(b.losses[0].frames, 5);
+        assert_eq!(b.losses[0].first_seq, 0);
+        assert_eq!(b.losses[0].reason, v1::LossReason::Lapped as i32);
+        assert_eq!(b.frames.len(), 2);
+        assert_eq!(b.frames[0].topic, "cpu");
+        assert_eq!(&b.frames[0].payload[..], b"hello");
+        assert_eq!(b.frames[0].timestamp_ns, 5007);
+        assert_eq!(b.frames[1].seq, 6);
+    }
+
+    #[test]
+    fn loss_after_frames_starts_next_batch_and_caps_resume() {
+        let mut enc = BatchEncoder::new(1, 64 * 1024, 0, 255, 1024);
+        put(&mut enc, 0, "a", b"x");
+        enc.record_loss(LossRun {
+            reason: WireLossReason::Abandoned,
+            frames: 1,
+            first_seq: 1,
+        });
+        assert!(!enc.has_room(), "a loss after frames closes the batch");
+        let b = decode(&enc.finish(2).expect("frames"));
+        assert_eq!(b.frames.len(), 1);
+        assert!(b.losses.is_empty());
+        assert_eq!(b.resume_seq, 1, "resume must not skip the undelivered loss");
+        put(&mut enc, 2, "a", b"y");
+        let b = decode(&enc.finish(3).expect("frames"));
+        assert_eq!(b.losses.len(), 1);
+        assert_eq!(b.losses[0].first_seq, 1);
+        assert_eq!(b.frames[0].seq, 2);
+    }
+
+    #[test]
+    fn abort_and_bad_topic_leave_no_trace() {
+        let mut enc = BatchEncoder::new(1, 64 * 1024, 0, 255, 1024);
+        let h = FrameHeader {
+            seq: 0,
+            timestamp_ns: 0,
+            producer_id: 0,
+            topic_len: 1,
+            payload_len: 3,
+        };
+        enc.begin_frame(h).copy_from_slice(b"tabc");
+        enc.abort_frame();
+        let h = FrameHeader { seq: 1, ..h };
+        enc.begin_frame(h).copy_from_slice(&[0xff, 1, 2, 3]);
+        assert_eq!(enc.commit_frame(|_| true), CommitOutcome::CorruptTopic);
+        assert!(enc.finish(2).is_none(), "nothing to send");
+    }
+
+    #[test]
+    fn batches_respect_byte_and_frame_caps() {
+        let max = 8 * 1024;
+        let mut enc = BatchEncoder::new(1, max, 0, 16, 1000);
+        let mut n = 0;
+        while enc.has_room() {
+            put(&mut enc, n, "t", &[7u8; 1000]);
+            n += 1;
+        }
+        let chunk = enc.finish(n).expect("frames");
+        assert!(chunk.len() <= max, "{} > {max}", chunk.len());
+        assert_eq!(decode(&chunk).frames.len() as u64, n);
+
+        let mut enc = BatchEncoder::new(1, max, 2, 16, 10);
+        put(&mut enc, 0, "t", b"1");
+        put(&mut enc, 1, "t", b"2");
+        assert!(!enc.has_room());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Frame(String, Vec<u8>, u32, u64),
+        Abort(usize),
+        Loss(u8, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => ("[a-z/é]{0,40}", proptest::collection::vec(any::<u8>(), 0..600), any::<u32>(), any::<u64>())
+                .prop_map(|(t, p, id, ts)| Op::Frame(t, p, id, ts)),
+            1 => (0usize..600).prop_map(Op::Abort),
+            1 => (1u8..=3, 1u64..1_000_000).prop_map(|(r, n)| Op::Loss(r, n)),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of frames, aborts and losses encodes into chunks that
+        /// prost decodes back to exactly the committed frames and the losses,
+        /// with every chunk within the byte cap.
+        #[test]
+        fn encoding_round_trips(ops in proptest::collection::vec(op(), 0..80), cap in 2048usize..20_000) {
+            let mut enc = BatchEncoder::new(9, cap, 0, 255, 600);
+            let mut seq = 1u64 << 40;
+            let mut want_frames = Vec::new();
+            let mut want_lost = 0u64;
+            let mut got_frames = Vec::new();
+            let mut got_lost = 0u64;
+            let drain = |enc: &mut BatchEncoder, seq: u64, got_frames: &mut Vec<v1::Frame>, got_lost: &mut u64| {
+                if let Some(chunk) = enc.finish(seq) {
+                    prop_assert!(chunk.len() <= enc.max_bytes());
+                    let b = decode(&chunk);
+                    prop_assert_eq!(b.ring_id, 9);
+                    *got_lost += b.losses.iter().map(|l| l.frames).sum::<u64>();
+                    got_frames.extend(b.frames);
+                }
+                Ok(())
+            };
+            for op in ops {
+                if !enc.has_room() {
+                    drain(&mut enc, seq, &mut got_frames, &mut got_lost)?;
+                }
+                match op {
+                    Op::Frame(t, p, id, ts) => {
+                        let h = FrameHeader { seq, timestamp_ns: ts, producer_id: id, topic_len: t.len(), payload_len: p.len() };
+                        let dst = enc.begin_frame(h);
+                        dst[..t.len()].copy_from_slice(t.as_bytes());
+                        dst[t.len()..].copy_from_slice(&p);
+                        prop_assert_eq!(enc.commit_frame(|_| true), CommitOutcome::Kept);
+                        want_frames.push(v1::Frame { seq, timestamp_ns: ts, topic: t, producer_id: id, payload: p.into() });
+                        seq += 1;
+                    }
+                    Op::Abort(n) => {
+                        let h = FrameHeader { seq, timestamp_ns: 1, producer_id: 1, topic_len: 0, payload_len: n };
+                        enc.begin_frame(h).fill(0xAA);
+                        enc.abort_frame();
+                    }
+                    Op::Loss(r, n) => {
+                        let reason = match r { 1 => WireLossReason::Lapped, 2 => WireLossReason::Abandoned, _ => WireLossReason::Corrupt };
+                        enc.record_loss(LossRun { reason, frames: n, first_seq: seq });
+                        want_lost += n;
+                        seq += n;
+                    }
+                }
+            }
+            // Flush everything, including a loss that waits for the next batch.
+            for _ in 0..3 {
+                drain(&mut enc, seq, &mut got_frames, &mut got_lost)?;
+            }
+            prop_assert_eq!(got_frames, want_frames);
+            prop_assert_eq!(got_lost, want_lost);
+        }
+    }
+}

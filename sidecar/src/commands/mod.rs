@@ -1,0 +1,8 @@
+//! The subcommands.
+
+pub mod client;
+pub mod demo;
+pub mod load;
+pub mod serve;
+pub mod stats;
+pub mod tail;

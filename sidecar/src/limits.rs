@@ -1,0 +1,559 @@
+//! Admission limits counted up front: subscriber slots and TCP connections.
+//!
+//! - Subscribers: a fixed table of `--max-subscribers` slots allocated at
+//!   start. A Subscribe call takes a free slot or gets RESOURCE_EXHAUSTED.
+//!   Each slot also carries that subscriber's live counters (lag, frames out)
+//!   for metrics, so per-subscriber state never grows.
+//! - Connections: the TCP listener is wrapped; each accepted connection holds
+//!   a semaphore permit for its lifetime. Past `--max-connections`, up to
+//!   [`OVERFLOW_CONNECTIONS`] more are admitted as *refusal* connections: every
+//!   call on them is answered RESOURCE_EXHAUSTED (see [`OverLimitLayer`]) and
+//!   they are closed after [`OVERFLOW_LIFETIME`], so a gRPC client learns why.
+//!   Past that too, a connection is accepted and closed at once; nothing is
+//!   allocated for it.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::transport::server::{Connected, TlsConnectInfo};
+
+/// Connections admitted past `--max-connections` only to be told
+/// RESOURCE_EXHAUSTED (counted in the budget).
+pub const OVERFLOW_CONNECTIONS: usize = 8;
+/// How long such a refusal connection stays open.
+pub const OVERFLOW_LIFETIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Live counters of one subscriber slot.
+#[derive(Debug, Default)]
+pub struct SlotStats {
+    /// In use.
+    pub active: AtomicBool,
+    /// Ring bytes written that this subscriber has not read yet.
+    pub lag_bytes: AtomicU64,
+    /// Frames sent.
+    pub frames_out: AtomicU64,
+    /// Ring position of its cursor at its last progress.
+    pub position: AtomicU64,
+    /// When its stream was last polled for data ([`now_ms`]).
+    pub last_progress_ms: AtomicU64,
+    /// Closes the connection it runs on (for the stall reaper).
+    kill: Mutex<Option<Arc<KillSwitch>>>,
+}
+
+/// Milliseconds since the first call in this process (a monotonic clock).
+pub fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Closes a connection from outside hyper: its IO reports an error on the
+/// next poll, and hyper tears the connection and its streams down.
+#[derive(Debug, Default)]
+pub struct KillSwitch {
+    killed: AtomicBool,
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+impl KillSwitch {
+    /// Closes the connection.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// True once killed; otherwise remembers the waker to wake on kill.
+    fn killed(&self, cx: &Context<'_>) -> bool {
+        if self.killed.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut w = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *w = Some(cx.waker().clone());
+        }
+        drop(w);
+        self.killed.load(Ordering::Acquire)
+    }
+}
+
+/// The fixed table of subscriber slots.
+#[derive(Debug)]
+pub struct SubscriberSlots {
+    stats: Box<[SlotStats]>,
+    free: Mutex<Vec<u32>>,
+    refused: AtomicU64,
+    reaped: AtomicU64,
+}
+
+/// A held subscriber slot; released on drop.
+#[derive(Debug)]
+pub struct SlotGuard {
+    slots: Arc<SubscriberSlots>,
+    index: u32,
+}
+
+impl SubscriberSlots {
+    /// A table of `max` slots.
+    pub fn new(max: usize) -> Arc<Self> {
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        let stats: Box<[SlotStats]> = (0..max).map(|_| SlotStats::default()).collect();
+        // Free list pops the lowest index first.
+        let free: Vec<u32> = (0..max).rev().collect();
+        Arc::new(Self {
+            stats,
+            free: Mutex::new(free),
+            refused: AtomicU64::new(0),
+            reaped: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes a free slot, or `None` when all are in use.
+    pub fn acquire(self: &Arc<Self>) -> Option<SlotGuard> {
+        let index = {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.pop()
+        };
+        match index {
+            Some(index) => {
+                let s = &self.stats[index as usize];
+                s.active.store(true, Ordering::Relaxed);
+                s.lag_bytes.store(0, Ordering::Relaxed);
+                s.frames_out.store(0, Ordering::Relaxed);
+                s.last_progress_ms.store(now_ms(), Ordering::Relaxed);
+                // "Not behind" until its first read.
+                s.position.store(u64::MAX, Ordering::Relaxed);
+                Some(SlotGuard {
+                    slots: Arc::clone(self),
+                    index,
+                })
+            }
+            None => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.stats.len()
+    }
+
+    /// Slots in use.
+    pub fn active(&self) -> usize {
+        self.stats
+            .iter()
+            .filter(|s| s.active.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Subscribe calls refused for lack of a slot.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Subscribers whose connection the stall reaper closed.
+    pub fn reaped(&self) -> u64 {
+        self.reaped.load(Ordering::Relaxed)
+    }
+
+    /// Closes the connections of subscribers that have data waiting but whose
+    /// stream hyper has not polled for `timeout_ms` (the client stopped
+    /// reading and its flow-control window is full). Returns how many.
+    pub fn reap_stalled(&self, tail_pos: u64, timeout_ms: u64) -> u64 {
+        let now = now_ms();
+        let mut n = 0;
+        for (i, s) in self.stats.iter().enumerate() {
+            if !s.active.load(Ordering::Relaxed) {
+                continue;
+            }
+            let behind = tail_pos.saturating_sub(s.position.load(Ordering::Relaxed));
+            let idle_for = now.saturating_sub(s.last_progress_ms.load(Ordering::Relaxed));
+            if behind == 0 || idle_for < timeout_ms {
+                continue;
+            }
+            let kill = s.kill.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(k) = kill {
+                tracing::warn!(
+                    slot = i,
+                    behind_bytes = behind,
+                    stalled_ms = idle_for,
+                    "closing the connection of a subscriber that stopped reading (--subscriber-stall-timeout)"
+                );
+                k.kill();
+                n += 1;
+            }
+        }
+        self.reaped.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// All slots' counters (index = slot number).
+    pub fn stats(&self) -> &[SlotStats] {
+        &self.stats
+    }
+}
+
+impl SlotGuard {
+    /// This slot's counters.
+    pub fn stats(&self) -> &SlotStats {
+        &self.slots.stats[self.index as usize]
+    }
+
+    /// The slot number (stable label for metrics, bounded by --max-subscribers).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Records the connection this subscriber runs on.
+    pub fn set_connection(&self, kill: Option<Arc<KillSwitch>>) {
+        *self.stats().kill.lock().unwrap_or_else(|e| e.into_inner()) = kill;
+    }
+
+    /// Records that the stream was polled for data with its cursor at `position`.
+    pub fn progress(&self, position: u64) {
+        let s = self.stats();
+        s.position.store(position, Ordering::Relaxed);
+        s.last_progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let s = self.stats();
+        s.active.store(false, Ordering::Relaxed);
+        s.lag_bytes.store(0, Ordering::Relaxed);
+        *s.kill.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut free = self.slots.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.push(self.index);
+    }
+}
+
+/// Socket options applied to each accepted connection.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketOptions {
+    /// SO_SNDBUF bytes.
+    pub send_buffer: usize,
+    /// SO_RCVBUF bytes.
+    pub recv_buffer: usize,
+}
+
+/// Counters of the connection limiter.
+#[derive(Debug, Default)]
+pub struct ConnCounters {
+    /// Connections refused past the limit.
+    pub refused: AtomicU64,
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+}
+
+/// Accepts connections up to a limit; past it, closes them at once.
+#[derive(Debug)]
+pub struct LimitedListener {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    overflow: Arc<Semaphore>,
+    options: SocketOptions,
+    counters: Arc<ConnCounters>,
+    limit: usize,
+}
+
+impl LimitedListener {
+    /// Wraps a bound listener.
+    pub fn new(listener: TcpListener, limit: usize, options: SocketOptions) -> Self {
+        Self {
+            listener,
+            permits: Arc::new(Semaphore::new(limit)),
+            overflow: Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS)),
+            options,
+            counters: Arc::new(ConnCounters::default()),
+            limit,
+        }
+    }
+
+    /// Connections currently held.
+    pub fn permits(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.permits)
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Next admitted connection. Connections past the limit are closed here.
+    pub async fn accept(&self) -> io::Result<LimitedConn> {
+        loop {
+            let (stream, peer) = match self.listener.accept().await {
+                Ok(x) => x,
+                Err(e) if is_transient(&e) => {
+                    // EMFILE etc.: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed; retrying in 50ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let _ = stream.set_nodelay(true);
+            set_buffers(&stream, self.options);
+            if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("ringside_connections_accepted_total").increment(1);
+                return Ok(LimitedConn {
+                    stream,
+                    over_limit: None,
+                    kill: Arc::default(),
+                    _permit: permit,
+                });
+            }
+            let n = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            metrics::counter!("ringside_connections_refused_total").increment(1);
+            if n.is_power_of_two() {
+                tracing::warn!(%peer, limit = self.limit, refused_total = n,
+                    "connection refused: --max-connections reached");
+            }
+            if let Ok(permit) = Arc::clone(&self.overflow).try_acquire_owned() {
+                // Admitted only to answer RESOURCE_EXHAUSTED, then closed.
+                return Ok(LimitedConn {
+                    stream,
+                    over_limit: Some((self.limit, Box::pin(tokio::time::sleep(OVERFLOW_LIFETIME)))),
+                    kill: Arc::default(),
+                    _permit: permit,
+                });
+            }
+            drop(stream);
+        }
+    }
+
+    /// The listener as a stream of admitted connections, for tonic.
+    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<LimitedConn>> + Send {
+        let this = Arc::new(self);
+        futures_unfold(this)
+    }
+}
+
+fn futures_unfold(
+    this: Arc<LimitedListener>,
+) -> impl tokio_stream::Stream<Item = io::Result<LimitedConn>> + Send {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<LimitedConn>>(1);
+    tokio::spawn(async move {
+        loop {
+            let conn = this.accept().await;
+            let fatal = conn.is_err();
+            if tx.send(conn).await.is_err() || fatal {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+        )
+    ) || e.kind() == io::ErrorKind::ConnectionAborted
+}
+
+fn set_buffers(stream: &TcpStream, o: SocketOptions) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if let Err(e) = setsockopt(stream, sockopt::SndBuf, &o.send_buffer) {
+        tracing::debug!(error = %e, "SO_SNDBUF not set");
+    }
+    if let Err(e) = setsockopt(stream, sockopt::RcvBuf, &o.recv_buffer) {
+        tracing::debug!(error = %e, "SO_RCVBUF not set");
+    }
+}
+
+/// An admitted connection; frees its permit when closed.
+#[derive(Debug)]
+pub struct LimitedConn {
+    stream: TcpStream,
+    /// Set on a refusal connection: the limit, and when to close it.
+    over_limit: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
+    kill: Arc<KillSwitch>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Connection info placed in each request's extensions.
+#[derive(Debug, Clone)]
+pub struct LimitedConnectInfo {
+    /// The peer.
+    pub remote_addr: Option<SocketAddr>,
+    /// `Some(limit)` on a connection admitted past `--max-connections`.
+    pub over_limit: Option<usize>,
+    /// Closes this connection.
+    pub kill: Arc<KillSwitch>,
+}
+
+impl Connected for LimitedConn {
+    type ConnectInfo = LimitedConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        LimitedConnectInfo {
+            remote_addr: self.stream.peer_addr().ok(),
+            over_limit: self.over_limit.as_ref().map(|(l, _)| *l),
+            kill: Arc::clone(&self.kill),
+        }
+    }
+}
+
+impl AsyncRead for LimitedConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.kill.killed(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed by ringside: a subscriber on this connection stopped reading",
+            )));
+        }
+        if let Some((_, close_at)) = &mut self.over_limit {
+            if close_at.as_mut().poll(cx).is_ready() {
+                // End of stream: hyper closes the refusal connection.
+                return Poll::Ready(Ok(()));
+            }
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+/// Answers every call on a connection admitted past `--max-connections` with
+/// RESOURCE_EXHAUSTED.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OverLimitLayer;
+
+impl<S> tower::Layer<S> for OverLimitLayer {
+    type Service = OverLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OverLimit { inner }
+    }
+}
+
+/// The service of [`OverLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct OverLimit<S> {
+    inner: S,
+}
+
+/// The connection info of the connection a request came on.
+pub fn connect_info<B>(req: &http::Request<B>) -> Option<&LimitedConnectInfo> {
+    let e = req.extensions();
+    e.get::<LimitedConnectInfo>().or_else(|| {
+        e.get::<TlsConnectInfo<LimitedConnectInfo>>()
+            .map(TlsConnectInfo::get_ref)
+    })
+}
+
+fn over_limit<B>(req: &http::Request<B>) -> Option<usize> {
+    connect_info(req).and_then(|i| i.over_limit)
+}
+
+/// The peer address of the connection a request came on.
+pub fn peer_addr<B>(req: &http::Request<B>) -> Option<SocketAddr> {
+    connect_info(req).and_then(|i| i.remote_addr)
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for OverLimit<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Some(limit) = over_limit(&req) {
+            let status = tonic::Status::resource_exhausted(format!(
+                "too many connections: the sidecar serves at most {limit} \
+                 (--max-connections {limit}); this connection closes now; retry later"
+            ));
+            let resp = status.into_http::<R>();
+            return Box::pin(std::future::ready(Ok(resp)));
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+impl AsyncWrite for LimitedConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.kill.killed.load(Ordering::Acquire) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed by ringside: a subscriber on this connection stopped reading",
+            )));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_and_recycled() {
+        let slots = SubscriberSlots::new(2);
+        let a = slots.acquire().expect("first");
+        let b = slots.acquire().expect("second");
+        assert!(slots.acquire().is_none());
+        assert_eq!(slots.refused(), 1);
+        assert_eq!(slots.active(), 2);
+        drop(a);
+        let c = slots.acquire().expect("recycled");
+        assert_eq!(c.index(), 0);
+        drop((b, c));
+        assert_eq!(slots.active(), 0);
+    }
+}

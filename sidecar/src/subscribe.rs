@@ -1,0 +1,443 @@
+//! The Subscribe stream: one ring cursor per subscriber, encoded by hand into
+//! the HTTP/2 response body.
+//!
+//! The response body is a custom `http_body::Body`. hyper polls it only when
+//! the stream may send (it holds at most one polled chunk while it waits for
+//! flow-control capacity), so a batch is assembled only when the transport
+//! wants bytes: that is the backpressure. A subscriber that does not read is
+//! never polled, holds at most its batches in flight, and is lapped by the
+//! producers; its next batch reports the exact loss.
+//!
+//! Why not a `tonic::codec::Encoder`: tonic's `EncodeBuf` only appends
+//! (`BufMut`), so a frame whose copy fails validation could not be truncated
+//! away, and handing the reader a `&mut [u8]` into it would need `unsafe`.
+//! Owning the `BytesMut` gives the same single copy with safe truncation. The
+//! gRPC framing (5-byte prefix, trailers with `grpc-status`) is written here.
+
+use crate::batch::{BatchEncoder, CommitOutcome, FrameHeader, LossRun, WireLossReason};
+use crate::filter::TopicFilter;
+use crate::limits::SlotGuard;
+use crate::state::Shared;
+use crate::wake::WakeState;
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use prost::Message;
+use ringside_client::{
+    FrameMeta, FrameSink, LossReason, ReadStep, ReaderOptions, RingReader, StartAt,
+};
+use ringside_proto::v1;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::WatchStream;
+use tonic::Status;
+
+/// Read steps per poll at most, so one busy subscriber cannot starve the
+/// runtime (filtered frames take no batch room).
+const MAX_STEPS_PER_POLL: usize = 4096;
+/// Retry delay when the next frame is claimed but not committed yet.
+const PENDING_BACKOFF: Duration = Duration::from_micros(500);
+/// How long a client may take to send its (tiny) request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handles one Subscribe call: validates, admits, and returns the streaming response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: http::Request<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    match start(shared, req).await {
+        Ok(body) => {
+            let mut resp = http::Response::new(tonic::body::Body::new(body));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            resp
+        }
+        Err(status) => {
+            tracing::debug!(code = ?status.code(), message = status.message(), "subscribe refused");
+            status.into_http()
+        }
+    }
+}
+
+async fn start(
+    shared: Arc<Shared>,
+    req: http::Request<tonic::body::Body>,
+) -> Result<SubscribeBody, Status> {
+    shared.auth.check(req.headers())?;
+    let peer = crate::limits::peer_addr(&req);
+    let kill = crate::limits::connect_info(&req).map(|i| Arc::clone(&i.kill));
+    if let Some(enc) = req.headers().get("grpc-encoding") {
+        if enc.as_bytes() != b"identity" {
+            return Err(Status::unimplemented(
+                "compressed Subscribe requests are not supported; send the request uncompressed",
+            ));
+        }
+    }
+    let request = read_request(req.into_body(), shared.limits.max_request).await?;
+    let filter = TopicFilter::new(&request.topics, &request.topic_prefixes)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let start = match request.start {
+        None | Some(v1::subscribe_request::Start::Earliest(_)) => StartAt::Earliest,
+        Some(v1::subscribe_request::Start::Latest(_)) => StartAt::Latest,
+        Some(v1::subscribe_request::Start::Sequence(s)) => StartAt::Sequence(s),
+        Some(v1::subscribe_request::Start::TimestampNs(t)) => StartAt::TimestampNs(t),
+    };
+    let Some(slot) = shared.slots.acquire() else {
+        metrics::counter!("ringside_subscribers_refused_total").increment(1);
+        let max = shared.slots.capacity();
+        return Err(Status::resource_exhausted(format!(
+            "too many subscribers: {max} already connected (--max-subscribers {max}); retry later, or raise --max-subscribers on the sidecar"
+        )));
+    };
+    slot.set_connection(kill);
+    let reader = RingReader::new(
+        Arc::clone(&shared.ring),
+        start,
+        ReaderOptions {
+            stall_timeout: shared.limits.stall_timeout,
+        },
+    )
+    .map_err(|e| {
+        Status::invalid_argument(format!(
+            "{e}; resume from a sequence you received, or use `earliest`"
+        ))
+    })?;
+    let max_bytes = match request.max_batch_bytes {
+        0 => shared.limits.subscriber_buffer,
+        n => (n as usize).min(shared.limits.subscriber_buffer),
+    };
+    let enc = BatchEncoder::new(
+        shared.ring.ring_id(),
+        max_bytes,
+        request.max_batch_frames,
+        ringside_client::MAX_TOPIC_LEN,
+        shared.ring.max_payload() as usize,
+    );
+    tracing::debug!(
+        slot = slot.index(),
+        ?peer,
+        ?start,
+        next_seq = reader.next_seq(),
+        max_batch_bytes = enc.max_bytes(),
+        "subscriber started"
+    );
+    metrics::gauge!("ringside_subscribers").increment(1.0);
+    Ok(SubscribeBody {
+        wake: WatchStream::from_changes(shared.wake_rx.clone()),
+        shared,
+        reader,
+        enc,
+        filter,
+        slot,
+        state: State::Reading,
+        backoff: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        done: false,
+        registered: false,
+    })
+}
+
+/// Reads the request body (bounded by `max` bytes and a deadline) and decodes it.
+async fn read_request(body: tonic::body::Body, max: usize) -> Result<v1::SubscribeRequest, Status> {
+    let limit = max + crate::wire::GRPC_PREFIX_LEN;
+    let collected = tokio::time::timeout(REQUEST_TIMEOUT, http_body_util::Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| Status::deadline_exceeded("the Subscribe request did not arrive within 10s"))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Status::resource_exhausted(format!(
+                    "Subscribe request larger than {max} bytes (--max-request); send fewer or shorter filters"
+                ))
+            } else {
+                Status::invalid_argument(format!("cannot read the Subscribe request: {e}"))
+            }
+        })?;
+    let mut buf = collected.to_bytes();
+    if buf.len() < crate::wire::GRPC_PREFIX_LEN {
+        return Err(Status::invalid_argument(
+            "empty Subscribe request: send one SubscribeRequest message",
+        ));
+    }
+    let compressed = buf.get_u8();
+    let len = buf.get_u32() as usize;
+    if compressed != 0 {
+        return Err(Status::unimplemented(
+            "compressed Subscribe requests are not supported",
+        ));
+    }
+    if len != buf.len() {
+        return Err(Status::invalid_argument(format!(
+            "Subscribe request framing says {len} bytes but {} arrived; send exactly one message",
+            buf.len()
+        )));
+    }
+    v1::SubscribeRequest::decode(buf)
+        .map_err(|e| Status::invalid_argument(format!("cannot decode SubscribeRequest: {e}")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Read the ring and send what is there.
+    Reading,
+    /// Caught up: wait for producers to write.
+    Waiting,
+    /// The next frame is claimed, not committed: retry shortly.
+    Backoff,
+}
+
+/// Why filling a batch stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Full,
+    Idle,
+    Pending,
+    Yield,
+}
+
+/// The response body of one Subscribe call.
+pub struct SubscribeBody {
+    shared: Arc<Shared>,
+    reader: RingReader,
+    enc: BatchEncoder,
+    filter: TopicFilter,
+    slot: SlotGuard,
+    wake: WatchStream<WakeState>,
+    state: State,
+    backoff: Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+    /// Counted in the wait registry (caught up, waiting for producers).
+    registered: bool,
+}
+
+impl std::fmt::Debug for SubscribeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscribeBody")
+            .field("slot", &self.slot.index())
+            .field("next_seq", &self.reader.next_seq())
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The reader's sink: copies into the batch, filters by topic, and notes
+/// frames dropped at commit.
+struct Sink<'a> {
+    enc: &'a mut BatchEncoder,
+    filter: &'a TopicFilter,
+    /// The topic was not UTF-8 (a corrupt frame, reported as such).
+    bad_topic: bool,
+    outcome: CommitOutcome,
+}
+
+impl FrameSink for Sink<'_> {
+    fn accept_topic(&mut self, topic: &[u8]) -> bool {
+        if std::str::from_utf8(topic).is_err() {
+            self.bad_topic = true;
+            return false;
+        }
+        self.filter.matches(topic)
+    }
+
+    fn begin(&mut self, meta: &FrameMeta) -> &mut [u8] {
+        self.enc.begin_frame(FrameHeader {
+            seq: meta.seq,
+            timestamp_ns: meta.timestamp_ns,
+            producer_id: meta.producer_id,
+            topic_len: usize::from(meta.topic_len),
+            payload_len: meta.payload_len as usize,
+        })
+    }
+
+    fn commit(&mut self, _meta: &FrameMeta) {
+        let filter = self.filter;
+        self.outcome = self.enc.commit_frame(|t| filter.matches(t));
+    }
+
+    fn abort(&mut self) {
+        self.enc.abort_frame();
+    }
+}
+
+fn wire_reason(r: LossReason) -> WireLossReason {
+    match r {
+        LossReason::Lapped => WireLossReason::Lapped,
+        LossReason::Abandoned => WireLossReason::Abandoned,
+        LossReason::Corrupt => WireLossReason::Corrupt,
+    }
+}
+
+impl SubscribeBody {
+    /// Reads frames into the open batch until it is full, the ring is idle or
+    /// pending, or the step budget is spent.
+    fn fill(&mut self) -> Fill {
+        for _ in 0..MAX_STEPS_PER_POLL {
+            if !self.enc.has_room() {
+                return Fill::Full;
+            }
+            let mut sink = Sink {
+                enc: &mut self.enc,
+                filter: &self.filter,
+                bad_topic: false,
+                outcome: CommitOutcome::Kept,
+            };
+            let step = self.reader.read(&mut sink);
+            let (bad_topic, outcome) = (sink.bad_topic, sink.outcome);
+            match step {
+                ReadStep::Frame(meta) => match outcome {
+                    CommitOutcome::Kept => {}
+                    CommitOutcome::CorruptTopic => self.loss(WireLossReason::Corrupt, 1, meta.seq),
+                    CommitOutcome::Filtered => {}
+                },
+                ReadStep::Filtered(meta) => {
+                    if bad_topic {
+                        self.loss(WireLossReason::Corrupt, 1, meta.seq);
+                    }
+                }
+                ReadStep::Loss(l) => self.loss(wire_reason(l.reason), l.frames, l.first_seq),
+                ReadStep::Idle => return Fill::Idle,
+                ReadStep::Pending => return Fill::Pending,
+            }
+        }
+        Fill::Yield
+    }
+
+    fn loss(&mut self, reason: WireLossReason, frames: u64, first_seq: u64) {
+        let i = reason as usize - 1;
+        self.shared.counters.lost[i].fetch_add(frames, Ordering::Relaxed);
+        metrics::counter!("ringside_frames_lost_total", "reason" => reason.name())
+            .increment(frames);
+        self.enc.record_loss(LossRun {
+            reason,
+            frames,
+            first_seq,
+        });
+    }
+
+    fn finish_batch(&mut self) -> Option<Bytes> {
+        let frames = u64::from(self.enc.frames());
+        let payload = self.enc.payload_bytes();
+        let chunk = self.enc.finish(self.reader.next_seq())?;
+        let c = &self.shared.counters;
+        c.frames_out.fetch_add(frames, Ordering::Relaxed);
+        c.bytes_out.fetch_add(payload, Ordering::Relaxed);
+        metrics::counter!("ringside_frames_out_total").increment(frames);
+        metrics::counter!("ringside_payload_bytes_out_total").increment(payload);
+        metrics::counter!("ringside_batch_bytes_out_total").increment(chunk.len() as u64);
+        let s = self.slot.stats();
+        s.frames_out.fetch_add(frames, Ordering::Relaxed);
+        s.lag_bytes
+            .store(self.reader.lag_bytes(), Ordering::Relaxed);
+        Some(chunk)
+    }
+
+    fn end(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.done = true;
+        let mut trailers = HeaderMap::new();
+        if status.add_header(&mut trailers).is_err() {
+            let _ = Status::internal("status could not be encoded").add_header(&mut trailers);
+        }
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+
+    fn shutdown_status(&self) -> Status {
+        let resume = self
+            .enc
+            .undelivered_loss_seq()
+            .map_or(self.reader.next_seq(), |s| s.min(self.reader.next_seq()));
+        Status::unavailable(format!(
+            "ringside is shutting down; reconnect and resume with sequence {resume}"
+        ))
+    }
+}
+
+impl http_body::Body for SubscribeBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if this.shared.shutdown.load(Ordering::Acquire) {
+                // Deliver what is already assembled is not possible after a
+                // partial fill; nothing is open between polls, so just end.
+                let status = this.shutdown_status();
+                return this.end(status);
+            }
+            match this.state {
+                State::Waiting => match Pin::new(&mut this.wake).poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(_)) => this.state = State::Reading,
+                    Poll::Ready(None) => {
+                        let status = this.shutdown_status();
+                        return this.end(status);
+                    }
+                },
+                State::Backoff => {
+                    if this.backoff.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.state = State::Reading;
+                }
+                State::Reading => {
+                    let fill = this.fill();
+                    this.slot.progress(this.reader.position());
+                    let chunk = this.finish_batch();
+                    if fill != Fill::Idle && this.registered {
+                        this.shared.waiters.unregister();
+                        this.registered = false;
+                    }
+                    match fill {
+                        Fill::Full => {}
+                        Fill::Idle if !this.registered => {
+                            // Say we wait, then look once more before waiting.
+                            this.shared.waiters.register();
+                            this.registered = true;
+                        }
+                        Fill::Idle => this.state = State::Waiting,
+                        Fill::Pending => {
+                            let deadline = tokio::time::Instant::now() + PENDING_BACKOFF;
+                            this.backoff.as_mut().reset(deadline);
+                            this.state = State::Backoff;
+                        }
+                        Fill::Yield => {
+                            if chunk.is_none() {
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                        }
+                    }
+                    if let Some(chunk) = chunk {
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SubscribeBody {
+    fn drop(&mut self) {
+        if self.registered {
+            self.shared.waiters.unregister();
+        }
+        metrics::gauge!("ringside_subscribers").decrement(1.0);
+        tracing::debug!(
+            slot = self.slot.index(),
+            next_seq = self.reader.next_seq(),
+            "subscriber ended"
+        );
+    }
+}
