@@ -547,8 +547,11 @@ impl RingReader {
         if span > self.capacity {
             return None;
         }
-        let end = pos.wrapping_add(span);
-        while pos != end {
+        // Whole frame slots only: a forged claim word can make `to` unaligned, and the walk
+        // must still end exactly (it steps by 8 from an aligned start).
+        let mut slots = span / FRAME_ALIGN;
+        while slots > 0 {
+            slots -= 1;
             let commit = map.commit_word(pos).load(Ordering::Relaxed);
             if names_position(commit, pos) {
                 fence(Ordering::Acquire);

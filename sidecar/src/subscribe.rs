@@ -41,8 +41,13 @@ use tonic::Status;
 /// Read steps per poll at most, so one busy subscriber cannot starve the
 /// runtime (filtered frames take no batch room).
 const MAX_STEPS_PER_POLL: usize = 4096;
-/// Retry delay when the next frame is claimed but not committed yet.
+/// Retry delay when the next frame is claimed but not committed yet, after the quick
+/// retries below ran out (tokio's timer rounds it up to its 1 ms tick).
 const PENDING_BACKOFF: Duration = Duration::from_micros(500);
+/// Quick retries (a yield to the scheduler, microseconds each) before the timer backoff: a
+/// producer commits within nanoseconds of its claim unless it was descheduled, and a
+/// timer-based wait there cost 1-2 ms of tail latency under load.
+const PENDING_YIELDS: u32 = 64;
 /// How long a client may take to send its (tiny) request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -139,6 +144,7 @@ async fn start(
         slot,
         state: State::Reading,
         backoff: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        pending_yields: 0,
         done: false,
         registered: false,
     })
@@ -211,6 +217,8 @@ pub struct SubscribeBody {
     wake: WatchStream<WakeState>,
     state: State,
     backoff: Pin<Box<tokio::time::Sleep>>,
+    /// Consecutive quick retries of a claimed-but-uncommitted frame.
+    pending_yields: u32,
     done: bool,
     /// Counted in the wait registry (caught up, waiting for producers).
     registered: bool,
@@ -399,6 +407,9 @@ impl http_body::Body for SubscribeBody {
                         this.shared.waiters.unregister();
                         this.registered = false;
                     }
+                    if fill != Fill::Pending {
+                        this.pending_yields = 0;
+                    }
                     match fill {
                         Fill::Full => {}
                         Fill::Idle if !this.registered => {
@@ -407,7 +418,15 @@ impl http_body::Body for SubscribeBody {
                             this.registered = true;
                         }
                         Fill::Idle => this.state = State::Waiting,
+                        Fill::Pending if this.pending_yields < PENDING_YIELDS => {
+                            this.pending_yields += 1;
+                            if chunk.is_none() {
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                        }
                         Fill::Pending => {
+                            this.pending_yields = 0;
                             let deadline = tokio::time::Instant::now() + PENDING_BACKOFF;
                             this.backoff.as_mut().reset(deadline);
                             this.state = State::Backoff;
