@@ -1,0 +1,835 @@
+//! Chaos harness, short mode: a real `ringside serve`, several producer processes and
+//! several resuming gRPC subscribers, while faults are injected at random from a seeded RNG
+//! for `RINGSIDE_CHAOS_SECS` seconds (default 60; seed from `RINGSIDE_CHAOS_SEED`, printed).
+//!
+//! Faults: SIGKILL of producers (some parked between claim and commit by the test hook),
+//! SIGSTOP/SIGCONT of producers and of the sidecar, SIGKILL of the sidecar and a restart on
+//! the same socket and port (it adopts the ring from the reconnecting producers), subscribers
+//! that drop their stream and resume from their last `resume_seq`, subscribers that stop
+//! reading, Subscribe storms past `--max-subscribers`, TCP storms past `--max-connections`,
+//! a hostile producer writing garbage over the ring or trying to truncate it, and malformed
+//! gRPC requests.
+//!
+//! Checked per subscriber, by the harness itself, over the ring sequence numbers it was
+//! responsible for: received + reported lost (by reason) = span, so unaccounted = 0; no
+//! sequence or payload seen twice; every payload passes its own checksum. Also: the sidecar
+//! never exits unless killed, no producer call fails, and the sidecar's peak RssAnon stays
+//! below its printed budget. The longest producer call and the worst p99.9 are recorded,
+//! not asserted (no timing asserts). A summary table is printed at the end.
+//!
+//! Producers are this test binary re-executed with `RINGSIDE_CHAOS_PRODUCER` set (see
+//! `chaos_producer_child`), so they can use the `test-hooks` park hook and time each call.
+//!
+//! Run: `RINGSIDE_CHAOS_SECS=60 cargo test -p ringside-tests --test chaos -- --nocapture`.
+
+#[path = "../src/sidecar_harness.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use harness::{Sidecar, TempDir, free_port, ringside_bin};
+use ringside_proto::v1;
+use ringside_proto::v1::subscribe_request::Start;
+use ringside_tests::chaos_support::{
+    Fault, ProducerStat, Rng, SubscriberTally, Summary, rss_anon, run_length_from_env,
+    run_producer, seed_from_env,
+};
+use ringside_tests::ring_support::decode_payload;
+
+const HOSTILE: &str = env!("CARGO_BIN_EXE_ring_hostile");
+/// Env var that turns this test binary into a chaos producer: `socket=PATH;index=N`.
+const PRODUCER_ENV: &str = "RINGSIDE_CHAOS_PRODUCER";
+/// Producers alive at any time.
+const PRODUCERS: usize = 3;
+/// Accounting subscribers.
+const SUBSCRIBERS: usize = 4;
+/// `--max-subscribers` of the sidecar under test.
+const MAX_SUBSCRIBERS: u64 = 12;
+/// `--max-connections` of the sidecar under test.
+const MAX_CONNECTIONS: u64 = 16;
+/// Sidecar flags (ring small enough that stalled subscribers get lapped).
+const FLAGS: &[&str] = &[
+    "--ring-size",
+    "1MiB",
+    "--max-frame",
+    "1KiB",
+    "--max-subscribers",
+    "12",
+    "--max-connections",
+    "16",
+    "--subscriber-buffer",
+    "64KiB",
+    "--stall-timeout",
+    "100ms",
+    "--subscriber-stall-timeout",
+    "4s",
+    "--adopt-grace",
+    "1s",
+];
+
+/// Not a test on its own: the body of a chaos producer process (see the module docs).
+#[test]
+fn chaos_producer_child() {
+    let Ok(spec) = std::env::var(PRODUCER_ENV) else {
+        return;
+    };
+    let mut socket = None;
+    let mut index = 0u32;
+    for kv in spec.split(';') {
+        match kv.split_once('=') {
+            Some(("socket", v)) => socket = Some(PathBuf::from(v)),
+            Some(("index", v)) => index = v.parse().expect("index"),
+            _ => {}
+        }
+    }
+    let socket = socket.expect("socket= in RINGSIDE_CHAOS_PRODUCER");
+    // ~25 frames per millisecond-ish pause: a few thousand frames/s per producer, enough to
+    // lap a 1 MiB ring in well under a second of subscriber stall on this 2-core machine.
+    run_producer(&socket, index, 25, Duration::from_millis(2));
+}
+
+/// One chaos producer process and what it reported.
+struct ProducerProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    index: u32,
+    last: Arc<Mutex<ProducerStat>>,
+    parked: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+    stopped_ever: bool,
+}
+
+impl ProducerProc {
+    fn spawn(socket: &Path, index: u32) -> ProducerProc {
+        let exe = std::env::current_exe().expect("current exe");
+        let mut child = Command::new(exe)
+            .args([
+                "--exact",
+                "chaos_producer_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                PRODUCER_ENV,
+                format!("socket={};index={index}", socket.display()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chaos producer");
+        let stdout = child.stdout.take().expect("stdout");
+        let last = Arc::new(Mutex::new(ProducerStat {
+            index,
+            ..ProducerStat::default()
+        }));
+        let parked = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(AtomicU64::new(0));
+        {
+            let (last, parked, errors) =
+                (Arc::clone(&last), Arc::clone(&parked), Arc::clone(&errors));
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(st) = ProducerStat::parse(&line) {
+                        if let Ok(mut l) = last.lock() {
+                            *l = st;
+                        }
+                    } else if line.trim() == "PARKED" {
+                        parked.store(true, Ordering::SeqCst);
+                    } else if line.starts_with("CHAOS ERROR") {
+                        eprintln!("producer {index}: {line}");
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        ProducerProc {
+            stdin: child.stdin.take(),
+            child,
+            index,
+            last,
+            parked,
+            errors,
+            stopped_ever: false,
+        }
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(self.pid(), sig);
+    }
+
+    fn command(&mut self, cmd: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{cmd}");
+            let _ = stdin.flush();
+        }
+    }
+
+    fn kill(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Asks it to stop and waits (bounded) for its final report.
+    fn stop(&mut self) {
+        self.command("stop");
+        self.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                if !status.success() {
+                    eprintln!("producer {} exited {status}", self.index);
+                    self.errors.fetch_add(1, Ordering::SeqCst);
+                }
+                // Let the reader thread take the last line.
+                std::thread::sleep(Duration::from_millis(50));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("producer {} did not stop; killing it", self.index);
+        self.errors.fetch_add(1, Ordering::SeqCst);
+        self.kill();
+    }
+
+    fn stat(&self) -> ProducerStat {
+        self.last.lock().map(|l| *l).unwrap_or_default()
+    }
+}
+
+/// Shared state of one accounting subscriber.
+#[derive(Default)]
+struct SubState {
+    tally: SubscriberTally,
+    /// (ring id, next expected sequence) of the current segment.
+    ring: Option<u64>,
+    first: Option<u64>,
+    next: Option<u64>,
+    /// Per producer index: highest per-producer sequence received.
+    last_payload: BTreeMap<u32, u64>,
+}
+
+impl SubState {
+    /// Accounts one event (a loss of `n` frames from `first`, or one frame) at `seq`.
+    fn account(&mut self, seq: u64, n: u64) {
+        let next = *self.next.get_or_insert(seq);
+        self.first.get_or_insert(seq);
+        if seq > next {
+            self.tally.unaccounted += seq - next;
+            eprintln!("GAP: expected seq {next}, got {seq} (+{n})");
+        } else if seq < next {
+            self.tally.duplicates += (next - seq).min(n);
+            eprintln!("OVERLAP: expected seq {next}, got {seq} (+{n})");
+        }
+        self.next = Some(next.max(seq.saturating_add(n)));
+    }
+
+    fn close_segment(&mut self) {
+        if let (Some(first), Some(next)) = (self.first, self.next) {
+            self.tally.span += next - first;
+        }
+        self.first = None;
+        self.next = None;
+        self.last_payload.clear();
+    }
+
+    fn batch(&mut self, b: &v1::Batch) {
+        if self.ring != Some(b.ring_id) {
+            self.close_segment();
+            self.ring = Some(b.ring_id);
+            self.tally.rings += 1;
+        }
+        for l in &b.losses {
+            let reason = v1::LossReason::try_from(l.reason)
+                .map(|r| {
+                    r.as_str_name()
+                        .trim_start_matches("LOSS_REASON_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_else(|_| format!("reason-{}", l.reason));
+            *self.tally.lost.entry(reason).or_default() += l.frames;
+            self.account(l.first_seq, l.frames);
+        }
+        for f in &b.frames {
+            self.tally.received += 1;
+            self.account(f.seq, 1);
+            match decode_payload(&f.payload) {
+                Ok(p) => {
+                    if let Some(&prev) = self.last_payload.get(&p.producer)
+                        && p.seq <= prev
+                    {
+                        self.tally.duplicates += 1;
+                        eprintln!(
+                            "payload of producer {} seq {} again (after {prev})",
+                            p.producer, p.seq
+                        );
+                    }
+                    self.last_payload.insert(p.producer, p.seq);
+                }
+                Err(e) => {
+                    self.tally.corrupt += 1;
+                    eprintln!("CORRUPT delivery at seq {}: {e}", f.seq);
+                }
+            }
+        }
+    }
+}
+
+/// Commands to a subscriber, set by the fault loop.
+#[derive(Default)]
+struct SubControl {
+    reconnect: AtomicBool,
+    stall_ms: AtomicU64,
+    stop: AtomicBool,
+}
+
+async fn connect(
+    endpoint: &str,
+) -> Option<v1::ringside_client::RingsideClient<tonic::transport::Channel>> {
+    let ch = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()?;
+    Some(v1::ringside_client::RingsideClient::new(ch).max_decoding_message_size(16 << 20))
+}
+
+/// An accounting subscriber: resumes from its last `resume_seq` after every disconnect.
+async fn subscriber(endpoint: String, state: Arc<Mutex<SubState>>, ctl: Arc<SubControl>) {
+    let mut resume: Option<(u64, u64)> = None; // (ring id, resume_seq)
+    while !ctl.stop.load(Ordering::SeqCst) {
+        let Some(mut client) = connect(&endpoint).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let start = match resume {
+            Some((_, seq)) => Start::Sequence(seq),
+            None => Start::Earliest(true),
+        };
+        let req = v1::SubscribeRequest {
+            start: Some(start),
+            ..Default::default()
+        };
+        let mut stream = match client.subscribe(req).await {
+            Ok(s) => s.into_inner(),
+            Err(status) => {
+                if status.code() == tonic::Code::InvalidArgument && resume.is_some() {
+                    // The resume point is not in this ring (a replaced ring): start over.
+                    eprintln!(
+                        "resume refused ({}); starting from earliest",
+                        status.message()
+                    );
+                    resume = None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if let Ok(mut s) = state.lock() {
+            s.tally.streams += 1;
+        }
+        loop {
+            if ctl.stop.load(Ordering::SeqCst) || ctl.reconnect.swap(false, Ordering::SeqCst) {
+                break;
+            }
+            let stall = ctl.stall_ms.swap(0, Ordering::SeqCst);
+            if stall > 0 {
+                tokio::time::sleep(Duration::from_millis(stall)).await;
+            }
+            match tokio::time::timeout(Duration::from_millis(250), stream.message()).await {
+                Err(_) => continue,
+                Ok(Ok(Some(b))) => {
+                    if let Some((ring, _)) = resume
+                        && ring != b.ring_id
+                    {
+                        eprintln!("ring replaced: {ring:#x} -> {:#x}", b.ring_id);
+                    }
+                    resume = Some((b.ring_id, b.resume_seq));
+                    if let Ok(mut s) = state.lock() {
+                        s.batch(&b);
+                    }
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => break,
+            }
+        }
+    }
+}
+
+/// Opens `n` Subscribe streams over a few connections, holds them, counts the answers.
+async fn subscribe_storm(endpoint: String, n: u64) -> [u64; 3] {
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        if let Some(c) = connect(&endpoint).await {
+            clients.push(c);
+        }
+    }
+    if clients.is_empty() {
+        return [0, 0, 0];
+    }
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let mut c = clients[(i as usize) % clients.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let req = v1::SubscribeRequest {
+                start: Some(Start::Latest(true)),
+                ..Default::default()
+            };
+            let r = tokio::time::timeout(Duration::from_secs(3), c.subscribe(req)).await;
+            match r {
+                Ok(Ok(mut s)) => {
+                    // A granted stream may still be refused on its first message.
+                    let first =
+                        tokio::time::timeout(Duration::from_millis(500), s.get_mut().message())
+                            .await;
+                    let code = match first {
+                        Ok(Err(st)) => Some(st.code()),
+                        _ => None,
+                    };
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    match code {
+                        None => 0,
+                        Some(tonic::Code::ResourceExhausted) => 1,
+                        Some(_) => 2,
+                    }
+                }
+                Ok(Err(st)) if st.code() == tonic::Code::ResourceExhausted => 1,
+                _ => 2,
+            }
+        }));
+    }
+    let mut out = [0u64; 3];
+    for t in tasks {
+        if let Ok(k) = t.await {
+            out[k] += 1;
+        }
+    }
+    out
+}
+
+/// Malformed requests; returns (refused with a clear status, accepted: a stream that
+/// delivered a batch, no clear answer: timeouts or transport errors while a fault such as a
+/// SIGSTOPped or restarting sidecar is in progress).
+async fn hostile_requests(endpoint: String) -> [u64; 3] {
+    let Some(mut c) = connect(&endpoint).await else {
+        return [0, 0, 0];
+    };
+    let many: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+    let cases = vec![
+        v1::SubscribeRequest {
+            start: Some(Start::Sequence(u64::MAX)),
+            ..Default::default()
+        },
+        v1::SubscribeRequest {
+            topics: many,
+            ..Default::default()
+        },
+        v1::SubscribeRequest {
+            topic_prefixes: vec![String::new()],
+            ..Default::default()
+        },
+        v1::SubscribeRequest {
+            topics: vec!["x".repeat(300)],
+            ..Default::default()
+        },
+    ];
+    let mut out = [0u64; 3];
+    for req in cases {
+        let r = tokio::time::timeout(Duration::from_secs(3), c.subscribe(req)).await;
+        let outcome = match r {
+            Ok(Ok(mut s)) => {
+                match tokio::time::timeout(Duration::from_secs(1), s.get_mut().message()).await {
+                    Ok(Err(st)) => Err(Some(st.code())),
+                    Ok(Ok(Some(_))) => Ok(()),
+                    _ => Err(None),
+                }
+            }
+            Ok(Err(st)) => Err(Some(st.code())),
+            Err(_) => Err(None),
+        };
+        match outcome {
+            // RESOURCE_EXHAUSTED is also a clear answer while a storm holds every slot.
+            Err(Some(tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted)) => out[0] += 1,
+            Ok(()) => {
+                eprintln!("hostile request was served a batch");
+                out[1] += 1;
+            }
+            Err(code) => {
+                eprintln!("hostile request: no clear answer ({code:?})");
+                out[2] += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Runs a `ring_hostile` mode to completion (bounded).
+fn hostile(socket: &Path, mode: &str, extra: &[String]) {
+    let mut child = Command::new(HOSTILE)
+        .arg(mode)
+        .arg("--socket")
+        .arg(socket)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ring_hostile");
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with("OP ") && !l.contains("EPERM") && !l.contains("refused"))
+            .collect::<Vec<String>>()
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Ok(lines) = reader.join() {
+        for l in lines {
+            eprintln!("ring_hostile {mode}: {l}");
+        }
+    }
+}
+
+/// The sidecar's printed budget for `FLAGS`, in bytes.
+fn budget_bytes() -> u64 {
+    let out = Command::new(ringside_bin())
+        .args(["serve", "--print-budget"])
+        .args(FLAGS)
+        .output()
+        .expect("serve --print-budget");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.trim_start().starts_with("total"))
+        .and_then(|line| line.split('(').nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no budget total in {text}"))
+}
+
+/// True when this sidecar's startup log says it adopted the ring handed back by producers.
+fn adopted(sidecar: &Sidecar) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = sidecar.stderr();
+        if let Some(line) = log.lines().find(|l| l.contains("adopted=")) {
+            return line.contains("adopted=true");
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn chaos_short_mode_accounts_for_every_frame() {
+    if std::env::var_os(PRODUCER_ENV).is_some() {
+        return;
+    }
+    let secs = run_length_from_env();
+    let seed = seed_from_env();
+    eprintln!(
+        "chaos: seed {seed} (RINGSIDE_CHAOS_SEED={seed} reproduces the fault schedule), {} s",
+        secs.as_secs()
+    );
+    let mut rng = Rng::new(seed);
+    let mut summary = Summary {
+        seed,
+        secs: secs.as_secs(),
+        budget: budget_bytes(),
+        ..Summary::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+
+    let dir = TempDir::new("chaos");
+    let port = free_port();
+    let mut sidecar = Sidecar::start_on(&dir, port, FLAGS);
+    let endpoint = sidecar.endpoint();
+    let socket = sidecar.socket.clone();
+
+    // Subscribers first, so they see the ring from sequence 0.
+    let subs: Vec<(Arc<Mutex<SubState>>, Arc<SubControl>)> = (0..SUBSCRIBERS)
+        .map(|_| (Arc::default(), Arc::default()))
+        .collect();
+    let sub_tasks: Vec<_> = subs
+        .iter()
+        .map(|(st, ctl)| {
+            rt.spawn(subscriber(
+                endpoint.clone(),
+                Arc::clone(st),
+                Arc::clone(ctl),
+            ))
+        })
+        .collect();
+
+    let mut next_index = 0u32;
+    let mut spawn_producer = |summary: &mut Summary| {
+        summary.producers_started += 1;
+        next_index += 1;
+        ProducerProc::spawn(&socket, next_index)
+    };
+    let mut producers: Vec<ProducerProc> = (0..PRODUCERS)
+        .map(|_| spawn_producer(&mut summary))
+        .collect();
+    let mut finished: Vec<ProducerProc> = Vec::new();
+
+    let storm_result = Arc::new(Mutex::new([0u64; 3]));
+    let hostile_result = Arc::new(Mutex::new([0u64; 3]));
+    let started = Instant::now();
+    let sample_rss = |sidecar: &Sidecar, summary: &mut Summary| {
+        if let Some(r) = rss_anon(sidecar.child.id()) {
+            summary.peak_rss_anon = summary.peak_rss_anon.max(r);
+        }
+    };
+    // The sidecar must be running unless we killed it: checked on every tick.
+    let check_alive = |sidecar: &mut Sidecar, summary: &mut Summary| -> bool {
+        if let Ok(Some(status)) = sidecar.child.try_wait() {
+            summary.unexpected_sidecar_exits += 1;
+            eprintln!(
+                "sidecar exited on its own ({status}):\n{}",
+                sidecar.stderr()
+            );
+            return false;
+        }
+        true
+    };
+
+    while started.elapsed() < secs {
+        // Wait 300..1200 ms between faults, sampling memory and liveness.
+        let pause = rng.millis(300, 1200);
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            sample_rss(&sidecar, &mut summary);
+            if !check_alive(&mut sidecar, &mut summary) {
+                sidecar = Sidecar::start_on(&dir, port, FLAGS);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let fault = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
+        *summary.faults.entry(fault).or_default() += 1;
+        match fault {
+            Fault::KillProducer | Fault::KillProducerMidFrame => {
+                let i = rng.below(producers.len() as u64) as usize;
+                let mut p = producers.swap_remove(i);
+                if fault == Fault::KillProducerMidFrame {
+                    p.command("park");
+                    let deadline = Instant::now() + Duration::from_secs(3);
+                    while !p.parked.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    if !p.parked.load(Ordering::SeqCst) {
+                        eprintln!(
+                            "producer {} did not park (SIGSTOPped or slow); killing anyway",
+                            p.index
+                        );
+                    }
+                }
+                p.kill();
+                finished.push(p);
+                producers.push(spawn_producer(&mut summary));
+            }
+            Fault::StopProducer => {
+                let i = rng.below(producers.len() as u64) as usize;
+                producers[i].stopped_ever = true;
+                producers[i].signal(nix::sys::signal::Signal::SIGSTOP);
+                std::thread::sleep(rng.millis(100, 800));
+                producers[i].signal(nix::sys::signal::Signal::SIGCONT);
+            }
+            Fault::StopSidecar => {
+                let pid = nix::unistd::Pid::from_raw(sidecar.child.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
+                std::thread::sleep(rng.millis(100, 1500));
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            }
+            Fault::KillSidecar => {
+                let _ = sidecar.kill();
+                std::thread::sleep(rng.millis(0, 500));
+                sidecar = Sidecar::start_on(&dir, port, FLAGS);
+                if adopted(&sidecar) {
+                    summary.adopted += 1;
+                } else {
+                    summary.ring_replaced += 1;
+                }
+            }
+            Fault::SubscriberReconnect => {
+                let i = rng.below(subs.len() as u64) as usize;
+                subs[i].1.reconnect.store(true, Ordering::SeqCst);
+            }
+            Fault::SubscriberStall => {
+                let i = rng.below(subs.len() as u64) as usize;
+                subs[i]
+                    .1
+                    .stall_ms
+                    .store(rng.below(6000) + 500, Ordering::SeqCst);
+            }
+            Fault::SubscribeStorm => {
+                let (ep, res) = (endpoint.clone(), Arc::clone(&storm_result));
+                rt.spawn(async move {
+                    let r = subscribe_storm(ep, MAX_SUBSCRIBERS + 8).await;
+                    if let Ok(mut s) = res.lock() {
+                        for k in 0..3 {
+                            s[k] += r[k];
+                        }
+                    }
+                });
+            }
+            Fault::ConnectionStorm => {
+                let conns: Vec<TcpStream> = (0..MAX_CONNECTIONS + 16)
+                    .filter_map(|_| TcpStream::connect(sidecar.addr).ok())
+                    .collect();
+                std::thread::sleep(Duration::from_millis(300));
+                drop(conns);
+            }
+            Fault::HostileGarbage => {
+                let s = rng.next_u64().to_string();
+                hostile(
+                    &socket,
+                    "garbage",
+                    &["--seed".into(), s, "--passes".into(), "1".into()],
+                );
+            }
+            Fault::HostileTruncate => hostile(&socket, "truncate", &[]),
+            Fault::HostileRequest => {
+                let (ep, res) = (endpoint.clone(), Arc::clone(&hostile_result));
+                rt.spawn(async move {
+                    let r = hostile_requests(ep).await;
+                    if let Ok(mut s) = res.lock() {
+                        for k in 0..3 {
+                            s[k] += r[k];
+                        }
+                    }
+                });
+            }
+        }
+        if !check_alive(&mut sidecar, &mut summary) {
+            sidecar = Sidecar::start_on(&dir, port, FLAGS);
+        }
+    }
+
+    // Quiesce: resume everything, stop producers, let subscribers drain.
+    for p in &mut producers {
+        p.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+    for p in &mut producers {
+        p.stop();
+    }
+    finished.append(&mut producers);
+    for (_, ctl) in &subs {
+        ctl.stall_ms.store(0, Ordering::SeqCst);
+    }
+    // Drained = every subscriber's next sequence equal and unchanged for 2 s (bounded).
+    let drain_deadline = Instant::now() + Duration::from_secs(30);
+    let mut last: Vec<Option<u64>> = Vec::new();
+    let mut stable_since = Instant::now();
+    while Instant::now() < drain_deadline {
+        sample_rss(&sidecar, &mut summary);
+        let _ = check_alive(&mut sidecar, &mut summary);
+        let now: Vec<Option<u64>> = subs
+            .iter()
+            .map(|(s, _)| s.lock().ok().and_then(|s| s.next))
+            .collect();
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() > Duration::from_secs(2)
+            && last.iter().all(|n| n.is_some() && *n == last[0])
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (_, ctl) in &subs {
+        ctl.stop.store(true, Ordering::SeqCst);
+    }
+    for t in sub_tasks {
+        let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), t).await });
+    }
+    // Let storm/hostile-request tasks finish.
+    std::thread::sleep(Duration::from_secs(1));
+    let alive_at_end = sidecar.child.try_wait().ok().flatten().is_none();
+    let _ = sidecar.stop();
+
+    // Tally.
+    let mut written = 0u64;
+    for (s, _) in &subs {
+        let mut s = s.lock().expect("subscriber state");
+        written = written.max(s.next.unwrap_or(0));
+        s.close_segment();
+        summary.subscribers.push(s.tally.clone());
+    }
+    summary.ring_written = written;
+    for p in &finished {
+        let st = p.stat();
+        summary.producers_reported += st.sent;
+        summary.producers_dropped_nc += st.dropped_not_connected;
+        summary.calls += st.calls;
+        summary.blocked += st.blocked;
+        summary.preempted += st.preempted;
+        summary.longest_call_ns = summary.longest_call_ns.max(st.max_ns);
+        if !p.stopped_ever {
+            summary.longest_call_unstopped_ns = summary.longest_call_unstopped_ns.max(st.max_ns);
+        }
+        summary.worst_p999_ns = summary.worst_p999_ns.max(st.p999_ns);
+        summary.producer_errors += p.errors.load(Ordering::SeqCst);
+    }
+    summary.storm = *storm_result.lock().expect("storm");
+    summary.hostile_requests = *hostile_result.lock().expect("hostile");
+    println!("\nchaos summary (seed {seed}):\n{}", summary.render());
+
+    let (unaccounted, duplicates, corrupt) = summary.violations();
+    assert!(alive_at_end, "the sidecar was not running at the end");
+    assert_eq!(
+        summary.unexpected_sidecar_exits, 0,
+        "the sidecar exited on its own"
+    );
+    assert_eq!(unaccounted, 0, "frames neither received nor reported lost");
+    assert_eq!(duplicates, 0, "frames received twice");
+    assert_eq!(corrupt, 0, "deliveries that fail their checksum");
+    assert_eq!(summary.producer_errors, 0, "producer calls failed");
+    assert_eq!(
+        summary.blocked, 0,
+        "a producer send blocked (voluntary context switch inside a send burst)"
+    );
+    assert!(
+        summary.peak_rss_anon < summary.budget,
+        "peak RssAnon {} over the budget {}",
+        summary.peak_rss_anon,
+        summary.budget
+    );
+    assert!(
+        summary.subscribers.iter().all(|s| s.received > 0),
+        "a subscriber received nothing"
+    );
+    assert_eq!(
+        summary.hostile_requests[1], 0,
+        "a malformed request was served frames"
+    );
+}
