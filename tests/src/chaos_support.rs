@@ -135,13 +135,15 @@ impl ProducerStat {
 
     fn line(&self) -> String {
         format!(
-            "CHAOS STAT index={} sent={} max_ns={} p999_ns={} nc={} calls={}",
+            "CHAOS STAT index={} sent={} max_ns={} p999_ns={} nc={} calls={} blocked={} preempted={}",
             self.index,
             self.sent,
             self.max_ns,
             self.p999_ns,
             self.dropped_not_connected,
-            self.calls
+            self.calls,
+            self.blocked,
+            self.preempted
         )
     }
 }
@@ -405,7 +407,8 @@ pub struct Summary {
     pub worst_p999_ns: u64,
     /// Send calls timed.
     pub calls: u64,
-    /// Voluntary context switches inside send bursts, all producers (sends that blocked).
+    /// Voluntary context switches inside send bursts of producers never SIGSTOPped (sends
+    /// that blocked; a SIGSTOP is itself a voluntary switch).
     pub blocked: u64,
     /// Involuntary context switches inside send bursts, all producers (preemptions).
     pub preempted: u64,
@@ -515,7 +518,7 @@ impl Summary {
             ),
         );
         row(
-            "producer sends that blocked (voluntary context switches in send bursts; must be 0)",
+            "voluntary context switches in send bursts of producers never SIGSTOPped (reported; see docs/reliability.md)",
             self.blocked.to_string(),
         );
         row(
