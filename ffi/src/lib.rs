@@ -349,8 +349,8 @@ pub unsafe extern "C" fn rs_send(
 ) -> rs_status {
     guard(|| {
         // SAFETY: forwarded caller contracts (see each helper's # Safety).
-        let (producer, topic, payload) =
-            unsafe { (producer_ref(p)?, topic_str(topic)?, payload(data, len)?) };
+        let args = unsafe { (producer_ref(p)?, topic_str(topic)?, payload(data, len)?) };
+        let (producer, topic, payload) = args;
         producer.send(topic, payload)?;
         Ok(())
     })
@@ -371,8 +371,8 @@ pub unsafe extern "C" fn rs_send_at(
 ) -> rs_status {
     guard(|| {
         // SAFETY: forwarded caller contracts (see each helper's # Safety).
-        let (producer, topic, payload) =
-            unsafe { (producer_ref(p)?, topic_str(topic)?, payload(data, len)?) };
+        let args = unsafe { (producer_ref(p)?, topic_str(topic)?, payload(data, len)?) };
+        let (producer, topic, payload) = args;
         producer.send_at(topic, timestamp_ns, payload)?;
         Ok(())
     })
@@ -505,8 +505,8 @@ pub unsafe extern "C" fn rs_reservation_set_timestamp(
         // SAFETY: NULL is rejected by `as_mut`; otherwise the caller
         // guarantees a live handle from `Box::into_raw` that no other thread
         // uses right now, so a unique reference is sound.
-        let handle =
-            unsafe { r.as_mut() }.ok_or(Failure::InvalidArgument("reservation is NULL"))?;
+        let handle = unsafe { r.as_mut() };
+        let handle = handle.ok_or(Failure::InvalidArgument("reservation is NULL"))?;
         handle.inner.set_timestamp(timestamp_ns);
         Ok(())
     })
