@@ -100,6 +100,23 @@ pub fn socket_path(test: &str) -> PathBuf {
     dir.join("ring.sock")
 }
 
+/// Starts an in-process ring host on a fresh socket path: a ring of `capacity` bytes, 4 KiB
+/// max payload, no adoption wait.
+pub fn start_host(test: &str, capacity: u64) -> (ringside_client::RingHost, PathBuf) {
+    let path = socket_path(test);
+    let host = ringside_client::RingHost::start(ringside_client::HostOptions {
+        socket_path: path.clone(),
+        ring: ringside_client::RingConfig {
+            capacity,
+            max_payload: 4096,
+        },
+        adopt_grace: Duration::ZERO,
+        ..ringside_client::HostOptions::default()
+    })
+    .expect("host starts");
+    (host, path)
+}
+
 /// A child process whose stdout lines arrive on a channel. Killed (SIGKILL) and reaped on
 /// drop, so a failing test leaves no process behind.
 #[derive(Debug)]

@@ -2,33 +2,14 @@
 //! the stall bound, reports it abandoned (exactly one frame per kill), and another
 //! producer's frames keep flowing.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringside_client::{
-    HostOptions, LossReason, ReadStep, ReaderOptions, RingConfig, RingHost, RingReader, StartAt,
-    VecSink,
-};
-use ringside_tests::ring_support::{Proc, Tally, field, prime_ring, socket_path};
+use ringside_client::{LossReason, ReadStep, ReaderOptions, RingReader, StartAt, VecSink};
+use ringside_tests::ring_support::{Proc, Tally, field, prime_ring, start_host};
 
 const PRODUCER: &str = env!("CARGO_BIN_EXE_ring_producer");
-
-fn start_host(name: &str, capacity: u64) -> (RingHost, PathBuf) {
-    let path = socket_path(name);
-    let host = RingHost::start(HostOptions {
-        socket_path: path.clone(),
-        ring: RingConfig {
-            capacity,
-            max_payload: 4096,
-        },
-        adopt_grace: Duration::ZERO,
-        ..HostOptions::default()
-    })
-    .expect("host starts");
-    (host, path)
-}
 
 fn producer_args(path: &std::path::Path, index: u32, extra: &[(&str, &str)]) -> Vec<String> {
     let mut args = vec![

@@ -2,32 +2,16 @@
 //! never delivers an invalid frame, keeps its accounting exact, and reads the genuine frames
 //! written after the garbage.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringside_client::{
     HostOptions, ReadStep, ReaderOptions, RingConfig, RingHost, RingReader, StartAt, VecSink,
 };
-use ringside_tests::ring_support::{Proc, Tally, field, prime_ring, socket_path};
+use ringside_tests::ring_support::{Proc, Tally, field, prime_ring, socket_path, start_host};
 
 const PRODUCER: &str = env!("CARGO_BIN_EXE_ring_producer");
 const HOSTILE: &str = env!("CARGO_BIN_EXE_ring_hostile");
-
-fn start_host(name: &str, capacity: u64) -> (RingHost, PathBuf) {
-    let path = socket_path(name);
-    let host = RingHost::start(HostOptions {
-        socket_path: path.clone(),
-        ring: RingConfig {
-            capacity,
-            max_payload: 4096,
-        },
-        adopt_grace: Duration::ZERO,
-        ..HostOptions::default()
-    })
-    .expect("host starts");
-    (host, path)
-}
 
 fn args(path: &std::path::Path, pairs: &[(&str, &str)]) -> Vec<String> {
     let mut out = vec!["--socket".to_owned(), path.display().to_string()];

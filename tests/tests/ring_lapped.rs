@@ -1,31 +1,12 @@
 //! A ring lapped many times by a slow reader: every loss is reported, with exact counts.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringside_client::{
-    HostOptions, LossReason, ReadStep, ReaderOptions, RingConfig, RingHost, RingReader, StartAt,
-    VecSink,
-};
-use ringside_tests::ring_support::{Proc, Tally, field, prime_ring, socket_path};
+use ringside_client::{LossReason, ReadStep, ReaderOptions, RingReader, StartAt, VecSink};
+use ringside_tests::ring_support::{Proc, Tally, field, prime_ring, start_host};
 
 const PRODUCER: &str = env!("CARGO_BIN_EXE_ring_producer");
-
-fn start_host(name: &str, capacity: u64) -> (RingHost, PathBuf) {
-    let path = socket_path(name);
-    let host = RingHost::start(HostOptions {
-        socket_path: path.clone(),
-        ring: RingConfig {
-            capacity,
-            max_payload: 4096,
-        },
-        adopt_grace: Duration::ZERO,
-        ..HostOptions::default()
-    })
-    .expect("host starts");
-    (host, path)
-}
 
 #[test]
 fn slow_reader_lapped_many_times_counts_exactly() {

@@ -2,32 +2,13 @@
 //! this process verifies every frame: nothing torn or invalid is delivered, per-producer
 //! sequence numbers strictly increase, and written = delivered + reported lost, exactly.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringside_client::{
-    HostOptions, LossReason, ReadStep, ReaderOptions, RingConfig, RingHost, RingReader, StartAt,
-    VecSink,
-};
-use ringside_tests::ring_support::{Proc, Tally, field, socket_path};
+use ringside_client::{LossReason, ReadStep, ReaderOptions, RingReader, StartAt, VecSink};
+use ringside_tests::ring_support::{Proc, Tally, field, start_host};
 
 const PRODUCER: &str = env!("CARGO_BIN_EXE_ring_producer");
-
-fn start_host(name: &str, capacity: u64) -> (RingHost, PathBuf) {
-    let path = socket_path(name);
-    let host = RingHost::start(HostOptions {
-        socket_path: path.clone(),
-        ring: RingConfig {
-            capacity,
-            max_payload: 4096,
-        },
-        adopt_grace: Duration::ZERO,
-        ..HostOptions::default()
-    })
-    .expect("host starts");
-    (host, path)
-}
 
 /// What one run saw.
 struct Run {

@@ -1,32 +1,14 @@
 //! A producer process that tries to truncate, grow or re-seal the ring is refused by the
 //! memfd seals (EPERM), and the reader stays alive and keeps reading: no SIGBUS.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringside_client::{
-    HostOptions, LossReason, ReaderOptions, RingConfig, RingHost, RingReader, StartAt, VecSink,
-};
-use ringside_tests::ring_support::{Proc, Tally, field, socket_path};
+use ringside_client::{LossReason, ReaderOptions, RingReader, StartAt, VecSink};
+use ringside_tests::ring_support::{Proc, Tally, field, start_host};
 
 const PRODUCER: &str = env!("CARGO_BIN_EXE_ring_producer");
 const HOSTILE: &str = env!("CARGO_BIN_EXE_ring_hostile");
-
-fn start_host(name: &str, capacity: u64) -> (RingHost, PathBuf) {
-    let path = socket_path(name);
-    let host = RingHost::start(HostOptions {
-        socket_path: path.clone(),
-        ring: RingConfig {
-            capacity,
-            max_payload: 4096,
-        },
-        adopt_grace: Duration::ZERO,
-        ..HostOptions::default()
-    })
-    .expect("host starts");
-    (host, path)
-}
 
 fn produce(path: &std::path::Path, index: u32, count: u64, flags: u8) -> u64 {
     let mut p = Proc::spawn(
