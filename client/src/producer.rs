@@ -25,6 +25,8 @@ use crate::wake::DoorbellClient;
 /// Reconnect backoff: first retry, and the cap.
 const BACKOFF_START: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Longest a dropped Producer waits for its background thread to finish.
+const DROP_JOIN_WAIT: Duration = Duration::from_millis(200);
 
 /// Per-producer counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -184,13 +186,18 @@ impl Drop for WorkerGuard {
             let _ = shutdown(std::os::fd::AsRawFd::as_raw_fd(&**fd), Shutdown::Both);
         }
         self.shared.wake.1.notify_all();
-        // Never block the application on the background thread (it may be inside a 2 s
-        // handshake timeout): join it only if it already finished, else let it exit on its
-        // own at its next stop check. It owns a reference to the shared state it uses.
-        if let Some(handle) = self.thread.lock().ok().and_then(|mut t| t.take())
-            && handle.is_finished()
-        {
-            let _ = handle.join();
+        // Signalled, the thread exits within about a millisecond, and joining it keeps
+        // process exit clean (no thread left running). It can only be slower inside a
+        // handshake (2 s timeout): never block the application that long; after a bounded
+        // wait, let it exit on its own (it owns a reference to the state it uses).
+        if let Some(handle) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let deadline = std::time::Instant::now() + DROP_JOIN_WAIT;
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
         }
     }
 }
