@@ -1,0 +1,281 @@
+//! `e2e`: the end-to-end burst benchmark, ringside vs the naive baseline.
+//!
+//! Scenario **burst with slow and stalled subscribers**: producers write as
+//! fast as they can, in total at least 100x ringside's ring capacity, while one
+//! fast, several slow (they sleep after every message) and a few stalled
+//! subscribers (they open the stream and never read) are connected. Both
+//! servers run in a cgroup v1 memory group whose hard limit is ringside's
+//! printed budget for the same flags. The server's RssAnon and RssShmem are
+//! sampled from `/proc/<pid>/status` every 20 ms.
+//!
+//! Output: a markdown table on stdout and in `docs/benchmarks.md`, raw CSV
+//! samples in `docs/bench-data/`, and `docs/bench-data/memory-burst.svg`.
+//!
+//! ```sh
+//! cargo build --release -p ringside-naive -p ringside
+//! target/release/e2e --quick      # about a minute
+//! target/release/e2e --full
+//! ```
+
+use clap::Parser;
+use ringside_naive::v1::naive_client::NaiveClient;
+use ringside_proto::v1::ringside_client::RingsideClient;
+use ringside_proto::v1::subscribe_request::Start;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+mod burst;
+mod infra;
+mod latency;
+mod limits;
+mod report;
+
+use burst::*;
+use infra::*;
+use latency::*;
+use limits::*;
+use report::*;
+
+/// Producer threads/streams in the burst.
+const PRODUCERS: u64 = 2;
+/// Producer rate in the fan-out scenario (frames/s of 1 KiB).
+const FANOUT_RATE: u64 = 10_000;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(about = "End-to-end burst benchmark: ringside vs the naive baseline")]
+struct Args {
+    /// Quick mode (4 MiB ring, 100x its capacity; about a minute). The default.
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// Full mode (16 MiB ring, 300x its capacity).
+    #[arg(long)]
+    full: bool,
+    /// Directory holding `ringside`, `naive-server` and `naive-load`
+    /// (default: the directory of this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where `benchmarks.md` and `bench-data/` are written.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs"))]
+    out: PathBuf,
+    /// Do not write any file (print the table only).
+    #[arg(long)]
+    no_write: bool,
+}
+
+/// Scenario parameters.
+#[derive(Debug, Clone)]
+struct Params {
+    mode: &'static str,
+    ring: u64,
+    ring_flag: String,
+    laps: u64,
+    frame: u64,
+    producers: u64,
+    fast: usize,
+    slow: usize,
+    stalled: usize,
+    /// Bytes per second a slow reader takes (payload bytes, paced after each message).
+    slow_bps: u64,
+    /// Producer rate in frames/s over all producers (0 = as fast as possible).
+    rate: u64,
+    /// Frames in total (0 = `laps` x ring / frame).
+    frames: u64,
+    /// `--max-subscribers` and `--max-connections`.
+    max_subs: u64,
+    drain: Duration,
+    lat_secs: u64,
+}
+
+impl Params {
+    pub(crate) fn total_frames(&self) -> u64 {
+        if self.frames > 0 {
+            self.frames
+        } else {
+            self.laps * self.ring / self.frame
+        }
+    }
+
+    pub(crate) fn serve_flags(&self) -> Vec<String> {
+        let subs = self.max_subs.to_string();
+        [
+            "--ring-size",
+            &self.ring_flag,
+            "--max-frame",
+            "4KiB",
+            "--subscriber-buffer",
+            "64KiB",
+            "--max-subscribers",
+            &subs,
+            "--max-connections",
+            &subs,
+            "--worker-threads",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let full = args.full;
+    let p = if full {
+        Params {
+            mode: "--full",
+            ring: 16 << 20,
+            ring_flag: "16MiB".into(),
+            laps: 300,
+            frame: 1024,
+            producers: PRODUCERS,
+            fast: 1,
+            slow: 5,
+            stalled: 2,
+            slow_bps: 2 << 20,
+            rate: 0,
+            frames: 0,
+            max_subs: 12,
+            drain: Duration::from_secs(20),
+            lat_secs: 10,
+        }
+    } else {
+        Params {
+            mode: "--quick",
+            ring: 4 << 20,
+            ring_flag: "4MiB".into(),
+            laps: 100,
+            frame: 1024,
+            producers: PRODUCERS,
+            fast: 1,
+            slow: 5,
+            stalled: 2,
+            slow_bps: 2 << 20,
+            rate: 0,
+            frames: 0,
+            max_subs: 12,
+            drain: Duration::from_secs(15),
+            lat_secs: 3,
+        }
+    };
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or("executable has no directory")?
+            .to_path_buf(),
+    };
+    let bins = Bins {
+        ringside: bin_dir.join("ringside"),
+        naive_server: bin_dir.join("naive-server"),
+        naive_load: bin_dir.join("naive-load"),
+    };
+    for b in [&bins.ringside, &bins.naive_server, &bins.naive_load] {
+        if !b.exists() {
+            return Err(format!(
+                "{} not found; build with `cargo build --release -p ringside-naive -p ringside`",
+                b.display()
+            )
+            .into());
+        }
+    }
+    let budget = budget_bytes(&bins.ringside, &p)?;
+    println!(
+        "e2e {}: ringside budget for `serve {}` = {} ({budget} bytes); both servers get it as their cgroup hard limit",
+        p.mode,
+        p.serve_flags().join(" "),
+        mib(budget)
+    );
+    // Fan-out: 1, 10, 100 subscribers at a steady rate; a tenth slow, a tenth stalled.
+    let fanout: Vec<(usize, Params)> = [1usize, 10, 100]
+        .iter()
+        .map(|&n| {
+            let mut f = p.clone();
+            f.slow = n / 10;
+            f.stalled = n / 10;
+            f.fast = n - f.slow - f.stalled;
+            f.rate = FANOUT_RATE;
+            f.frames = FANOUT_RATE * p.lat_secs;
+            f.max_subs = 128;
+            // Long enough for a slow reader to read a ring's worth after the load.
+            f.drain = Duration::from_secs(3 + 3 * p.ring / p.slow_bps / 2);
+            (n, f)
+        })
+        .collect();
+    let fan_budget = budget_bytes(&bins.ringside, &fanout[0].1)?;
+    let tmp = std::env::temp_dir().join(format!("ringside-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    println!("limits: raw loopback TCP and memcpy bandwidth ...");
+    let limits = measure_limits(if full { 8 << 30 } else { 2 << 30 });
+    println!(
+        "limits: loopback TCP {:.2} GiB/s, memcpy {:.2} GiB/s",
+        limits.tcp_gib_s, limits.memcpy_gib_s
+    );
+    let (results, lat, fan) = rt.block_on(async {
+        let mut v = Vec::new();
+        for sys in [System::Ringside, System::Naive] {
+            v.push(run_system(sys, &bins, &p, budget, &tmp).await);
+        }
+        let mut l = Vec::new();
+        for rate in [10_000u64, 100_000] {
+            for sys in [System::Ringside, System::Naive] {
+                l.push(run_latency(sys, &bins, &p, rate, p.lat_secs, &tmp).await);
+            }
+        }
+        let mut f = Vec::new();
+        for (n, fp) in &fanout {
+            for sys in [System::Ringside, System::Naive] {
+                f.push((*n, run_system(sys, &bins, fp, fan_budget, &tmp).await));
+            }
+        }
+        (v, l, f)
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let tbl = table(&results, &p);
+    println!("\n{tbl}");
+    let ltbl = latency_table(&lat, p.lat_secs);
+    println!("{ltbl}");
+    let ftbl = fanout_table(&fan, &fanout[0].1, fan_budget);
+    println!("{ftbl}");
+    let ltbl2 = limits_table(&limits, &results);
+    println!("{ltbl2}");
+    println!("total run time {:.1} s", started.elapsed().as_secs_f64());
+    if args.no_write {
+        return Ok(());
+    }
+    let data = args.out.join("bench-data");
+    std::fs::create_dir_all(&data)?;
+    for r in &results {
+        if r.skipped.is_none() {
+            write_csv(&data.join(format!("burst-{}.csv", r.system)), &r.samples)?;
+        }
+    }
+    plot(&data.join("memory-burst.svg"), &results, budget)?;
+    let m = Measured {
+        burst: &results,
+        lat: &lat,
+        fan: &fan,
+    };
+    let md = report(&p, &[&tbl, &ltbl, &ftbl, &ltbl2], budget, &m);
+    std::fs::write(args.out.join("benchmarks.md"), md)?;
+    println!(
+        "wrote {}, {}/burst-*.csv, {}/memory-burst.svg",
+        args.out.join("benchmarks.md").display(),
+        data.display(),
+        data.display()
+    );
+    Ok(())
+}
