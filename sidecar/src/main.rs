@@ -15,6 +15,7 @@ mod limits;
 mod logging;
 mod metrics;
 mod observer;
+mod request;
 mod service;
 mod state;
 mod subscribe;

@@ -17,17 +17,14 @@
 use crate::batch::{BatchEncoder, CommitOutcome, FrameHeader, LossRun, WireLossReason};
 use crate::filter::TopicFilter;
 use crate::limits::SlotGuard;
+use crate::request::{GRPC_PREFIX_LEN, RequestError, Subscription};
 use crate::state::Shared;
 use crate::wake::WakeState;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use prost::Message;
-use ringside_client::{
-    FrameMeta, FrameSink, LossReason, ReadStep, ReaderOptions, RingReader, StartAt,
-};
-use ringside_proto::v1;
+use ringside_client::{FrameMeta, FrameSink, LossReason, ReadStep, ReaderOptions, RingReader};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -86,15 +83,16 @@ async fn start(
             ));
         }
     }
-    let request = read_request(req.into_body(), shared.limits.max_request).await?;
-    let filter = TopicFilter::new(&request.topics, &request.topic_prefixes)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let start = match request.start {
-        None | Some(v1::subscribe_request::Start::Earliest(_)) => StartAt::Earliest,
-        Some(v1::subscribe_request::Start::Latest(_)) => StartAt::Latest,
-        Some(v1::subscribe_request::Start::Sequence(s)) => StartAt::Sequence(s),
-        Some(v1::subscribe_request::Start::TimestampNs(t)) => StartAt::TimestampNs(t),
-    };
+    let body = read_body(req.into_body(), shared.limits.max_request).await?;
+    let request = crate::request::decode_framed(&body, shared.limits.max_request)
+        .and_then(|request| crate::request::subscription(&request))
+        .map_err(refusal)?;
+    let Subscription {
+        filter,
+        start,
+        max_batch_bytes,
+        max_batch_frames,
+    } = request;
     let Some(slot) = shared.slots.acquire() else {
         metrics::counter!("ringside_subscribers_refused_total").increment(1);
         let max = shared.slots.capacity();
@@ -115,14 +113,14 @@ async fn start(
             "{e}; resume from a sequence you received, or use `earliest`"
         ))
     })?;
-    let max_bytes = match request.max_batch_bytes {
+    let max_bytes = match max_batch_bytes {
         0 => shared.limits.subscriber_buffer,
         n => (n as usize).min(shared.limits.subscriber_buffer),
     };
     let enc = BatchEncoder::new(
         shared.ring.ring_id(),
         max_bytes,
-        request.max_batch_frames,
+        max_batch_frames,
         ringside_client::MAX_TOPIC_LEN,
         shared.ring.max_payload() as usize,
     );
@@ -150,9 +148,9 @@ async fn start(
     })
 }
 
-/// Reads the request body (bounded by `max` bytes and a deadline) and decodes it.
-async fn read_request(body: tonic::body::Body, max: usize) -> Result<v1::SubscribeRequest, Status> {
-    let limit = max + crate::wire::GRPC_PREFIX_LEN;
+/// Collects the request body, bounded by `max` message bytes and a deadline.
+async fn read_body(body: tonic::body::Body, max: usize) -> Result<Bytes, Status> {
+    let limit = max + GRPC_PREFIX_LEN;
     let collected = tokio::time::timeout(REQUEST_TIMEOUT, http_body_util::Limited::new(body, limit).collect())
         .await
         .map_err(|_| Status::deadline_exceeded("the Subscribe request did not arrive within 10s"))?
@@ -165,27 +163,19 @@ async fn read_request(body: tonic::body::Body, max: usize) -> Result<v1::Subscri
                 Status::invalid_argument(format!("cannot read the Subscribe request: {e}"))
             }
         })?;
-    let mut buf = collected.to_bytes();
-    if buf.len() < crate::wire::GRPC_PREFIX_LEN {
-        return Err(Status::invalid_argument(
-            "empty Subscribe request: send one SubscribeRequest message",
-        ));
+    Ok(collected.to_bytes())
+}
+
+/// The gRPC status for a refused request.
+fn refusal(e: RequestError) -> Status {
+    match e {
+        RequestError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        RequestError::Compressed => Status::unimplemented(e.to_string()),
+        RequestError::Empty
+        | RequestError::Framing { .. }
+        | RequestError::Decode(_)
+        | RequestError::Filter(_) => Status::invalid_argument(e.to_string()),
     }
-    let compressed = buf.get_u8();
-    let len = buf.get_u32() as usize;
-    if compressed != 0 {
-        return Err(Status::unimplemented(
-            "compressed Subscribe requests are not supported",
-        ));
-    }
-    if len != buf.len() {
-        return Err(Status::invalid_argument(format!(
-            "Subscribe request framing says {len} bytes but {} arrived; send exactly one message",
-            buf.len()
-        )));
-    }
-    v1::SubscribeRequest::decode(buf)
-        .map_err(|e| Status::invalid_argument(format!("cannot decode SubscribeRequest: {e}")))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

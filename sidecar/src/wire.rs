@@ -15,9 +15,8 @@ pub const WIRE_LEN: u8 = 2;
 /// Maximum encoded length of a varint (a `u64`).
 pub const MAX_VARINT_LEN: usize = 10;
 
-/// Length of the gRPC message prefix: one compression-flag byte and a
-/// big-endian `u32` message length.
-pub const GRPC_PREFIX_LEN: usize = 5;
+/// Length of the gRPC message prefix (defined with the request decoding).
+pub use crate::request::GRPC_PREFIX_LEN;
 
 /// Field numbers of `ringside.v1.Batch`.
 pub mod batch {
