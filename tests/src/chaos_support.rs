@@ -282,6 +282,114 @@ pub fn run_producer(socket: &Path, index: u32, burst: u64, pause: Duration) -> !
     std::process::exit(0);
 }
 
+/// A C compiler: `$CC`, else the first of `cc`, `gcc`, `clang` that runs.
+pub fn find_c_compiler() -> Result<String, String> {
+    let candidates: Vec<String> = match std::env::var("CC") {
+        Ok(cc) if !cc.trim().is_empty() => vec![cc],
+        _ => vec!["cc".into(), "gcc".into(), "clang".into()],
+    };
+    for cc in &candidates {
+        let ok = std::process::Command::new(cc)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Ok(cc.clone());
+        }
+    }
+    Err(format!(
+        "no C compiler found (tried {})",
+        candidates.join(", ")
+    ))
+}
+
+/// Builds `tests/c/chaos_producer.c` into `out_dir`, statically linked against the
+/// `libringside.a` that `cargo build -p ringside-ffi --lib` puts next to this test binary
+/// (`target/<profile>/`): run here, because `cargo test` does not build the ffi crate's
+/// library for this crate. `Err` says why not (no compiler, build failure), for a SKIP line.
+pub fn build_c_producer(out_dir: &Path) -> Result<std::path::PathBuf, String> {
+    let cc = find_c_compiler()?;
+    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    // .../target/<profile>/deps/<test-exe>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("test binary is not in target/<profile>/deps")?
+        .to_path_buf();
+    let target_dir = profile_dir.parent().ok_or("no target dir")?.to_path_buf();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "ringside-ffi",
+            "--lib",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let out = build
+        .output()
+        .map_err(|e| format!("cannot run cargo build -p ringside-ffi: {e}"))?;
+    let lib = profile_dir.join("libringside.a");
+    if !out.status.success() {
+        if lib.exists() {
+            eprintln!(
+                "warning: cargo build -p ringside-ffi failed; linking the existing {}:\n{}",
+                lib.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            return Err(format!(
+                "cargo build -p ringside-ffi failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    if !lib.exists() {
+        return Err(format!("{} missing after the build", lib.display()));
+    }
+    let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = tests_dir.join("c/chaos_producer.c");
+    let include = tests_dir.join("../ffi/include");
+    let bin = out_dir.join("chaos_producer_c");
+    let out = std::process::Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-D_GNU_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O2",
+            "-pthread",
+        ])
+        .arg("-I")
+        .arg(&include)
+        .arg(&src)
+        .arg(&lib)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&bin)
+        .output()
+        .map_err(|e| format!("cannot run {cc}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cc} failed to build {}:\n{}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(bin)
+}
+
 /// Kinds of faults the harness injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Fault {
@@ -347,6 +455,27 @@ impl Fault {
     }
 }
 
+/// Deals fault kinds like cards: every kind once per round, each round in a new seeded
+/// order. So every kind occurs once the run has injected `Fault::ALL.len()` faults, and the
+/// schedule still depends only on the seed.
+#[derive(Debug, Clone, Default)]
+pub struct Deck(Vec<Fault>);
+
+impl Deck {
+    /// The next fault kind.
+    pub fn deal(&mut self, rng: &mut Rng) -> Fault {
+        if self.0.is_empty() {
+            self.0 = Fault::ALL.to_vec();
+            // Fisher-Yates.
+            for i in (1..self.0.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                self.0.swap(i, j);
+            }
+        }
+        self.0.pop().unwrap_or(Fault::KillProducer)
+    }
+}
+
 /// What one subscriber accounted for, over its whole life (all reconnects).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscriberTally {
@@ -354,6 +483,8 @@ pub struct SubscriberTally {
     pub span: u64,
     /// Frames received.
     pub received: u64,
+    /// Of those, frames written by C producers (payload magic `RSCF`).
+    pub received_c: u64,
     /// Frames reported lost, by reason name.
     pub lost: BTreeMap<String, u64>,
     /// Sequence numbers neither received nor reported lost (gaps).
@@ -393,6 +524,12 @@ pub struct Summary {
     pub producers_dropped_nc: u64,
     /// Producer processes started.
     pub producers_started: u64,
+    /// Of those, C producers (`tests/c/chaos_producer.c`).
+    pub c_producers_started: u64,
+    /// Why there are no C producers (no compiler, build failure), if so.
+    pub c_skipped: Option<String>,
+    /// Producer faults that hit a C producer, by kind.
+    pub c_faults: BTreeMap<Fault, u64>,
     /// Per subscriber.
     pub subscribers: Vec<SubscriberTally>,
     /// Peak sidecar RssAnon seen, bytes.
@@ -454,6 +591,23 @@ impl Summary {
             self.producers_started.to_string(),
         );
         row(
+            "  of which C producers (libringside)",
+            match &self.c_skipped {
+                Some(why) => format!("0 (skipped: {})", why.lines().next().unwrap_or("")),
+                None => self.c_producers_started.to_string(),
+            },
+        );
+        let c = |k: Fault| self.c_faults.get(&k).copied().unwrap_or(0);
+        row(
+            "  faults on C producers: SIGKILL / parked mid-frame + SIGKILL / SIGSTOP",
+            format!(
+                "{} / {} / {}",
+                c(Fault::KillProducer),
+                c(Fault::KillProducerMidFrame),
+                c(Fault::StopProducer)
+            ),
+        );
+        row(
             "frames written (ring sequence)",
             self.ring_written.to_string(),
         );
@@ -470,9 +624,10 @@ impl Summary {
             row(
                 &format!("subscriber {i}"),
                 format!(
-                    "span {} = received {} + lost {} ({}) + unaccounted {}; duplicates {}, corrupt {}, streams {}, rings {}",
+                    "span {} = received {} (from C {}) + lost {} ({}) + unaccounted {}; duplicates {}, corrupt {}, streams {}, rings {}",
                     s.span,
                     s.received,
+                    s.received_c,
                     s.lost_total(),
                     if lost.is_empty() {
                         "none".to_owned()

@@ -14,8 +14,11 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// Topic every test producer writes.
 pub const TOPIC: &str = "ring.test";
-/// Payload magic.
+/// Payload magic (xxh3 checksum, written by the Rust test producers).
 pub const MAGIC: [u8; 4] = *b"RSTP";
+/// Payload magic of the C chaos producer (`tests/c/chaos_producer.c`): the same layout with
+/// an FNV-1a 64 checksum, which is a few lines of C.
+pub const MAGIC_C: [u8; 4] = *b"RSCF";
 /// Smallest test payload: fixed fields plus the trailing checksum.
 pub const MIN_PAYLOAD: usize = 32;
 /// Payload flag: the producer saw a sidecar connected when it sent this frame.
@@ -34,6 +37,13 @@ pub struct TestPayload {
     pub flags: u8,
 }
 
+/// FNV-1a, 64 bits: the checksum of payloads with [`MAGIC_C`].
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Payload length for a producer's `seq`-th frame: varies so frames wrap at every offset.
 pub fn payload_len(producer: u32, seq: u64, max_extra: usize) -> usize {
     if max_extra == 0 {
@@ -44,9 +54,15 @@ pub fn payload_len(producer: u32, seq: u64, max_extra: usize) -> usize {
 
 /// Writes a self-checking payload into `out` (whose length is the payload length, >= 32).
 pub fn encode_payload(out: &mut [u8], p: TestPayload) {
+    encode_payload_with(out, p, MAGIC);
+}
+
+/// Like [`encode_payload`] with either magic: [`MAGIC`] (xxh3) or [`MAGIC_C`] (FNV-1a, what
+/// the C chaos producer writes).
+pub fn encode_payload_with(out: &mut [u8], p: TestPayload, magic: [u8; 4]) {
     assert!(out.len() >= MIN_PAYLOAD);
     let len = out.len();
-    out[0..4].copy_from_slice(&MAGIC);
+    out[0..4].copy_from_slice(&magic);
     out[4..8].copy_from_slice(&p.producer.to_le_bytes());
     out[8..16].copy_from_slice(&p.seq.to_le_bytes());
     out[16] = p.flags;
@@ -59,7 +75,11 @@ pub fn encode_payload(out: &mut [u8], p: TestPayload) {
         x ^= x << 17;
         *byte = x as u8;
     }
-    let check = xxh3_64(&out[..len - 8]);
+    let check = if magic == MAGIC_C {
+        fnv1a64(&out[..len - 8])
+    } else {
+        xxh3_64(&out[..len - 8])
+    };
     out[len - 8..].copy_from_slice(&check.to_le_bytes());
 }
 
@@ -72,10 +92,17 @@ pub fn decode_payload(bytes: &[u8]) -> Result<TestPayload, String> {
         ));
     }
     let check = u64::from_le_bytes(bytes[len - 8..].try_into().map_err(|_| "len")?);
-    if xxh3_64(&bytes[..len - 8]) != check {
-        return Err(format!("payload checksum mismatch ({len} bytes)"));
+    // The magic picks the checksum; a damaged magic fails one of the two checks (the magic
+    // is inside the checked bytes).
+    let (computed, kind) = if bytes[0..4] == MAGIC_C {
+        (fnv1a64(&bytes[..len - 8]), "FNV-1a")
+    } else {
+        (xxh3_64(&bytes[..len - 8]), "xxh3")
+    };
+    if computed != check {
+        return Err(format!("payload {kind} checksum mismatch ({len} bytes)"));
     }
-    if bytes[0..4] != MAGIC {
+    if bytes[0..4] != MAGIC && bytes[0..4] != MAGIC_C {
         return Err("bad payload magic".into());
     }
     let stated = u32::from_le_bytes(bytes[20..24].try_into().map_err(|_| "len")?) as usize;
@@ -476,4 +503,35 @@ pub fn prime_ring(socket: &Path) -> u64 {
     );
     producer.send(TOPIC, &payload).expect("prime frame");
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a64_matches_the_reference_vectors() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn both_payload_kinds_round_trip_and_detect_damage() {
+        for magic in [MAGIC, MAGIC_C] {
+            let p = TestPayload {
+                producer: 7,
+                seq: 12345,
+                flags: 0,
+            };
+            let mut buf = vec![0u8; payload_len(7, 12345, 200)];
+            encode_payload_with(&mut buf, p, magic);
+            assert_eq!(decode_payload(&buf), Ok(p));
+            for i in [0, 5, 20, buf.len() / 2, buf.len() - 1] {
+                let mut bad = buf.clone();
+                bad[i] ^= 0x10;
+                assert!(decode_payload(&bad).is_err(), "damage at {i} not detected");
+            }
+        }
+    }
 }

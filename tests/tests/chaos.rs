@@ -38,10 +38,10 @@ use harness::{Sidecar, TempDir, free_port, ringside_bin};
 use ringside_proto::v1;
 use ringside_proto::v1::subscribe_request::Start;
 use ringside_tests::chaos_support::{
-    Fault, ProducerStat, Rng, SubscriberTally, Summary, rss_anon, run_length_from_env,
-    run_producer, seed_from_env,
+    Deck, Fault, ProducerStat, Rng, SubscriberTally, Summary, build_c_producer, rss_anon,
+    run_length_from_env, run_producer, seed_from_env,
 };
-use ringside_tests::ring_support::decode_payload;
+use ringside_tests::ring_support::{MAGIC_C, decode_payload};
 
 const HOSTILE: &str = env!("CARGO_BIN_EXE_ring_hostile");
 /// Env var that turns this test binary into a chaos producer: `socket=PATH;index=N`.
@@ -100,6 +100,8 @@ struct ProducerProc {
     child: Child,
     stdin: Option<ChildStdin>,
     index: u32,
+    /// The C producer (`tests/c/chaos_producer.c`), not the re-executed test binary.
+    is_c: bool,
     last: Arc<Mutex<ProducerStat>>,
     parked: Arc<AtomicBool>,
     errors: Arc<AtomicU64>,
@@ -107,24 +109,37 @@ struct ProducerProc {
 }
 
 impl ProducerProc {
-    fn spawn(socket: &Path, index: u32) -> ProducerProc {
-        let exe = std::env::current_exe().expect("current exe");
-        let mut child = Command::new(exe)
-            .args([
-                "--exact",
-                "chaos_producer_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(
-                PRODUCER_ENV,
-                format!("socket={};index={index}", socket.display()),
-            )
+    /// Starts producer `index`: the C program `c_bin` when given, else this test binary.
+    fn spawn(socket: &Path, index: u32, c_bin: Option<&Path>) -> ProducerProc {
+        let mut cmd = match c_bin {
+            // Same rate as the Rust producer: bursts of 25, 2 ms apart.
+            Some(bin) => {
+                let mut c = Command::new(bin);
+                c.arg(socket).arg(index.to_string()).args(["25", "2000"]);
+                c
+            }
+            None => {
+                let exe = std::env::current_exe().expect("current exe");
+                let mut c = Command::new(exe);
+                c.args([
+                    "--exact",
+                    "chaos_producer_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(
+                    PRODUCER_ENV,
+                    format!("socket={};index={index}", socket.display()),
+                );
+                c
+            }
+        };
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn chaos producer");
+            .expect("spawn chaos producer (test binary or C program)");
         let stdout = child.stdout.take().expect("stdout");
         let last = Arc::new(Mutex::new(ProducerStat {
             index,
@@ -155,6 +170,7 @@ impl ProducerProc {
             stdin: child.stdin.take(),
             child,
             index,
+            is_c: c_bin.is_some(),
             last,
             parked,
             errors,
@@ -267,6 +283,9 @@ impl SubState {
             self.account(f.seq, 1);
             match decode_payload(&f.payload) {
                 Ok(p) => {
+                    if f.payload.starts_with(&MAGIC_C) {
+                        self.tally.received_c += 1;
+                    }
                     if let Some(&prev) = self.last_payload.get(&p.producer)
                         && p.seq <= prev
                     {
@@ -530,6 +549,18 @@ fn budget_bytes() -> u64 {
         .unwrap_or_else(|| panic!("no budget total in {text}"))
 }
 
+/// Which producer a producer fault hits: at random, except that the first fault of each
+/// kind hits a C producer when one is running (so C producers are killed, parked and stopped
+/// in every run that has them).
+fn pick_producer(rng: &mut Rng, producers: &[ProducerProc], summary: &Summary, f: Fault) -> usize {
+    let any = rng.below(producers.len() as u64) as usize;
+    if summary.c_faults.get(&f).copied().unwrap_or(0) == 0 {
+        producers.iter().position(|p| p.is_c).unwrap_or(any)
+    } else {
+        any
+    }
+}
+
 /// True when this sidecar's startup log says it adopted the ring handed back by producers.
 fn adopted(sidecar: &Sidecar) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -557,6 +588,8 @@ fn chaos_short_mode_accounts_for_every_frame() {
         secs.as_secs()
     );
     let mut rng = Rng::new(seed);
+    // Every kind once per round, in a seeded order: all kinds occur in a 60 s run.
+    let mut deck = Deck::default();
     let mut summary = Summary {
         seed,
         secs: secs.as_secs(),
@@ -570,6 +603,15 @@ fn chaos_short_mode_accounts_for_every_frame() {
         .expect("tokio runtime");
 
     let dir = TempDir::new("chaos");
+    // C producers: every third producer process, when a C compiler is there.
+    let c_bin = match build_c_producer(&dir.0) {
+        Ok(bin) => Some(bin),
+        Err(why) => {
+            println!("SKIP C producers: {why}");
+            summary.c_skipped = Some(why);
+            None
+        }
+    };
     let port = free_port();
     let mut sidecar = Sidecar::start_on(&dir, port, FLAGS);
     let endpoint = sidecar.endpoint();
@@ -594,7 +636,11 @@ fn chaos_short_mode_accounts_for_every_frame() {
     let mut spawn_producer = |summary: &mut Summary| {
         summary.producers_started += 1;
         next_index += 1;
-        ProducerProc::spawn(&socket, next_index)
+        let c = c_bin.as_deref().filter(|_| next_index % 3 == 0);
+        if c.is_some() {
+            summary.c_producers_started += 1;
+        }
+        ProducerProc::spawn(&socket, next_index, c)
     };
     let mut producers: Vec<ProducerProc> = (0..PRODUCERS)
         .map(|_| spawn_producer(&mut summary))
@@ -633,12 +679,15 @@ fn chaos_short_mode_accounts_for_every_frame() {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let fault = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
+        let fault = deck.deal(&mut rng);
         *summary.faults.entry(fault).or_default() += 1;
         match fault {
             Fault::KillProducer | Fault::KillProducerMidFrame => {
-                let i = rng.below(producers.len() as u64) as usize;
+                let i = pick_producer(&mut rng, &producers, &summary, fault);
                 let mut p = producers.swap_remove(i);
+                if p.is_c {
+                    *summary.c_faults.entry(fault).or_default() += 1;
+                }
                 if fault == Fault::KillProducerMidFrame {
                     p.command("park");
                     let deadline = Instant::now() + Duration::from_secs(3);
@@ -657,7 +706,10 @@ fn chaos_short_mode_accounts_for_every_frame() {
                 producers.push(spawn_producer(&mut summary));
             }
             Fault::StopProducer => {
-                let i = rng.below(producers.len() as u64) as usize;
+                let i = pick_producer(&mut rng, &producers, &summary, fault);
+                if producers[i].is_c {
+                    *summary.c_faults.entry(fault).or_default() += 1;
+                }
                 producers[i].stopped_ever = true;
                 producers[i].signal(nix::sys::signal::Signal::SIGSTOP);
                 std::thread::sleep(rng.millis(100, 800));
@@ -841,4 +893,32 @@ fn chaos_short_mode_accounts_for_every_frame() {
         summary.hostile_requests[1], 0,
         "a malformed request was served frames"
     );
+    if c_bin.is_some() {
+        assert!(
+            summary.subscribers.iter().all(|s| s.received_c > 0),
+            "C producers ran, but a subscriber received none of their frames"
+        );
+    }
+    if secs >= Duration::from_secs(60) {
+        for kind in Fault::ALL {
+            assert!(
+                summary.faults.get(&kind).copied().unwrap_or(0) >= 1,
+                "fault kind {:?} never occurred in a {} s run",
+                kind,
+                secs.as_secs()
+            );
+        }
+        if c_bin.is_some() {
+            for kind in [
+                Fault::KillProducer,
+                Fault::KillProducerMidFrame,
+                Fault::StopProducer,
+            ] {
+                assert!(
+                    summary.c_faults.get(&kind).copied().unwrap_or(0) >= 1,
+                    "{kind:?} never hit a C producer"
+                );
+            }
+        }
+    }
 }
