@@ -417,11 +417,14 @@ pub enum Fault {
     HostileTruncate,
     /// Malformed gRPC requests: resume from the future, too many or empty filters.
     HostileRequest,
+    /// Clients with a missing or wrong bearer token (the sidecar runs with
+    /// `--auth-token-file`).
+    BadAuth,
 }
 
 impl Fault {
     /// Every kind, in table order.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Fault::KillProducer,
         Fault::KillProducerMidFrame,
         Fault::StopProducer,
@@ -434,6 +437,7 @@ impl Fault {
         Fault::HostileGarbage,
         Fault::HostileTruncate,
         Fault::HostileRequest,
+        Fault::BadAuth,
     ];
 
     /// Name in the summary table.
@@ -451,6 +455,7 @@ impl Fault {
             Fault::HostileGarbage => "hostile garbage over the ring",
             Fault::HostileTruncate => "hostile ftruncate/fallocate/reseal",
             Fault::HostileRequest => "hostile gRPC requests",
+            Fault::BadAuth => "clients with a missing/wrong bearer token",
         }
     }
 }
@@ -560,6 +565,8 @@ pub struct Summary {
     /// Hostile requests: refused with a clear status / served frames / no clear answer
     /// (timeouts or transport errors during another fault).
     pub hostile_requests: [u64; 3],
+    /// Bad-auth clients: UNAUTHENTICATED / served a frame / no clear answer.
+    pub bad_auth: [u64; 3],
     /// Producer errors (a send that failed, a producer that could not connect).
     pub producer_errors: u64,
 }
@@ -693,6 +700,13 @@ impl Summary {
             format!(
                 "{} / {} / {}",
                 self.hostile_requests[0], self.hostile_requests[1], self.hostile_requests[2]
+            ),
+        );
+        row(
+            "bad-token clients: UNAUTHENTICATED / served (must be 0) / no clear answer",
+            format!(
+                "{} / {} / {}",
+                self.bad_auth[0], self.bad_auth[1], self.bad_auth[2]
             ),
         );
         row(

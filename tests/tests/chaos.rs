@@ -8,7 +8,8 @@
 //! that drop their stream and resume from their last `resume_seq`, subscribers that stop
 //! reading, Subscribe storms past `--max-subscribers`, TCP storms past `--max-connections`,
 //! a hostile producer writing garbage over the ring or trying to truncate it, and malformed
-//! gRPC requests.
+//! gRPC requests, and clients with a missing or wrong bearer token (the sidecar runs with
+//! `--auth-token-file`; the harness's own clients send the token).
 //!
 //! Checked per subscriber, by the harness itself, over the ring sequence numbers it was
 //! responsible for: received + reported lost (by reason) = span, so unaccounted = 0; no
@@ -314,6 +315,88 @@ struct SubControl {
     stop: AtomicBool,
 }
 
+/// The bearer token of the sidecar under test (set once at start).
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A request carrying the harness's bearer token.
+fn authed<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(token) = TOKEN.get() {
+        let value = format!("Bearer {token}")
+            .parse()
+            .expect("a bearer token is a valid header value");
+        req.metadata_mut().insert("authorization", value);
+    }
+    req
+}
+
+/// Clients with a missing or wrong bearer token; returns (UNAUTHENTICATED, served a frame
+/// (must be 0), no clear answer: a timeout or transport error during another fault, or a
+/// different status; printed).
+async fn bad_auth(endpoint: String) -> [u64; 3] {
+    let Some(mut c) = connect(&endpoint).await else {
+        return [0, 0, 0];
+    };
+    let token = TOKEN.get().cloned().unwrap_or_default();
+    let short = token[..token.len().saturating_sub(1)].to_owned();
+    let cases: Vec<Option<String>> = vec![
+        None,
+        Some("Bearer wrong".into()),
+        Some(format!("Bearer {token}x")),
+        Some(format!("Bearer {short}")),
+        Some(format!("Basic {token}")),
+        Some(token.clone()),
+        Some("Bearer ".into()),
+    ];
+    let mut out = [0u64; 3];
+    for (i, header) in cases.into_iter().enumerate() {
+        let mut req = tonic::Request::new(v1::SubscribeRequest {
+            start: Some(Start::Earliest(true)),
+            ..Default::default()
+        });
+        if let Some(h) = &header
+            && let Ok(v) = h.parse()
+        {
+            req.metadata_mut().insert("authorization", v);
+        }
+        let outcome = match tokio::time::timeout(Duration::from_secs(3), c.subscribe(req)).await {
+            Ok(Ok(mut s)) => {
+                match tokio::time::timeout(Duration::from_secs(1), s.get_mut().message()).await {
+                    Ok(Err(st)) => Err(Some(st.code())),
+                    Ok(Ok(Some(_))) => Ok(()),
+                    _ => Err(None),
+                }
+            }
+            Ok(Err(st)) => Err(Some(st.code())),
+            Err(_) => Err(None),
+        };
+        match outcome {
+            Err(Some(tonic::Code::Unauthenticated)) => out[0] += 1,
+            Ok(()) => {
+                eprintln!("bad-auth case {i} ({header:?}) was served a batch");
+                out[1] += 1;
+            }
+            Err(code) => {
+                eprintln!("bad-auth case {i}: no UNAUTHENTICATED ({code:?})");
+                out[2] += 1;
+            }
+        }
+    }
+    // A unary call without a token too.
+    match tokio::time::timeout(Duration::from_secs(3), c.info(v1::InfoRequest {})).await {
+        Ok(Err(st)) if st.code() == tonic::Code::Unauthenticated => out[0] += 1,
+        Ok(Ok(_)) => {
+            eprintln!("Info without a token was answered");
+            out[1] += 1;
+        }
+        other => {
+            eprintln!("Info without a token: no UNAUTHENTICATED ({other:?})");
+            out[2] += 1;
+        }
+    }
+    out
+}
+
 async fn connect(
     endpoint: &str,
 ) -> Option<v1::ringside_client::RingsideClient<tonic::transport::Channel>> {
@@ -342,7 +425,7 @@ async fn subscriber(endpoint: String, state: Arc<Mutex<SubState>>, ctl: Arc<SubC
             start: Some(start),
             ..Default::default()
         };
-        let mut stream = match client.subscribe(req).await {
+        let mut stream = match client.subscribe(authed(req)).await {
             Ok(s) => s.into_inner(),
             Err(status) => {
                 if status.code() == tonic::Code::InvalidArgument && resume.is_some() {
@@ -406,7 +489,7 @@ async fn subscribe_storm(endpoint: String, n: u64) -> [u64; 3] {
                 start: Some(Start::Latest(true)),
                 ..Default::default()
             };
-            let r = tokio::time::timeout(Duration::from_secs(3), c.subscribe(req)).await;
+            let r = tokio::time::timeout(Duration::from_secs(3), c.subscribe(authed(req))).await;
             match r {
                 Ok(Ok(mut s)) => {
                     // A granted stream may still be refused on its first message.
@@ -466,7 +549,7 @@ async fn hostile_requests(endpoint: String) -> [u64; 3] {
     ];
     let mut out = [0u64; 3];
     for req in cases {
-        let r = tokio::time::timeout(Duration::from_secs(3), c.subscribe(req)).await;
+        let r = tokio::time::timeout(Duration::from_secs(3), c.subscribe(authed(req))).await;
         let outcome = match r {
             Ok(Ok(mut s)) => {
                 match tokio::time::timeout(Duration::from_secs(1), s.get_mut().message()).await {
@@ -613,7 +696,22 @@ fn chaos_short_mode_accounts_for_every_frame() {
         }
     };
     let port = free_port();
-    let mut sidecar = Sidecar::start_on(&dir, port, FLAGS);
+    // Auth on: every client of the harness sends the bearer token; BadAuth clients do not.
+    let token = format!("chaos-{seed:x}");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("write the token file");
+    TOKEN.set(token).expect("token set once");
+    let token_path = token_file
+        .to_str()
+        .expect("temp dir path is UTF-8")
+        .to_owned();
+    let flags: Vec<&str> = FLAGS
+        .iter()
+        .copied()
+        .chain(["--auth-token-file", token_path.as_str()])
+        .collect();
+    let flags = flags.as_slice();
+    let mut sidecar = Sidecar::start_on(&dir, port, flags);
     let endpoint = sidecar.endpoint();
     let socket = sidecar.socket.clone();
 
@@ -649,6 +747,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
 
     let storm_result = Arc::new(Mutex::new([0u64; 3]));
     let hostile_result = Arc::new(Mutex::new([0u64; 3]));
+    let bad_auth_result = Arc::new(Mutex::new([0u64; 3]));
     let started = Instant::now();
     let sample_rss = |sidecar: &Sidecar, summary: &mut Summary| {
         if let Some(r) = rss_anon(sidecar.child.id()) {
@@ -675,7 +774,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
         while Instant::now() < until {
             sample_rss(&sidecar, &mut summary);
             if !check_alive(&mut sidecar, &mut summary) {
-                sidecar = Sidecar::start_on(&dir, port, FLAGS);
+                sidecar = Sidecar::start_on(&dir, port, flags);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -724,7 +823,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
             Fault::KillSidecar => {
                 let _ = sidecar.kill();
                 std::thread::sleep(rng.millis(0, 500));
-                sidecar = Sidecar::start_on(&dir, port, FLAGS);
+                sidecar = Sidecar::start_on(&dir, port, flags);
                 if adopted(&sidecar) {
                     summary.adopted += 1;
                 } else {
@@ -769,6 +868,17 @@ fn chaos_short_mode_accounts_for_every_frame() {
                 );
             }
             Fault::HostileTruncate => hostile(&socket, "truncate", &[]),
+            Fault::BadAuth => {
+                let (ep, res) = (endpoint.clone(), Arc::clone(&bad_auth_result));
+                rt.spawn(async move {
+                    let r = bad_auth(ep).await;
+                    if let Ok(mut s) = res.lock() {
+                        for k in 0..3 {
+                            s[k] += r[k];
+                        }
+                    }
+                });
+            }
             Fault::HostileRequest => {
                 let (ep, res) = (endpoint.clone(), Arc::clone(&hostile_result));
                 rt.spawn(async move {
@@ -782,7 +892,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
             }
         }
         if !check_alive(&mut sidecar, &mut summary) {
-            sidecar = Sidecar::start_on(&dir, port, FLAGS);
+            sidecar = Sidecar::start_on(&dir, port, flags);
         }
     }
 
@@ -858,6 +968,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
     }
     summary.storm = *storm_result.lock().expect("storm");
     summary.hostile_requests = *hostile_result.lock().expect("hostile");
+    summary.bad_auth = *bad_auth_result.lock().expect("bad auth");
     println!("\nchaos summary (seed {seed}):\n{}", summary.render());
 
     let (unaccounted, duplicates, corrupt) = summary.violations();
@@ -893,6 +1004,10 @@ fn chaos_short_mode_accounts_for_every_frame() {
         summary.hostile_requests[1], 0,
         "a malformed request was served frames"
     );
+    assert_eq!(
+        summary.bad_auth[1], 0,
+        "a client with a missing or wrong token was served"
+    );
     if c_bin.is_some() {
         assert!(
             summary.subscribers.iter().all(|s| s.received_c > 0),
@@ -908,6 +1023,10 @@ fn chaos_short_mode_accounts_for_every_frame() {
                 secs.as_secs()
             );
         }
+        assert!(
+            summary.bad_auth[0] >= 1,
+            "no bad-auth client was answered UNAUTHENTICATED"
+        );
         if c_bin.is_some() {
             for kind in [
                 Fault::KillProducer,
