@@ -32,15 +32,19 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 mod burst;
+mod dgram;
 mod infra;
 mod latency;
 mod limits;
+mod plots;
 mod report;
 
 use burst::*;
+use dgram::*;
 use infra::*;
 use latency::*;
 use limits::*;
+use plots::*;
 use report::*;
 
 /// Producer threads/streams in the burst.
@@ -243,6 +247,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (v, l, f)
     });
     rt.shutdown_timeout(Duration::from_secs(2));
+    // The Unix-datagram baseline (dgram.rs): burst and steady rate, synchronous.
+    let dg = run_dgram(&bin_dir, &p, &tmp);
     let _ = std::fs::remove_dir_all(&tmp);
     let tbl = table(&results, &p);
     println!("\n{tbl}");
@@ -252,9 +258,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{ftbl}");
     let ltbl2 = limits_table(&limits, &results);
     println!("{ltbl2}");
+    println!(
+        "{}\n{}",
+        dgram_table(&dg),
+        producer_cost_table(&results, &dg, &p)
+    );
+    // Exit non-zero on a broken ringside invariant (never on a timing figure).
+    let broken = broken_invariants(&results, &fan, &dg);
+    let verdict: Result<(), Box<dyn std::error::Error>> = if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("broken invariants:\n- {}", broken.join("\n- ")).into())
+    };
     println!("total run time {:.1} s", started.elapsed().as_secs_f64());
     if args.no_write {
-        return Ok(());
+        return verdict;
     }
     let data = args.out.join("bench-data");
     std::fs::create_dir_all(&data)?;
@@ -264,10 +282,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     plot(&data.join("memory-burst.svg"), &results, budget)?;
+    write_plots(&data, &results, &lat, &fan, &dg)?;
     let m = Measured {
         burst: &results,
         lat: &lat,
         fan: &fan,
+        dgram: &dg,
     };
     let md = report(&p, &[&tbl, &ltbl, &ftbl, &ltbl2], budget, &m);
     std::fs::write(args.out.join("benchmarks.md"), md)?;
@@ -277,5 +297,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         data.display(),
         data.display()
     );
-    Ok(())
+    verdict
 }
