@@ -420,11 +420,14 @@ pub enum Fault {
     /// Clients with a missing or wrong bearer token (the sidecar runs with
     /// `--auth-token-file`).
     BadAuth,
+    /// Raw-TCP slowloris clients: one silent, one dribbling the HTTP/2 preface, one reading
+    /// its Subscribe stream at 16 bytes a second (`tests/src/chaos_h2.rs`).
+    Slowloris,
 }
 
 impl Fault {
     /// Every kind, in table order.
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::KillProducer,
         Fault::KillProducerMidFrame,
         Fault::StopProducer,
@@ -438,6 +441,7 @@ impl Fault {
         Fault::HostileTruncate,
         Fault::HostileRequest,
         Fault::BadAuth,
+        Fault::Slowloris,
     ];
 
     /// Name in the summary table.
@@ -456,6 +460,7 @@ impl Fault {
             Fault::HostileTruncate => "hostile ftruncate/fallocate/reseal",
             Fault::HostileRequest => "hostile gRPC requests",
             Fault::BadAuth => "clients with a missing/wrong bearer token",
+            Fault::Slowloris => "slowloris TCP clients (silent, dribble, slow reader)",
         }
     }
 }
@@ -509,6 +514,23 @@ impl SubscriberTally {
     pub fn lost_total(&self) -> u64 {
         self.lost.values().sum()
     }
+}
+
+/// How the slowloris clients of one kind ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlowTally {
+    /// The sidecar closed the connection by itself.
+    pub reaped: u64,
+    /// Closed because the harness killed the sidecar meanwhile (not a reap).
+    pub sidecar_killed: u64,
+    /// Still open after the client's whole hold (15 s).
+    pub open: u64,
+    /// Still open when the fault phase ended (the client was stopped before its hold ended).
+    pub stopped: u64,
+    /// Could not connect.
+    pub no_connect: u64,
+    /// Longest time from connect to the sidecar closing it, ms.
+    pub longest_ms: u64,
 }
 
 /// Everything the summary table shows.
@@ -567,6 +589,8 @@ pub struct Summary {
     pub hostile_requests: [u64; 3],
     /// Bad-auth clients: UNAUTHENTICATED / served a frame / no clear answer.
     pub bad_auth: [u64; 3],
+    /// Slowloris clients by kind (`Silent`, `Dribble`, `SlowReader`).
+    pub slowloris: BTreeMap<String, SlowTally>,
     /// Producer errors (a send that failed, a producer that could not connect).
     pub producer_errors: u64,
 }
@@ -709,6 +733,22 @@ impl Summary {
                 self.bad_auth[0], self.bad_auth[1], self.bad_auth[2]
             ),
         );
+        for (kind, t) in &self.slowloris {
+            row(
+                &format!(
+                    "slowloris {kind}: reaped / closed by a sidecar kill / open after 15 s / open at phase end / no connect"
+                ),
+                format!(
+                    "{} / {} / {} / {} / {} (slowest reap {:.1} s)",
+                    t.reaped,
+                    t.sidecar_killed,
+                    t.open,
+                    t.stopped,
+                    t.no_connect,
+                    t.longest_ms as f64 / 1e3
+                ),
+            );
+        }
         row(
             "producer errors (must be 0)",
             self.producer_errors.to_string(),

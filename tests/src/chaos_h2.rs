@@ -1,0 +1,239 @@
+//! Raw-TCP HTTP/2 clients of the chaos harness (`tests/tests/chaos.rs`), which tonic cannot
+//! play because they break the protocol's expectations on purpose: slowloris clients that
+//! connect and say nothing, dribble the connection preface a byte at a time, or open a
+//! Subscribe stream and then read a few bytes per second without ever granting HTTP/2 flow
+//! control window.
+//!
+//! Whether the sidecar closed a connection is read from `/proc/net/tcp` (the socket left
+//! ESTABLISHED: the peer sent FIN or RST), so the client never has to write (a write or a
+//! PING would count as activity) or drain what the sidecar queued for it.
+//!
+//! Included with `#[path = "../src/chaos_h2.rs"] mod chaos_h2;`.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// The HTTP/2 client connection preface.
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// One HTTP/2 frame: 9-byte header and payload.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1), first byte's high bits `high`.
+fn hpack_int(out: &mut Vec<u8>, mut v: usize, n: u32, high: u8) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(high | v as u8);
+        return;
+    }
+    out.push(high | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// An HPACK header block of literal fields without indexing and without Huffman coding.
+pub fn hpack_literals(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        out.push(0x00);
+        hpack_int(&mut out, name.len(), 7, 0);
+        out.extend_from_slice(name.as_bytes());
+        hpack_int(&mut out, value.len(), 7, 0);
+        out.extend_from_slice(value.as_bytes());
+    }
+    out
+}
+
+/// HEADERS (END_HEADERS) and DATA (END_STREAM) frames of one gRPC call on `stream`,
+/// `message` being the encoded protobuf request.
+pub fn grpc_call(
+    stream: u32,
+    authority: &str,
+    path: &str,
+    token: Option<&str>,
+    message: &[u8],
+) -> Vec<u8> {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", authority),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ];
+    if let Some(b) = &bearer {
+        headers.push(("authorization", b.as_str()));
+    }
+    let mut out = frame(0x1, 0x4, stream, &hpack_literals(&headers));
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(message);
+    out.extend(frame(0x0, 0x1, stream, &body));
+    out
+}
+
+/// True when the TCP connection from `local` to `remote` (IPv4) is no longer ESTABLISHED
+/// on this side: the peer sent FIN (CLOSE_WAIT) or RST (gone). None when `/proc/net/tcp`
+/// cannot be read.
+pub fn peer_closed(local: SocketAddr, remote: SocketAddr) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let hex = |a: SocketAddr| -> Option<String> {
+        match a {
+            SocketAddr::V4(v4) => Some(format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            )),
+            SocketAddr::V6(_) => None,
+        }
+    };
+    let (l, r) = (hex(local)?, hex(remote)?);
+    for line in table.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() > 3 && cols[1] == l && cols[2] == r {
+            return Some(cols[3] != "01");
+        }
+    }
+    Some(true)
+}
+
+/// What a slowloris client does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Slowloris {
+    /// Connects and sends nothing.
+    Silent,
+    /// Sends the preface and an empty SETTINGS frame one byte every 500 ms.
+    Dribble,
+    /// Opens a Subscribe stream promptly, then reads 16 bytes a second and never sends
+    /// WINDOW_UPDATE or a SETTINGS ACK.
+    SlowReader,
+}
+
+impl Slowloris {
+    /// Every kind.
+    pub const ALL: [Slowloris; 3] = [Slowloris::Silent, Slowloris::Dribble, Slowloris::SlowReader];
+}
+
+/// How a slowloris connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowEnd {
+    /// Could not connect at all.
+    NoConnect,
+    /// The sidecar closed it after this long, by itself (a limit).
+    Closed(Duration),
+    /// It was closed because the harness killed the sidecar meanwhile.
+    SidecarKilled,
+    /// Still open after the whole `hold`.
+    Open,
+    /// Still open when the harness stopped it early (end of the fault phase).
+    Stopped,
+}
+
+/// Runs one slowloris client against `addr` for at most `hold` (or until `stop`);
+/// `subscribe` is the encoded SubscribeRequest a `SlowReader` sends (with `token`).
+pub fn slowloris(
+    kind: Slowloris,
+    addr: SocketAddr,
+    hold: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+    sidecar_generation: &std::sync::atomic::AtomicU64,
+    token: Option<&str>,
+    subscribe: &[u8],
+) -> SlowEnd {
+    let generation = sidecar_generation.load(std::sync::atomic::Ordering::SeqCst);
+    let closed = |after: Duration| {
+        if sidecar_generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            SlowEnd::Closed(after)
+        } else {
+            SlowEnd::SidecarKilled
+        }
+    };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return SlowEnd::NoConnect;
+    };
+    let Ok(local) = s.local_addr() else {
+        return SlowEnd::NoConnect;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+    let start = Instant::now();
+    let mut script: Vec<u8> = match kind {
+        Slowloris::Silent => Vec::new(),
+        Slowloris::Dribble => {
+            let mut v = PREFACE.to_vec();
+            v.extend(frame(0x4, 0, 0, &[]));
+            v
+        }
+        Slowloris::SlowReader => {
+            let mut v = PREFACE.to_vec();
+            v.extend(frame(0x4, 0, 0, &[]));
+            v.extend(grpc_call(
+                1,
+                &addr.to_string(),
+                "/ringside.v1.Ringside/Subscribe",
+                token,
+                subscribe,
+            ));
+            v
+        }
+    };
+    if kind == Slowloris::SlowReader && s.write_all(&script).is_err() {
+        return closed(start.elapsed());
+    }
+    if kind == Slowloris::SlowReader {
+        script.clear();
+    }
+    script.reverse();
+    let mut next_tick = start;
+    while start.elapsed() < hold {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return SlowEnd::Stopped;
+        }
+        if peer_closed(local, addr) == Some(true) {
+            return closed(start.elapsed());
+        }
+        if Instant::now() >= next_tick {
+            next_tick += match kind {
+                Slowloris::Dribble => Duration::from_millis(500),
+                _ => Duration::from_secs(1),
+            };
+            match kind {
+                Slowloris::Silent => {}
+                Slowloris::Dribble => {
+                    if let Some(b) = script.pop()
+                        && s.write_all(&[b]).is_err()
+                    {
+                        return closed(start.elapsed());
+                    }
+                }
+                Slowloris::SlowReader => {
+                    let mut buf = [0u8; 16];
+                    match s.read(&mut buf) {
+                        Ok(0) => return SlowEnd::Closed(start.elapsed()),
+                        Ok(_) => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => return SlowEnd::Closed(start.elapsed()),
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    SlowEnd::Open
+}
