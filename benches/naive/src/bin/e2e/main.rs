@@ -38,6 +38,7 @@ mod latency;
 mod limits;
 mod plots;
 mod report;
+mod serving;
 
 use burst::*;
 use dgram::*;
@@ -46,6 +47,7 @@ use latency::*;
 use limits::*;
 use plots::*;
 use report::*;
+use serving::*;
 
 /// Producer threads/streams in the burst.
 const PRODUCERS: u64 = 2;
@@ -72,6 +74,10 @@ struct Args {
     /// Do not write any file (print the table only).
     #[arg(long)]
     no_write: bool,
+    /// Run only the limits and the serving and idle scenarios, print their
+    /// tables, and write nothing.
+    #[arg(long)]
+    serving_only: bool,
 }
 
 /// Scenario parameters.
@@ -227,7 +233,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "limits: loopback TCP {:.2} GiB/s, memcpy {:.2} GiB/s",
         limits.tcp_gib_s, limits.memcpy_gib_s
     );
-    let (results, lat, fan) = rt.block_on(async {
+    if args.serving_only {
+        let serv = rt.block_on(run_serving(&bins, full, limits.tcp_gib_s, &tmp));
+        rt.shutdown_timeout(Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&tmp);
+        println!("\n{}\n{}", serving_table(&serv), idle_table(&serv));
+        println!("{}", serving_goals(&serv));
+        println!("total run time {:.1} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    let (results, lat, fan, serv) = rt.block_on(async {
         let mut v = Vec::new();
         for sys in [System::Ringside, System::Naive] {
             v.push(run_system(sys, &bins, &p, budget, &tmp).await);
@@ -244,7 +259,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 f.push((*n, run_system(sys, &bins, fp, fan_budget, &tmp).await));
             }
         }
-        (v, l, f)
+        // Serving throughput and idle CPU (serving.rs), after the other scenarios.
+        let s = run_serving(&bins, full, limits.tcp_gib_s, &tmp).await;
+        (v, l, f, s)
     });
     rt.shutdown_timeout(Duration::from_secs(2));
     // The Unix-datagram baseline (dgram.rs): burst and steady rate, synchronous.
@@ -270,6 +287,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Err(format!("broken invariants:\n- {}", broken.join("\n- ")).into())
     };
+    println!("{}\n{}", serving_table(&serv), idle_table(&serv));
     println!("total run time {:.1} s", started.elapsed().as_secs_f64());
     if args.no_write {
         return verdict;
@@ -288,6 +306,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lat: &lat,
         fan: &fan,
         dgram: &dg,
+        serving: &serv,
     };
     let md = report(&p, &[&tbl, &ltbl, &ftbl, &ltbl2], budget, &m);
     std::fs::write(args.out.join("benchmarks.md"), md)?;

@@ -9,6 +9,7 @@ pub(crate) struct Measured<'a> {
     pub(crate) lat: &'a [LatResult],
     pub(crate) fan: &'a [(usize, RunResult)],
     pub(crate) dgram: &'a Dgram,
+    pub(crate) serving: &'a Serving,
 }
 
 /// Goal checks from shared/BRIEF.md against this run's numbers.
@@ -94,13 +95,14 @@ pub(crate) fn goals(m: &Measured<'_>, budget: u64) -> String {
             r.skipped.clone().unwrap_or_else(|| r.outcome.clone())
         );
     }
+    s.push_str(&serving_goals(m.serving));
     s.push_str(&dgram_goals(m.burst, m.dgram));
     s.push_str(&producer_goal_discussion(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs"),
     ));
     let _ = writeln!(
         s,
-        "- Not shown by this harness yet: serving bandwidth to one subscriber as a fraction of raw loopback TCP, 64 B frames/s to one subscriber. The burst's \"fast reader\" rate is not a bandwidth figure: that reader shares 2 cores with producers writing at full speed and is lapped most of the time."
+        "- The burst's \"fast reader\" rate is not a bandwidth figure: that reader shares 2 cores with producers writing at full speed and is lapped most of the time."
     );
     s
 }
@@ -161,6 +163,18 @@ pub(crate) fn report(p: &Params, tables: &[&str; 4], budget: u64, m: &Measured<'
     s.push_str(ltbl);
     let _ = writeln!(s, "\n## Fan-out: 1, 10 and 100 subscribers\n");
     s.push_str(ftbl);
+    let _ = writeln!(
+        s,
+        "\n## Serving throughput: ringside vs a pre-encoded tonic server\n"
+    );
+    let _ = writeln!(
+        s,
+        "Reproduce: `target/release/e2e {}` (this section and the next alone: add `--serving-only`).\n",
+        p.mode
+    );
+    s.push_str(&serving_table(m.serving));
+    let _ = writeln!(s, "\n## Idle CPU\n");
+    s.push_str(&idle_table(m.serving));
     let _ = writeln!(s, "\n## Producer path: Unix datagrams, DogStatsD style\n");
     s.push_str(&dgram_table(m.dgram));
     let _ = writeln!(s, "\n### Producer cost per frame, three systems\n");
@@ -172,7 +186,7 @@ pub(crate) fn report(p: &Params, tables: &[&str; 4], budget: u64, m: &Measured<'
     let _ = writeln!(s, "\n## Not measured yet\n");
     let _ = writeln!(
         s,
-        "- Ratios of ringside's serving figures to the physical limits above (issue 5); until then, the goals in shared/BRIEF.md for serving bandwidth are not shown here.\n- A batching datagram client: DogStatsD clients pack several metrics into one datagram (up to 8 KiB on a Unix socket), fewer syscalls per metric at the price of latency and a client-side buffer; the baseline here sends one frame per datagram. Datagram producers as separate processes (here: threads of one process). Fan-out for datagrams does not apply (one reader)."
+        "- A batching datagram client: DogStatsD clients pack several metrics into one datagram (up to 8 KiB on a Unix socket), fewer syscalls per metric at the price of latency and a client-side buffer; the baseline here sends one frame per datagram. Datagram producers as separate processes (here: threads of one process). Fan-out for datagrams does not apply (one reader)."
     );
     s
 }

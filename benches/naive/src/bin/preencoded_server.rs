@@ -1,0 +1,240 @@
+//! `preencoded-server`: the serving baseline named in shared/BRIEF.md, "a plain
+//! tonic server that streams pre-encoded bytes".
+//!
+//! At start it builds `ringside.v1.Batch` messages once with prost (the same
+//! frame sizes, topics and frames per batch as ringside sends), keeps them in
+//! memory as encoded `Bytes` (at most `--bytes` of them), and answers every
+//! `ringside.v1.Ringside/Subscribe` call by streaming them, cyclically and
+//! without end, through a pass-through codec: the only per-message work is
+//! tonic's copy of the bytes into its encode buffer. The client stops by
+//! cancelling the call. Any request is accepted; `start` and filters are
+//! ignored. Other methods answer UNIMPLEMENTED.
+//!
+//! Memory is bounded: the pre-encoded set (`--bytes`), plus tonic's encode
+//! buffer and hyper's send buffer per stream.
+
+use bytes::{BufMut, Bytes};
+use clap::Parser;
+use prost::Message;
+use ringside_proto::v1::{Batch, Frame, SubscribeRequest};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio_stream::Stream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::{Status, server::NamedService};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(about = "A plain tonic server streaming pre-encoded ringside.v1.Batch messages")]
+struct Args {
+    /// gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50071")]
+    listen: std::net::SocketAddr,
+    /// Payload bytes per frame.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Frames per batch (match what ringside sends for the same frame size).
+    #[arg(long, default_value_t = 240)]
+    frames_per_batch: usize,
+    /// Encoded bytes to pre-build (whole batches; at least one batch).
+    #[arg(long, default_value_t = 64 << 20)]
+    bytes: u64,
+    /// Topics `load/0` ... `load/K-1`, round-robin (as `ringside load`).
+    #[arg(long, default_value_t = 4)]
+    topics: u64,
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 2)]
+    worker_threads: usize,
+}
+
+/// Encodes `Bytes` as they are (they already are an encoded message) and
+/// decodes requests with prost.
+#[derive(Debug, Clone, Copy, Default)]
+struct PassCodec;
+
+/// The pass-through encoder: one `put_slice` per message.
+#[derive(Debug, Clone, Copy, Default)]
+struct PassEncoder;
+
+/// The request decoder (prost).
+#[derive(Debug, Clone, Copy, Default)]
+struct RequestDecoder;
+
+impl Encoder for PassEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RequestDecoder {
+    type Item = SubscribeRequest;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<SubscribeRequest>, Status> {
+        SubscribeRequest::decode(src)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
+impl Codec for PassCodec {
+    type Encode = Bytes;
+    type Decode = SubscribeRequest;
+    type Encoder = PassEncoder;
+    type Decoder = RequestDecoder;
+
+    fn encoder(&mut self) -> PassEncoder {
+        PassEncoder
+    }
+
+    fn decoder(&mut self) -> RequestDecoder {
+        RequestDecoder
+    }
+}
+
+/// The pre-encoded messages, streamed cyclically.
+struct Cycle {
+    batches: Arc<Vec<Bytes>>,
+    next: usize,
+}
+
+impl Stream for Cycle {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(b) = this.batches.get(this.next) else {
+            return Poll::Ready(None);
+        };
+        this.next = (this.next + 1) % this.batches.len();
+        Poll::Ready(Some(Ok(b.clone())))
+    }
+}
+
+/// The `Subscribe` method.
+struct SubscribeSvc(Arc<Vec<Bytes>>);
+
+impl tonic::server::ServerStreamingService<SubscribeRequest> for SubscribeSvc {
+    type Response = Bytes;
+    type ResponseStream = Cycle;
+    type Future = std::future::Ready<Result<tonic::Response<Cycle>, Status>>;
+
+    fn call(&mut self, _request: tonic::Request<SubscribeRequest>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(Cycle {
+            batches: Arc::clone(&self.0),
+            next: 0,
+        })))
+    }
+}
+
+/// The `ringside.v1.Ringside` service, `Subscribe` only.
+#[derive(Clone)]
+struct Svc(Arc<Vec<Bytes>>);
+
+impl NamedService for Svc {
+    const NAME: &'static str = ringside_proto::SERVICE_NAME;
+}
+
+impl Service<http::Request<tonic::body::Body>> for Svc {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() == ringside_proto::SUBSCRIBE_PATH {
+            let method = SubscribeSvc(Arc::clone(&self.0));
+            Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(PassCodec);
+                Ok(grpc.server_streaming(method, req).await)
+            })
+        } else {
+            Box::pin(async move {
+                Ok(Status::unimplemented("preencoded-server serves Subscribe only").into_http())
+            })
+        }
+    }
+}
+
+/// Builds the batches: `frames_per_batch` frames of `size` bytes each, the payload
+/// laid out as `ringside load` writes it (counter, timestamp, fill pattern).
+fn build(args: &Args) -> Vec<Bytes> {
+    let per = args.frames_per_batch.max(1);
+    let topics: Vec<String> = (0..args.topics.max(1))
+        .map(|i| format!("load/{i}"))
+        .collect();
+    let mut fill = vec![0u8; args.size];
+    for (i, b) in fill.iter_mut().enumerate().skip(16) {
+        *b = (i as u8).wrapping_mul(31);
+    }
+    let now = ringside_naive::now_ns();
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    let mut seq = 0u64;
+    while total < args.bytes || out.is_empty() {
+        let frames = (0..per)
+            .map(|_| {
+                let mut payload = fill.clone();
+                if args.size >= 16 {
+                    payload[..8].copy_from_slice(&seq.to_le_bytes());
+                    payload[8..16].copy_from_slice(&(now + seq).to_le_bytes());
+                }
+                let f = Frame {
+                    seq,
+                    timestamp_ns: now + seq,
+                    topic: topics[(seq % topics.len() as u64) as usize].clone(),
+                    producer_id: 1,
+                    payload: Bytes::from(payload),
+                };
+                seq += 1;
+                f
+            })
+            .collect();
+        let batch = Batch {
+            ring_id: 0x5eed_5eed_5eed_5eed,
+            frames,
+            losses: Vec::new(),
+            resume_seq: seq,
+        };
+        let bytes = Bytes::from(batch.encode_to_vec());
+        total += bytes.len() as u64;
+        out.push(bytes);
+    }
+    out
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let batches = build(&args);
+    let bytes: usize = batches.iter().map(Bytes::len).sum();
+    eprintln!(
+        "preencoded-server: {} batches of {} frames of {} B, {bytes} bytes encoded; listening on {}",
+        batches.len(),
+        args.frames_per_batch,
+        args.size,
+        args.listen
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        // As ringside's server: no Nagle delay on the last partial segment.
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(Svc(Arc::new(batches)))
+            .serve(args.listen)
+            .await
+    })?;
+    Ok(())
+}
