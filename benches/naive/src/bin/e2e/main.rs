@@ -9,7 +9,9 @@
 //! sampled from `/proc/<pid>/status` every 20 ms.
 //!
 //! Output: a markdown table on stdout and in `docs/benchmarks.md`, raw CSV
-//! samples in `docs/bench-data/`, and `docs/bench-data/memory-burst.svg`.
+//! samples in `docs/bench-data/`, and `docs/bench-data/memory-burst.svg`,
+//! `throughput.svg` and `latency.svg`. Exits non-zero if the harness fails or a
+//! ringside invariant breaks (never because of a timing figure).
 //!
 //! ```sh
 //! cargo build --release -p ringside-naive -p ringside
@@ -311,7 +313,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let md = report(&p, &[&tbl, &ltbl, &ftbl, &ltbl2], budget, &m);
     std::fs::write(args.out.join("benchmarks.md"), md)?;
     println!(
-        "wrote {}, {}/burst-*.csv, {}/memory-burst.svg",
+        "wrote {}, {}/burst-*.csv, {}/{{memory-burst,throughput,latency}}.svg",
         args.out.join("benchmarks.md").display(),
         data.display(),
         data.display()
