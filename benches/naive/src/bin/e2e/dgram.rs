@@ -476,7 +476,8 @@ pub(crate) fn producer_cost_table(burst: &[RunResult], d: &Dgram, p: &Params) ->
             ),
             r.wall_ns_per_frame(),
             format!(
-                "{:.0}% of sends dropped ({}); `dgram-load`'s own figure, each thread's send loop over its sends: {:.0} ns",
+                "{} sends ({:.1}%) dropped ({}); `dgram-load`'s own figure, each thread's send loop over its sends: {:.0} ns",
+                r.dropped,
                 100.0 * r.dropped as f64 / r.attempted as f64,
                 if r.mode == "blocking" {
                     "send timed out after 100 ms"
@@ -572,7 +573,7 @@ pub(crate) fn dgram_goals(burst: &[RunResult], d: &Dgram) -> String {
     }
     let ring_ns = ring.load_s * 1e9 * PRODUCERS as f64 / ring.written as f64;
     let mut s = format!(
-        "- Producers never block, against a nonblocking Unix-datagram producer in the same run: ringside {ring_ns:.0} ns per frame per producer thread, every frame written (old ones overwritten, losses reported to readers); datagram {:.0} ns per attempted send ({:.2}× ringside), {:.0}% of the sends dropped with EAGAIN because one reader process cannot keep up with {} producers.",
+        "- Producers never block, against a nonblocking Unix-datagram producer in the same run: ringside {ring_ns:.0} ns per frame per producer thread, every frame written (old ones overwritten, losses reported to readers); datagram {:.0} ns per attempted send ({:.2}× ringside), {:.0}% of the sends dropped with EAGAIN: the one reader process did not keep up with {} producers on the shared 2 cores.",
         nb.wall_ns_per_frame(),
         nb.wall_ns_per_frame() / ring_ns.max(1e-9),
         100.0 * nb.dropped as f64 / nb.attempted as f64,
