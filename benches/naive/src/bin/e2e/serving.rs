@@ -7,9 +7,11 @@
 //! its own connection, decoding with prost) read from `earliest` until they
 //! have a fixed number of frames, then cancel. The baseline serves prost-built
 //! `Batch` messages with the same frame size, topics and frames per batch as
-//! ringside sent in the same run (the largest batch one of ringside's single
-//! subscribers received), pre-encoded once, through a pass-through codec.
-//! Each scenario is repeated and the median is reported. Server CPU is the
+//! ringside sent in the same run (the largest batch of an uncounted warm-up
+//! read), pre-encoded once, through a pass-through codec. Both servers run
+//! side by side; each scenario is repeated with the two servers' repetitions
+//! interleaved (so both see the same machine) and the median is reported.
+//! Server CPU is the
 //! delta of utime+stime in `/proc/<pid>/stat` over all repetitions' read
 //! windows, divided by the frames delivered in them.
 //!
@@ -93,8 +95,8 @@ impl ServingParams {
                 ring: 64 << 20,
                 reps_one: 3,
                 reps_many: 2,
-                many_bytes_1k: 4 << 20,
-                many_frames_64: 30_000,
+                many_bytes_1k: 2 << 20,
+                many_frames_64: 15_000,
                 idle: Duration::from_secs(3),
             }
         }
@@ -379,40 +381,24 @@ async fn one_rep(endpoint: &str, pid: u32, subs: usize, target: u64) -> Result<R
     })
 }
 
-/// Runs `reps` repetitions and folds them into a row.
-async fn scenario(
+/// Folds one system's repetitions into a row.
+fn fold(
     system: ServeSystem,
-    endpoint: &str,
-    pid: u32,
     frame: u64,
     subs: usize,
     target: u64,
-    reps: usize,
+    done: &[Rep],
+    note: String,
 ) -> ServeRow {
     let mut row = ServeRow {
         system: system.name(),
         frame,
         subs,
         frames_per_sub: target,
+        reps: done.len(),
+        note,
         ..Default::default()
     };
-    let mut done = Vec::new();
-    for _ in 0..reps {
-        match one_rep(endpoint, pid, subs, target).await {
-            Ok(r) => done.push(r),
-            Err(e) => {
-                row.note = e;
-                break;
-            }
-        }
-        // Let the server see the cancelled streams and closed connections go.
-        if system == ServeSystem::Ringside {
-            wait_no_subscribers(endpoint).await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    row.reps = done.len();
     let mut f: Vec<f64> = done.iter().map(|r| r.frames as f64 / r.secs).collect();
     let mut b: Vec<f64> = done.iter().map(|r| r.bytes as f64 / r.secs).collect();
     let mut pm: Vec<f64> = done.iter().map(|r| r.per_sub_median).collect();
@@ -449,6 +435,54 @@ async fn scenario(
         }
     );
     row
+}
+
+/// A server under test: which, where, its pid.
+#[derive(Debug, Clone)]
+struct Target {
+    system: ServeSystem,
+    endpoint: String,
+    pid: u32,
+}
+
+/// Runs `reps` repetitions of one scenario on every target, interleaved
+/// (ringside, baseline, ringside, ...) so that both see the same machine, and
+/// folds each target's repetitions into a row.
+async fn interleaved(
+    targets: &[Target],
+    frame: u64,
+    subs: usize,
+    target: u64,
+    reps: usize,
+) -> Vec<ServeRow> {
+    let mut done: Vec<Vec<Rep>> = vec![Vec::new(); targets.len()];
+    let mut notes: Vec<String> = vec![String::new(); targets.len()];
+    for _ in 0..reps {
+        for (i, t) in targets.iter().enumerate() {
+            if !notes[i].is_empty() {
+                continue;
+            }
+            match one_rep(&t.endpoint, t.pid, subs, target).await {
+                Ok(r) => done[i].push(r),
+                Err(e) => notes[i] = e,
+            }
+            settle(t).await;
+        }
+    }
+    targets
+        .iter()
+        .zip(done.iter().zip(notes))
+        .map(|(t, (d, n))| fold(t.system, frame, subs, target, d, n))
+        .collect()
+}
+
+/// Lets a server see the cancelled streams and closed connections go.
+async fn settle(t: &Target) {
+    if t.system == ServeSystem::Ringside {
+        wait_no_subscribers(&t.endpoint).await;
+    } else {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits (bounded) until ringside reports no active subscriber.
@@ -558,76 +592,15 @@ fn target_for(sp: &ServingParams, retained: u64, frame: u64, subs: usize) -> u64
     }
 }
 
-/// Throughput of ringside for one frame size; returns its rows and the ring's
-/// retained frame count.
-async fn ringside_rows(
-    bins: &Bins,
-    sp: &ServingParams,
-    frame: u64,
-    tmp: &Path,
-) -> (Vec<ServeRow>, u64) {
-    let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let socket = tmp.join(format!("serving-{frame}.sock"));
-    let mut server = spawn_ringside(
-        bins,
-        sp,
-        port,
-        &socket,
-        tmp.join(format!("serving-{frame}.log")),
-    );
-    let failed = |note: String| {
-        SUBSCRIBER_COUNTS
-            .iter()
-            .map(|&subs| ServeRow {
-                system: ServeSystem::Ringside.name(),
-                frame,
-                subs,
-                note: note.clone(),
-                ..Default::default()
-            })
-            .collect::<Vec<_>>()
-    };
-    if let Err(e) = server.wait_ready(port, Some(&socket)) {
-        return (failed(format!("server did not start: {e}")), 0);
-    }
-    let retained = match fill_ring(bins, sp, &socket, &endpoint, frame).await {
-        Ok(n) => n,
-        Err(e) => return (failed(format!("fill failed: {e}")), 0),
-    };
-    let mut rows = Vec::new();
-    for &subs in &SUBSCRIBER_COUNTS {
-        let reps = if subs == 1 { sp.reps_one } else { sp.reps_many };
-        let target = target_for(sp, retained, frame, subs);
-        rows.push(
-            scenario(
-                ServeSystem::Ringside,
-                &endpoint,
-                server.pid(),
-                frame,
-                subs,
-                target,
-                reps,
-            )
-            .await,
-        );
-    }
-    let _ = server.stop(Duration::from_secs(10));
-    (rows, retained)
-}
-
-/// Throughput of the pre-encoded baseline for one frame size, with ringside's
-/// frames per batch and the same frame counts.
-async fn baseline_rows(
+/// Starts `preencoded-server` with `frames_per_batch` frames of `frame` bytes per batch.
+fn spawn_baseline(
     bin: &Path,
     sp: &ServingParams,
+    port: u16,
     frame: u64,
     frames_per_batch: u64,
-    retained: u64,
-    tmp: &Path,
-) -> Vec<ServeRow> {
-    let port = free_port();
-    let endpoint = format!("http://127.0.0.1:{port}");
+    log: PathBuf,
+) -> Server {
     let args: Vec<String> = vec![
         "--listen".into(),
         format!("127.0.0.1:{port}"),
@@ -640,47 +613,114 @@ async fn baseline_rows(
         "--worker-threads".into(),
         "2".into(),
     ];
-    let mut server = Server::spawn(
-        None,
-        bin,
-        &args,
-        tmp.join(format!("preencoded-{frame}.log")),
-    );
-    let mut rows = Vec::new();
-    let ready = server.wait_ready(port, None);
-    for &subs in &SUBSCRIBER_COUNTS {
-        if let Err(e) = &ready {
-            rows.push(ServeRow {
-                system: ServeSystem::Preencoded.name(),
-                frame,
-                subs,
-                note: format!("server did not start: {e}"),
-                ..Default::default()
-            });
-            continue;
-        }
-        let reps = if subs == 1 { sp.reps_one } else { sp.reps_many };
-        let target = target_for(sp, retained, frame, subs);
-        let mut r = scenario(
-            ServeSystem::Preencoded,
-            &endpoint,
-            server.pid(),
+    Server::spawn(None, bin, &args, log)
+}
+
+/// Rows saying why a frame size was not measured.
+fn failed_rows(frame: u64, note: &str) -> Vec<ServeRow> {
+    SUBSCRIBER_COUNTS
+        .iter()
+        .map(|&subs| ServeRow {
+            system: ServeSystem::Ringside.name(),
             frame,
             subs,
-            target,
-            reps,
-        )
-        .await;
-        r.frames_per_batch = frames_per_batch;
-        rows.push(r);
+            note: note.to_string(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Throughput of ringside and the pre-encoded baseline for one frame size.
+///
+/// ringside is started and its ring filled; one uncounted warm-up read tells
+/// how many frames ringside puts in a full batch; the baseline is started with
+/// that many; then every scenario runs with the repetitions interleaved.
+async fn frame_rows(
+    bins: &Bins,
+    baseline_bin: &Path,
+    sp: &ServingParams,
+    frame: u64,
+    tmp: &Path,
+) -> Vec<ServeRow> {
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let socket = tmp.join(format!("serving-{frame}.sock"));
+    let log = tmp.join(format!("serving-{frame}.log"));
+    let mut server = spawn_ringside(bins, sp, port, &socket, log);
+    if let Err(e) = server.wait_ready(port, Some(&socket)) {
+        return failed_rows(frame, &format!("server did not start: {e}"));
     }
-    let _ = server.stop(Duration::from_secs(5));
+    let retained = match fill_ring(bins, sp, &socket, &endpoint, frame).await {
+        Ok(n) => n,
+        Err(e) => return failed_rows(frame, &format!("fill failed: {e}")),
+    };
+    let mut targets = vec![Target {
+        system: ServeSystem::Ringside,
+        endpoint: endpoint.clone(),
+        pid: server.pid(),
+    }];
+    let warm = one_rep(&endpoint, server.pid(), 1, retained).await;
+    settle(&targets[0]).await;
+    let mut rows = Vec::new();
+    let mut baseline = None;
+    match &warm {
+        Ok(w) if baseline_bin.exists() => {
+            let bport = free_port();
+            let blog = tmp.join(format!("preencoded-{frame}.log"));
+            let mut b = spawn_baseline(baseline_bin, sp, bport, frame, w.max_batch, blog);
+            match b.wait_ready(bport, None) {
+                Ok(()) => {
+                    targets.push(Target {
+                        system: ServeSystem::Preencoded,
+                        endpoint: format!("http://127.0.0.1:{bport}"),
+                        pid: b.pid(),
+                    });
+                }
+                Err(e) => rows.push(ServeRow {
+                    system: ServeSystem::Preencoded.name(),
+                    frame,
+                    subs: 1,
+                    note: format!("server did not start: {e}"),
+                    ..Default::default()
+                }),
+            }
+            baseline = Some(b);
+        }
+        Ok(_) => rows.push(ServeRow {
+            system: ServeSystem::Preencoded.name(),
+            frame,
+            subs: 1,
+            note: format!("{} not found", baseline_bin.display()),
+            ..Default::default()
+        }),
+        Err(e) => rows.push(ServeRow {
+            system: ServeSystem::Preencoded.name(),
+            frame,
+            subs: 1,
+            note: format!("not run: ringside's warm-up read failed: {e}"),
+            ..Default::default()
+        }),
+    }
+    for &subs in &SUBSCRIBER_COUNTS {
+        let reps = if subs == 1 { sp.reps_one } else { sp.reps_many };
+        let target = target_for(sp, retained, frame, subs);
+        let mut r = interleaved(&targets, frame, subs, target, reps).await;
+        if let (Some(b), Ok(w)) = (r.get_mut(1), &warm) {
+            // As built (the baseline's largest batch is its only size).
+            b.frames_per_batch = w.max_batch;
+        }
+        rows.extend(r);
+    }
+    if let Some(mut b) = baseline {
+        let _ = b.stop(Duration::from_secs(5));
+    }
+    let _ = server.stop(Duration::from_secs(10));
     rows
 }
 
 /// Measures one idle server for `secs` after a short settling time.
 async fn idle_window(pid: u32, secs: Duration) -> (f64, u64, u64, u64) {
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(IDLE_SETTLE).await;
     let (ns0, v0, i0) = task_counters(pid);
     let t = Instant::now();
     tokio::time::sleep(secs).await;
@@ -832,28 +872,13 @@ pub(crate) async fn run_serving(bins: &Bins, full: bool, tcp_gib_s: f64, tmp: &P
         ..Default::default()
     };
     for frame in FRAME_SIZES {
-        let (rows, retained) = ringside_rows(bins, &sp, frame, tmp).await;
-        let fpb = rows
-            .iter()
-            .find(|r| r.subs == 1)
-            .map(|r| r.frames_per_batch)
-            .unwrap_or(0);
-        out.rows.extend(rows);
-        if !preencoded.exists() {
-            out.rows.push(ServeRow {
-                system: ServeSystem::Preencoded.name(),
-                frame,
-                subs: 1,
-                note: format!("{} not found", preencoded.display()),
-                ..Default::default()
-            });
-            continue;
-        }
-        if fpb == 0 || retained == 0 {
-            continue;
-        }
+        let t = Instant::now();
         out.rows
-            .extend(baseline_rows(&preencoded, &sp, frame, fpb, retained, tmp).await);
+            .extend(frame_rows(bins, &preencoded, &sp, frame, tmp).await);
+        println!(
+            "[serving] {frame} B frames took {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     }
     out.idle.push(idle_ringside(bins, &sp, tmp).await);
     out.idle.push(idle_naive(bins, &sp, tmp).await);
@@ -931,7 +956,7 @@ pub(crate) fn serving_table(s: &Serving) -> String {
     }
     let _ = writeln!(
         t,
-        "\nringside: `serve --ring-size {} --max-frame {MAX_FRAME} --subscriber-buffer {SUBSCRIBER_BUFFER} --max-subscribers 128 --max-connections 128 --worker-threads 2`, filled once by `ringside load --rate 0 --size S --topics 4 --count <ring/S>` (the producer exits before anyone reads, so it does not compete for the 2 cores). Baseline: `preencoded-server` (`benches/naive/`), a plain tonic server (2 workers) that builds the same `Batch` messages once with prost (same payload size, 4 topics, and as many frames per batch as ringside's largest batch in this run), keeps {} of them encoded in memory and streams them through a pass-through codec. Readers: tonic `RingsideClient`s in the harness process (same 2 cores), each on its own connection (configured as `ringside tail`: TCP_NODELAY, HTTP/2 windows 4 MiB per stream, 8 MiB per connection), decoding with prost, from `earliest`; with one subscriber it reads every frame the ring retains, with 100 each reads a fixed share ({} of 1 KiB, {} frames of 64 B), all started together. Rates are payload bytes and frames over the window from the first Subscribe call to the last subscriber's last frame; the median of {} repetitions (1 subscriber) or {} (100). Server CPU is utime+stime from `/proc/<pid>/stat` over all repetitions' windows, per frame delivered (10 ms ticks). Raw loopback TCP: {:.2} GiB/s (the physical limits table, same run).",
+        "\nringside: `serve --ring-size {} --max-frame {MAX_FRAME} --subscriber-buffer {SUBSCRIBER_BUFFER} --max-subscribers 128 --max-connections 128 --worker-threads 2`, filled once by `ringside load --rate 0 --size S --topics 4 --count <ring/S>` (the producer exits before anyone reads, so it does not compete for the 2 cores). Baseline: `preencoded-server` (`benches/naive/`), a plain tonic server (2 workers) that builds the same `Batch` messages once with prost (same payload size, 4 topics, and as many frames per batch as ringside's largest batch in an uncounted warm-up read in this run), keeps {} of them encoded in memory and streams them through a pass-through codec. Readers: tonic `RingsideClient`s in the harness process (same 2 cores), each on its own connection (configured as `ringside tail`: TCP_NODELAY, HTTP/2 windows 4 MiB per stream, 8 MiB per connection), decoding with prost, from `earliest`; with one subscriber it reads every frame the ring retains, with 100 each reads a fixed share ({} of 1 KiB, {} frames of 64 B), all started together. Both servers run side by side and their repetitions alternate. Rates are payload bytes and frames over the window from the first Subscribe call to the last subscriber's last frame; the median of {} repetitions (1 subscriber) or {} (100). Server CPU is utime+stime from `/proc/<pid>/stat` over all repetitions' windows, per frame delivered (10 ms ticks). Raw loopback TCP: {:.2} GiB/s (the physical limits table, same run).",
         s.params_ring,
         s.params_ring,
         mib(s.many_bytes_1k),
@@ -967,11 +992,15 @@ pub(crate) fn idle_table(s: &Serving) -> String {
     }
     let _ = writeln!(
         t,
-        "\nNo frames are written during the window ({:.0} s, after 0.5 s of settling). CPU is the sum over the server's threads of `/proc/<pid>/task/*/schedstat` (time on CPU, ns resolution); context switches are summed over `/proc/<pid>/task/*/status`.",
-        s.idle_secs
+        "\nNo frames are written during the window ({:.0} s, after {} ms of settling). CPU is the sum over the server's threads of `/proc/<pid>/task/*/schedstat` (time on CPU, ns resolution); context switches are summed over `/proc/<pid>/task/*/status`.",
+        s.idle_secs,
+        IDLE_SETTLE.as_millis()
     );
     t
 }
+
+/// Settling time before an idle window.
+const IDLE_SETTLE: Duration = Duration::from_millis(300);
 
 /// Idle CPU below this share of one core counts as "≈ 0" for the goal.
 const IDLE_GOAL_PCT: f64 = 0.1;
