@@ -154,6 +154,10 @@ pub struct ServeArgs {
     /// Close a connection whose keepalive ping is not answered within this.
     #[arg(long, env = "RINGSIDE_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
+    /// Close a new connection that has not sent the HTTP/2 preface within this
+    /// (`0s` = never; under TLS it bounds only the first bytes of the TLS handshake).
+    #[arg(long, env = "RINGSIDE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
     /// Close the connection of a subscriber that has data waiting but has not
     /// taken any for this long (it stopped reading; `0s` = never).
     #[arg(long, env = "RINGSIDE_SUBSCRIBER_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]

@@ -11,6 +11,12 @@
 //!   they are closed after [`OVERFLOW_LIFETIME`], so a gRPC client learns why.
 //!   Past that too, a connection is accepted and closed at once; nothing is
 //!   allocated for it.
+//! - Handshakes: a connection must deliver the HTTP/2 client preface and the
+//!   header of its first frame ([`HANDSHAKE_BYTES`]) within
+//!   `--handshake-timeout`, or it is closed. Keepalive pings only start once
+//!   the HTTP/2 handshake is done, so without this a client that connects and
+//!   says nothing (or dribbles the preface) would hold a connection slot
+//!   forever, and `--max-connections` of them would lock everyone out.
 
 use std::future::Future;
 use std::io;
@@ -29,6 +35,12 @@ use tonic::transport::server::{Connected, TlsConnectInfo};
 pub const OVERFLOW_CONNECTIONS: usize = 8;
 /// How long such a refusal connection stays open.
 pub const OVERFLOW_LIFETIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Bytes a client must send before its handshake deadline: the 24-byte HTTP/2
+/// connection preface and the 9-byte header of the SETTINGS frame that follows
+/// it. Counted on the TCP stream, so under TLS the deadline covers only the
+/// first bytes of the TLS handshake.
+pub const HANDSHAKE_BYTES: usize = 24 + 9;
 
 /// Live counters of one subscriber slot.
 #[derive(Debug, Default)]
@@ -246,6 +258,9 @@ pub struct SocketOptions {
     pub send_buffer: usize,
     /// SO_RCVBUF bytes.
     pub recv_buffer: usize,
+    /// Time a new connection gets to send [`HANDSHAKE_BYTES`] (`--handshake-timeout`;
+    /// zero = no deadline).
+    pub handshake_timeout: std::time::Duration,
 }
 
 /// Counters of the connection limiter.
@@ -253,6 +268,8 @@ pub struct SocketOptions {
 pub struct ConnCounters {
     /// Connections refused past the limit.
     pub refused: AtomicU64,
+    /// Connections closed for not completing the handshake in time.
+    pub handshake_timeouts: AtomicU64,
     /// Connections accepted.
     pub accepted: AtomicU64,
 }
@@ -312,6 +329,8 @@ impl LimitedListener {
                 return Ok(LimitedConn {
                     stream,
                     over_limit: None,
+                    handshake: self.handshake_deadline(),
+                    counters: Arc::clone(&self.counters),
                     kill: Arc::default(),
                     _permit: permit,
                 });
@@ -327,12 +346,24 @@ impl LimitedListener {
                 return Ok(LimitedConn {
                     stream,
                     over_limit: Some((self.limit, Box::pin(tokio::time::sleep(OVERFLOW_LIFETIME)))),
+                    handshake: self.handshake_deadline(),
+                    counters: Arc::clone(&self.counters),
                     kill: Arc::default(),
                     _permit: permit,
                 });
             }
             drop(stream);
         }
+    }
+
+    /// The handshake deadline of a connection accepted now.
+    fn handshake_deadline(&self) -> Option<Handshake> {
+        let timeout = self.options.handshake_timeout;
+        (!timeout.is_zero()).then(|| Handshake {
+            missing: HANDSHAKE_BYTES,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        })
     }
 
     /// The listener as a stream of admitted connections, for tonic.
@@ -388,8 +419,20 @@ pub struct LimitedConn {
     stream: TcpStream,
     /// Set on a refusal connection: the limit, and when to close it.
     over_limit: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
+    /// Until the handshake bytes have arrived: how many are missing, and the deadline.
+    handshake: Option<Handshake>,
+    counters: Arc<ConnCounters>,
     kill: Arc<KillSwitch>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// The handshake deadline of a new connection.
+#[derive(Debug)]
+struct Handshake {
+    /// Bytes of [`HANDSHAKE_BYTES`] not received yet.
+    missing: usize,
+    timeout: std::time::Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// Connection info placed in each request's extensions.
@@ -433,7 +476,34 @@ impl AsyncRead for LimitedConn {
                 return Poll::Ready(Ok(()));
             }
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        if let Some(handshake) = &mut self.handshake {
+            // Polled before the read so that its timer wakes this task too.
+            if handshake.deadline.as_mut().poll(cx).is_ready() {
+                let timeout = handshake.timeout;
+                self.handshake = None;
+                self.counters
+                    .handshake_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("ringside_connections_handshake_timeout_total").increment(1);
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "closed by ringside: the client did not send the HTTP/2 preface within {timeout:?} (--handshake-timeout)"
+                    ),
+                )));
+            }
+        }
+        let filled = buf.filled().len();
+        let this = &mut *self;
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Some(handshake) = &mut this.handshake {
+            let got = buf.filled().len() - filled;
+            handshake.missing = handshake.missing.saturating_sub(got);
+            if handshake.missing == 0 {
+                this.handshake = None;
+            }
+        }
+        read
     }
 }
 

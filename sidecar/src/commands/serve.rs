@@ -347,6 +347,7 @@ async fn serve_async(
         SocketOptions {
             send_buffer: args.socket_send_buffer as usize,
             recv_buffer: budget::SOCKET_RECV_BUFFER as usize,
+            handshake_timeout: args.handshake_timeout,
         },
     );
     let local = listener
