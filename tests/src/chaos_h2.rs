@@ -237,3 +237,134 @@ pub fn slowloris(
     }
     SlowEnd::Open
 }
+
+/// How the streams of one flood ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FloodTally {
+    /// Streams opened (HEADERS sent).
+    pub opened: u64,
+    /// Answered with response headers and then data: a granted Subscribe.
+    pub granted: u64,
+    /// Reset by the sidecar's HTTP/2 layer with REFUSED_STREAM (over
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub refused_stream: u64,
+    /// Answered with grpc-status RESOURCE_EXHAUSTED (over `--max-subscribers` or
+    /// `--max-connections`).
+    pub resource_exhausted: u64,
+    /// The connection failed under the stream (closed or GOAWAY): e.g. the harness's other
+    /// clients had every `--max-connections` slot, so this was an overflow connection,
+    /// answered RESOURCE_EXHAUSTED and closed after 2 s.
+    pub conn_closed: u64,
+    /// Any other answer (another status, another reset).
+    pub other: u64,
+    /// No answer at all within 5 s: queued (must be 0).
+    pub no_answer: u64,
+}
+
+/// grpc-status of a header map, if present.
+fn grpc_status(h: &http::HeaderMap) -> Option<i32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Opens `n` Subscribe streams at once on one HTTP/2 connection, more than the sidecar's
+/// SETTINGS_MAX_CONCURRENT_STREAMS: every HEADERS frame is queued before the connection is
+/// first polled, so the client has not seen the server's SETTINGS yet and h2's initial send
+/// limit (unbounded) lets them all out. Then classifies every stream's answer. `request` is
+/// the encoded SubscribeRequest. None when the connection could not be set up.
+pub async fn stream_flood(
+    addr: SocketAddr,
+    n: u32,
+    token: Option<&str>,
+    request: &[u8],
+) -> Option<FloodTally> {
+    let tcp = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let (mut send, conn) = h2::client::Builder::new()
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .ok()?;
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(request.len() as u32).to_be_bytes());
+    body.extend_from_slice(request);
+    let body = bytes::Bytes::from(body);
+    let mut tally = FloodTally::default();
+    let mut responses = Vec::new();
+    for _ in 0..n {
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/ringside.v1.Ringside/Subscribe"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(()).ok()?;
+        match send.send_request(req, false) {
+            Ok((resp, mut stream)) => {
+                tally.opened += 1;
+                let _ = stream.send_data(body.clone(), true);
+                responses.push(resp);
+            }
+            Err(e) => {
+                eprintln!("stream flood: send_request refused locally: {e}");
+                tally.other += 1;
+            }
+        }
+    }
+    let conn_task = tokio::spawn(conn);
+    let mut bodies = Vec::new();
+    for resp in responses {
+        match tokio::time::timeout(Duration::from_secs(5), resp).await {
+            Err(_) => tally.no_answer += 1,
+            Ok(Err(e)) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => {
+                tally.refused_stream += 1
+            }
+            Ok(Err(e)) if e.is_io() || e.is_go_away() => tally.conn_closed += 1,
+            Ok(Err(e)) => {
+                eprintln!("stream flood: stream error {e}");
+                tally.other += 1;
+            }
+            Ok(Ok(response)) => {
+                if let Some(code) = grpc_status(response.headers()) {
+                    // Trailers-only: refused before any data.
+                    if code == 8 {
+                        tally.resource_exhausted += 1;
+                    } else {
+                        eprintln!("stream flood: grpc-status {code}");
+                        tally.other += 1;
+                    }
+                    continue;
+                }
+                let mut b = response.into_body();
+                match tokio::time::timeout(Duration::from_secs(5), b.data()).await {
+                    Ok(Some(Ok(_))) => tally.granted += 1,
+                    Ok(None) => {
+                        let code = match b.trailers().await {
+                            Ok(Some(t)) => grpc_status(&t),
+                            _ => None,
+                        };
+                        if code == Some(8) {
+                            tally.resource_exhausted += 1;
+                        } else {
+                            eprintln!("stream flood: ended without data, grpc-status {code:?}");
+                            tally.other += 1;
+                        }
+                    }
+                    Ok(Some(Err(e))) if e.is_io() || e.is_go_away() => tally.conn_closed += 1,
+                    Ok(Some(Err(e))) => {
+                        eprintln!("stream flood: body error {e}");
+                        tally.other += 1;
+                    }
+                    Err(_) => tally.no_answer += 1,
+                }
+                bodies.push(b);
+            }
+        }
+    }
+    drop(bodies);
+    drop(send);
+    conn_task.abort();
+    Some(tally)
+}

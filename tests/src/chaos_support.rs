@@ -420,6 +420,12 @@ pub enum Fault {
     /// Clients with a missing or wrong bearer token (the sidecar runs with
     /// `--auth-token-file`).
     BadAuth,
+    /// A hostile producer forges the ring's claim word: unaligned, far in the future, near
+    /// 2^64, backwards, sequence inconsistent with position (all five per fault).
+    ClaimForgery,
+    /// One HTTP/2 connection opening 40 Subscribe streams at once, more than
+    /// `--max-streams-per-connection` (`tests/src/chaos_h2.rs`).
+    StreamFlood,
     /// Raw-TCP slowloris clients: one silent, one dribbling the HTTP/2 preface, one reading
     /// its Subscribe stream at 16 bytes a second (`tests/src/chaos_h2.rs`).
     Slowloris,
@@ -427,7 +433,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every kind, in table order.
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 16] = [
         Fault::KillProducer,
         Fault::KillProducerMidFrame,
         Fault::StopProducer,
@@ -442,6 +448,8 @@ impl Fault {
         Fault::HostileRequest,
         Fault::BadAuth,
         Fault::Slowloris,
+        Fault::StreamFlood,
+        Fault::ClaimForgery,
     ];
 
     /// Name in the summary table.
@@ -461,6 +469,8 @@ impl Fault {
             Fault::HostileRequest => "hostile gRPC requests",
             Fault::BadAuth => "clients with a missing/wrong bearer token",
             Fault::Slowloris => "slowloris TCP clients (silent, dribble, slow reader)",
+            Fault::StreamFlood => "stream flood on one HTTP/2 connection",
+            Fault::ClaimForgery => "hostile claim word forgery (5 kinds each)",
         }
     }
 }
@@ -514,6 +524,25 @@ impl SubscriberTally {
     pub fn lost_total(&self) -> u64 {
         self.lost.values().sum()
     }
+}
+
+/// Stream flood answers, summed over all floods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FloodSum {
+    /// Streams opened.
+    pub opened: u64,
+    /// Granted (headers, then data).
+    pub granted: u64,
+    /// Reset with REFUSED_STREAM by the HTTP/2 layer.
+    pub refused_stream: u64,
+    /// Answered RESOURCE_EXHAUSTED.
+    pub resource_exhausted: u64,
+    /// The connection failed under the stream.
+    pub conn_closed: u64,
+    /// Another answer.
+    pub other: u64,
+    /// No answer within 5 s (queued).
+    pub no_answer: u64,
 }
 
 /// How the slowloris clients of one kind ended.
@@ -589,6 +618,19 @@ pub struct Summary {
     pub hostile_requests: [u64; 3],
     /// Bad-auth clients: UNAUTHENTICATED / served a frame / no clear answer.
     pub bad_auth: [u64; 3],
+    /// Claim forgeries by kind.
+    pub forgeries: BTreeMap<&'static str, u64>,
+    /// Sequence numbers forged claims skipped without a frame (part of every span).
+    pub forged_phantom: u64,
+    /// After a forgery fault: every subscriber received frames again / not within 15 s.
+    pub forgery_progress: [u64; 2],
+    /// Stream floods, summed: (opened, granted, REFUSED_STREAM, RESOURCE_EXHAUSTED, other,
+    /// no answer).
+    pub flood: FloodSum,
+    /// Most streams granted on one flood connection.
+    pub flood_max_granted: u64,
+    /// Floods that could not connect.
+    pub flood_no_connection: u64,
     /// Slowloris clients by kind (`Silent`, `Dribble`, `SlowReader`).
     pub slowloris: BTreeMap<String, SlowTally>,
     /// Producer errors (a send that failed, a producer that could not connect).
@@ -731,6 +773,44 @@ impl Summary {
             format!(
                 "{} / {} / {}",
                 self.bad_auth[0], self.bad_auth[1], self.bad_auth[2]
+            ),
+        );
+        row(
+            "claim forgeries: unaligned / future / wrap / backwards / seq-ahead",
+            ["unaligned", "future", "wrap", "backwards", "seq-ahead"]
+                .iter()
+                .map(|k| self.forgeries.get(k).copied().unwrap_or(0).to_string())
+                .collect::<Vec<_>>()
+                .join(" / "),
+        );
+        row(
+            "sequence numbers skipped by forged claims (no frame; reported lost)",
+            self.forged_phantom.to_string(),
+        );
+        row(
+            "after a forgery, subscribers progressed / stuck 15 s (must be 0)",
+            format!(
+                "{} / {}",
+                self.forgery_progress[0], self.forgery_progress[1]
+            ),
+        );
+        row(
+            "stream floods: opened / granted (max on one connection) / REFUSED_STREAM / RESOURCE_EXHAUSTED / connection closed / other / no answer (must be 0)",
+            format!(
+                "{} / {} ({}) / {} / {} / {} / {} / {}{}",
+                self.flood.opened,
+                self.flood.granted,
+                self.flood_max_granted,
+                self.flood.refused_stream,
+                self.flood.resource_exhausted,
+                self.flood.conn_closed,
+                self.flood.other,
+                self.flood.no_answer,
+                if self.flood_no_connection > 0 {
+                    format!("; {} floods could not connect", self.flood_no_connection)
+                } else {
+                    String::new()
+                }
             ),
         );
         for (kind, t) in &self.slowloris {

@@ -67,6 +67,8 @@ const FLAGS: &[&str] = &[
     "12",
     "--max-connections",
     "16",
+    "--max-streams-per-connection",
+    "8",
     "--subscriber-buffer",
     "64KiB",
     "--stall-timeout",
@@ -81,6 +83,10 @@ const FLAGS: &[&str] = &[
     "--keepalive-timeout",
     "2s",
 ];
+/// `--max-streams-per-connection` of the sidecar under test.
+const MAX_STREAMS_PER_CONNECTION: u64 = 8;
+/// Streams a stream flood opens at once on its one connection.
+const FLOOD_STREAMS: u32 = 40;
 /// How long a slowloris client holds its connection at most.
 const SLOWLORIS_HOLD: Duration = Duration::from_secs(15);
 
@@ -641,6 +647,48 @@ fn budget_bytes() -> u64 {
         .unwrap_or_else(|| panic!("no budget total in {text}"))
 }
 
+/// Claim word forgeries (`ring_hostile forge --kind K`) and the sequence numbers each adds
+/// without a frame (reported lost, never written).
+const FORGERIES: [(&str, u64); 5] = [
+    ("unaligned", 0),
+    ("future", 1000),
+    ("wrap", 100),
+    ("backwards", 0),
+    ("seq-ahead", 5000),
+];
+
+/// SIGSTOPs every producer and waits (bounded) until each is stopped.
+fn stop_all(producers: &mut [ProducerProc]) {
+    for p in producers.iter_mut() {
+        p.stopped_ever = true;
+        p.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for p in producers.iter() {
+        while !is_stopped(p.child.id()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// SIGCONTs every producer.
+fn cont_all(producers: &[ProducerProc]) {
+    for p in producers {
+        p.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// True when `/proc/<pid>/stat` says stopped (or the process is gone).
+fn is_stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the parenthesised command name.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_none_or(|st| matches!(st, "T" | "t" | "Z" | "X"))
+}
+
 /// Which producer a producer fault hits: at random, except that the first fault of each
 /// kind hits a C producer when one is running (so C producers are killed, parked and stopped
 /// in every run that has them).
@@ -910,6 +958,79 @@ fn chaos_short_mode_accounts_for_every_frame() {
                     }));
                 }
             }
+            Fault::ClaimForgery => {
+                // Every forgery kind once, in a seeded order. Producers are SIGSTOPped around
+                // each read-modify-write of the claim word so that it races no claim.
+                let mut kinds = FORGERIES.to_vec();
+                for i in (1..kinds.len()).rev() {
+                    kinds.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                let before: Vec<u64> = subs
+                    .iter()
+                    .map(|(s, _)| s.lock().map(|s| s.tally.received).unwrap_or(0))
+                    .collect();
+                for (kind, phantom) in kinds {
+                    stop_all(&mut producers);
+                    hostile(&socket, "forge", &["--kind".into(), kind.into()]);
+                    if kind == "unaligned" {
+                        // Let producers claim from the unaligned position for a while.
+                        cont_all(&producers);
+                        std::thread::sleep(Duration::from_millis(200));
+                        stop_all(&mut producers);
+                        hostile(&socket, "forge", &["--kind".into(), "repair".into()]);
+                    }
+                    cont_all(&producers);
+                    *summary.forgeries.entry(kind).or_default() += 1;
+                    summary.forged_phantom += phantom;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                // No hang: every subscriber receives frames again (bounded: a subscriber
+                // stall lasts at most 6.5 s).
+                let deadline = Instant::now() + Duration::from_secs(15);
+                loop {
+                    let progressed = subs.iter().zip(&before).all(|((s, _), b)| {
+                        s.lock().map(|s| s.tally.received > *b).unwrap_or(false)
+                    });
+                    if progressed {
+                        summary.forgery_progress[0] += 1;
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        eprintln!("subscribers made no progress 15 s after a claim forgery");
+                        summary.forgery_progress[1] += 1;
+                        break;
+                    }
+                    sample_rss(&sidecar, &mut summary);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Fault::StreamFlood => {
+                // Synchronous (bounded by its 5 s answer timeouts): no harness kill or stop
+                // of the sidecar overlaps it, so every stream must get an answer.
+                let flood = rt.block_on(chaos_h2::stream_flood(
+                    sidecar.addr,
+                    FLOOD_STREAMS,
+                    TOKEN.get().map(String::as_str),
+                    &subscribe_earliest,
+                ));
+                match flood {
+                    Some(t) => {
+                        if t.granted > MAX_STREAMS_PER_CONNECTION || t.no_answer > 0 {
+                            eprintln!("stream flood over the limit or queued: {t:?}");
+                        }
+                        let f = &mut summary.flood;
+                        f.opened += t.opened;
+                        f.granted += t.granted;
+                        f.refused_stream += t.refused_stream;
+                        f.resource_exhausted += t.resource_exhausted;
+                        f.conn_closed += t.conn_closed;
+                        f.other += t.other;
+                        f.no_answer += t.no_answer;
+                        summary.flood_max_granted = summary.flood_max_granted.max(t.granted);
+                    }
+                    None => summary.flood_no_connection += 1,
+                }
+            }
             Fault::BadAuth => {
                 let (ep, res) = (endpoint.clone(), Arc::clone(&bad_auth_result));
                 rt.spawn(async move {
@@ -1073,6 +1194,22 @@ fn chaos_short_mode_accounts_for_every_frame() {
         summary.hostile_requests[1], 0,
         "a malformed request was served frames"
     );
+    // Stream floods: never more granted on one connection than its stream limit, every
+    // excess stream refused at once (none queued).
+    assert!(
+        summary.flood_max_granted <= MAX_STREAMS_PER_CONNECTION,
+        "a flood got {} streams granted on one connection (limit {MAX_STREAMS_PER_CONNECTION})",
+        summary.flood_max_granted
+    );
+    assert_eq!(
+        summary.forgery_progress[1], 0,
+        "subscribers stopped receiving after a claim forgery"
+    );
+    assert_eq!(
+        summary.flood.no_answer, 0,
+        "flood streams got no answer within 5 s (queued): {:?}",
+        summary.flood
+    );
     assert_eq!(
         summary.bad_auth[1], 0,
         "a client with a missing or wrong token was served"
@@ -1108,6 +1245,17 @@ fn chaos_short_mode_accounts_for_every_frame() {
             slow.reaped + slow.sidecar_killed >= 1,
             "no slow-reading Subscribe connection ran ({slow:?})"
         );
+        assert!(
+            summary.flood.refused_stream >= 1,
+            "no flood stream was refused with REFUSED_STREAM: {:?}",
+            summary.flood
+        );
+        for (kind, _) in FORGERIES {
+            assert!(
+                summary.forgeries.get(kind).copied().unwrap_or(0) >= 1,
+                "claim forgery {kind} never ran"
+            );
+        }
         // Bound: its 15 s hold, several times the stall timeout (a liveness bound, not a
         // timing measurement).
         assert_eq!(

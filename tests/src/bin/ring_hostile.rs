@@ -6,6 +6,12 @@
 //!   header page too (ring header and claim word; the garbage claim position is kept
 //!   8-aligned unless `--unaligned-claim 1`).
 //! - `claim --pos P --seq S`: forges the claim word (offset 256 of the header page).
+//! - `forge --kind K`: forges the claim word relative to its current value (the chaos
+//!   harness SIGSTOPs every producer first, so the read-modify-write races no claim):
+//!   `unaligned` (position + 3), `future` (position + 2^40, sequence + 1000), `wrap`
+//!   (position 2^64 - 4096, sequence + 100), `backwards` (position - capacity/2),
+//!   `seq-ahead` (sequence + 5000, position kept), `repair` (position rounded up to a
+//!   multiple of 8, after `unaligned`). Prints `FORGED kind=.. pos=..->.. seq=..->..`.
 //! - `hold --count N [--setuid UID]`: opens N connections to the socket (as UID), never
 //!   sends a Hello, prints `HELD n=..`, and opens N more every 500 ms until stdin reaches EOF.
 //! - `truncate`: tries to shrink, grow, fallocate, punch holes, re-seal; prints one
@@ -126,6 +132,32 @@ fn main() {
             word[8..].copy_from_slice(&num("seq", 0).to_le_bytes());
             let n = nix::sys::uio::pwrite(&fd, &word, 256).expect("pwrite claim word");
             assert_eq!(n, 16);
+        }
+        "forge" => {
+            let mut word = [0u8; 16];
+            let n = nix::sys::uio::pread(&fd, &mut word, 256).expect("pread claim word");
+            assert_eq!(n, 16);
+            let pos = u64::from_le_bytes(word[..8].try_into().expect("8 bytes"));
+            let seq = u64::from_le_bytes(word[8..].try_into().expect("8 bytes"));
+            let capacity = (size as u64) - 4096;
+            let kind = opts.get("kind").map(String::as_str).unwrap_or("unaligned");
+            let (new_pos, new_seq) = match kind {
+                "unaligned" => (pos.wrapping_add(3), seq),
+                "future" => (pos.wrapping_add(1 << 40), seq + 1000),
+                "wrap" => (u64::MAX - 4095, seq + 100),
+                "backwards" => (pos.wrapping_sub(capacity / 2) & !7, seq),
+                "seq-ahead" => (pos, seq + 5000),
+                "repair" => (pos.wrapping_add(7) & !7, seq),
+                other => panic!("unknown forge kind {other}"),
+            };
+            word[..8].copy_from_slice(&new_pos.to_le_bytes());
+            word[8..].copy_from_slice(&new_seq.to_le_bytes());
+            let n = nix::sys::uio::pwrite(&fd, &word, 256).expect("pwrite claim word");
+            assert_eq!(n, 16);
+            let _ = writeln!(
+                out,
+                "FORGED kind={kind} pos={pos}->{new_pos} seq={seq}->{new_seq}"
+            );
         }
         "truncate" => {
             let raw = fd.as_raw_fd();
