@@ -12,8 +12,10 @@
 //! side by side; each scenario is repeated with the two servers' repetitions
 //! interleaved (so both see the same machine) and the median is reported.
 //! Server CPU is the
-//! delta of utime+stime in `/proc/<pid>/stat` over all repetitions' read
-//! windows, divided by the frames delivered in them.
+//! on-CPU time summed over the server's threads (`/proc/<pid>/task/*/schedstat`,
+//! nanoseconds) over all repetitions' read windows, divided by the frames
+//! delivered in them; utime+stime from `/proc/<pid>/stat` is kept as a
+//! cross-check (its 10 ms ticks are coarse for a quick run).
 //!
 //! **Idle.** The server with one connected but silent producer and one
 //! subscriber waiting for data: CPU time (sum over the server's threads of
@@ -113,6 +115,8 @@ struct Rep {
     per_sub_median: f64,
     per_sub_min: f64,
     cpu_ticks: u64,
+    /// On-CPU nanoseconds summed over the server's threads (schedstat).
+    cpu_ns: u64,
     max_batch: u64,
 }
 
@@ -133,6 +137,8 @@ pub(crate) struct ServeRow {
     pub(crate) per_sub_min: f64,
     /// Server CPU over all read windows per frame delivered, and in cores.
     pub(crate) cpu_ns_per_frame: f64,
+    /// The same from utime+stime in `/proc/<pid>/stat` (clock ticks; a cross-check).
+    pub(crate) cpu_ns_per_frame_stat: f64,
     pub(crate) cpu_cores: f64,
     /// Frames per batch (ringside: the largest batch received; baseline: as built).
     pub(crate) frames_per_batch: u64,
@@ -347,6 +353,7 @@ async fn one_rep(endpoint: &str, pid: u32, subs: usize, target: u64) -> Result<R
         .map(|ch| tokio::spawn(read_target(ch, target, Arc::clone(&go))))
         .collect();
     let t0 = proc_ticks(pid).unwrap_or(0);
+    let ns0 = task_counters(pid).0;
     go.wait().await;
     let mut reads = Vec::with_capacity(subs);
     let mut err = None;
@@ -360,6 +367,7 @@ async fn one_rep(endpoint: &str, pid: u32, subs: usize, target: u64) -> Result<R
         }
     }
     let t1 = proc_ticks(pid).unwrap_or(0);
+    let ns1 = task_counters(pid).0;
     if let Some(e) = err {
         return Err(e);
     }
@@ -377,6 +385,7 @@ async fn one_rep(endpoint: &str, pid: u32, subs: usize, target: u64) -> Result<R
         per_sub_median: median(&mut per),
         per_sub_min,
         cpu_ticks: t1.saturating_sub(t0),
+        cpu_ns: ns1.saturating_sub(ns0),
         max_batch: reads.iter().map(|r| r.max_batch).max().unwrap_or(0),
     })
 }
@@ -409,14 +418,16 @@ fn fold(
     row.per_sub_min = median(&mut pn);
     let frames: u64 = done.iter().map(|r| r.frames).sum();
     let secs: f64 = done.iter().map(|r| r.secs).sum();
-    let cpu_s = done.iter().map(|r| r.cpu_ticks).sum::<u64>() as f64 / clk_tck();
+    let tick_s = done.iter().map(|r| r.cpu_ticks).sum::<u64>() as f64 / clk_tck();
+    let cpu_s = done.iter().map(|r| r.cpu_ns).sum::<u64>() as f64 / 1e9;
     if frames > 0 && secs > 0.0 {
         row.cpu_ns_per_frame = cpu_s * 1e9 / frames as f64;
+        row.cpu_ns_per_frame_stat = tick_s * 1e9 / frames as f64;
         row.cpu_cores = cpu_s / secs;
     }
     row.frames_per_batch = done.iter().map(|r| r.max_batch).max().unwrap_or(0);
     println!(
-        "[serving {} {} B x{}] {:.0} frames/s, {:.2} GiB/s payload (median of {}), per subscriber median {:.0} / min {:.0} frames/s; server CPU {:.0} ns/frame ({:.2} cores); up to {} frames/batch{}",
+        "[serving {} {} B x{}] {:.0} frames/s, {:.2} GiB/s payload (median of {}), per subscriber median {:.0} / min {:.0} frames/s; server CPU {:.0} ns/frame (utime+stime: {:.0}; {:.2} cores); up to {} frames/batch{}",
         row.system,
         frame,
         subs,
@@ -426,6 +437,7 @@ fn fold(
         row.per_sub_median,
         row.per_sub_min,
         row.cpu_ns_per_frame,
+        row.cpu_ns_per_frame_stat,
         row.cpu_cores,
         row.frames_per_batch,
         if row.note.is_empty() {
@@ -933,7 +945,7 @@ pub(crate) fn serving_table(s: &Serving) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} B | {} × {} | {} | {:.2} | {:.0}% | {} | {} / {} | {:.0} ns | {:.2} | {} |{}",
+            "| {} | {} B | {} × {} | {} | {:.2} | {:.0}% | {} | {} / {} | {:.0} ns ({:.0}) | {:.2} | {} |{}",
             r.system,
             r.frame,
             r.subs,
@@ -945,6 +957,7 @@ pub(crate) fn serving_table(s: &Serving) -> String {
             rate(r.per_sub_median),
             rate(r.per_sub_min),
             r.cpu_ns_per_frame,
+            r.cpu_ns_per_frame_stat,
             r.cpu_cores,
             r.frames_per_batch,
             if r.note.is_empty() {
@@ -956,7 +969,7 @@ pub(crate) fn serving_table(s: &Serving) -> String {
     }
     let _ = writeln!(
         t,
-        "\nringside: `serve --ring-size {} --max-frame {MAX_FRAME} --subscriber-buffer {SUBSCRIBER_BUFFER} --max-subscribers 128 --max-connections 128 --worker-threads 2`, filled once by `ringside load --rate 0 --size S --topics 4 --count <ring/S>` (the producer exits before anyone reads, so it does not compete for the 2 cores). Baseline: `preencoded-server` (`benches/naive/`), a plain tonic server (2 workers) that builds the same `Batch` messages once with prost (same payload size, 4 topics, and as many frames per batch as ringside's largest batch in an uncounted warm-up read in this run), keeps {} of them encoded in memory and streams them through a pass-through codec. Readers: tonic `RingsideClient`s in the harness process (same 2 cores), each on its own connection (configured as `ringside tail`: TCP_NODELAY, HTTP/2 windows 4 MiB per stream, 8 MiB per connection), decoding with prost, from `earliest`; with one subscriber it reads every frame the ring retains, with 100 each reads a fixed share ({} of 1 KiB, {} frames of 64 B), all started together. Both servers run side by side and their repetitions alternate. Rates are payload bytes and frames over the window from the first Subscribe call to the last subscriber's last frame; the median of {} repetitions (1 subscriber) or {} (100). Server CPU is utime+stime from `/proc/<pid>/stat` over all repetitions' windows, per frame delivered (10 ms ticks). Raw loopback TCP: {:.2} GiB/s (the physical limits table, same run).",
+        "\nringside: `serve --ring-size {} --max-frame {MAX_FRAME} --subscriber-buffer {SUBSCRIBER_BUFFER} --max-subscribers 128 --max-connections 128 --worker-threads 2`, filled once by `ringside load --rate 0 --size S --topics 4 --count <ring/S>` (the producer exits before anyone reads, so it does not compete for the 2 cores). Baseline: `preencoded-server` (`benches/naive/`), a plain tonic server (2 workers) that builds the same `Batch` messages once with prost (same payload size, 4 topics, and as many frames per batch as ringside's largest batch in an uncounted warm-up read in this run), keeps {} of them encoded in memory and streams them through a pass-through codec. Readers: tonic `RingsideClient`s in the harness process (same 2 cores), each on its own connection (configured as `ringside tail`: TCP_NODELAY, HTTP/2 windows 4 MiB per stream, 8 MiB per connection), decoding with prost, from `earliest`; with one subscriber it reads every frame the ring retains, with 100 each reads a fixed share ({} of 1 KiB, {} frames of 64 B), all started together. Both servers run side by side and their repetitions alternate. Rates are payload bytes and frames over the window from the first Subscribe call to the last subscriber's last frame; the median of {} repetitions (1 subscriber) or {} (100). Server CPU is the on-CPU time of the server's threads (`/proc/<pid>/task/*/schedstat`, ns resolution) over all repetitions' windows, per frame delivered; in brackets the same from utime+stime in `/proc/<pid>/stat`, whose 10 ms ticks make it coarse at these sizes. Raw loopback TCP: {:.2} GiB/s (the physical limits table, same run).",
         s.params_ring,
         s.params_ring,
         mib(s.many_bytes_1k),
