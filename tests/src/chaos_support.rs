@@ -390,6 +390,67 @@ pub fn build_c_producer(out_dir: &Path) -> Result<std::path::PathBuf, String> {
     Ok(bin)
 }
 
+/// A cgroup v1 memory group with a hard limit, removed on drop (once empty).
+#[derive(Debug)]
+pub struct MemCgroup(pub std::path::PathBuf);
+
+impl MemCgroup {
+    /// Creates `/sys/fs/cgroup/memory/<name>-<pid>` with `memory.limit_in_bytes = limit`.
+    /// `Err` says why not (no cgroup v1 memory hierarchy, not root, read-only cgroupfs).
+    pub fn create(name: &str, limit: u64) -> Result<MemCgroup, String> {
+        let root = Path::new("/sys/fs/cgroup/memory");
+        if !root.join("memory.limit_in_bytes").exists() {
+            return Err(format!(
+                "{} is not a cgroup v1 memory hierarchy",
+                root.display()
+            ));
+        }
+        let dir = root.join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let cg = MemCgroup(dir);
+        std::fs::write(cg.0.join("memory.limit_in_bytes"), limit.to_string())
+            .map_err(|e| format!("cannot set memory.limit_in_bytes: {e}"))?;
+        Ok(cg)
+    }
+
+    /// A number from one of its files (`memory.max_usage_in_bytes`), or a `key value` line of
+    /// `memory.oom_control` / `memory.stat` when `key` is given.
+    pub fn read(&self, file: &str, key: Option<&str>) -> Option<u64> {
+        let text = std::fs::read_to_string(self.0.join(file)).ok()?;
+        match key {
+            None => text.trim().parse().ok(),
+            Some(k) => text.lines().find_map(|l| {
+                let (name, v) = l.split_once(' ')?;
+                (name == k).then(|| v.trim().parse().ok())?
+            }),
+        }
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// What the hard memory limit saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupReport {
+    /// `memory.limit_in_bytes` (= the budget).
+    pub limit: u64,
+    /// `memory.max_usage_in_bytes` at the end (all sidecars of the run).
+    pub peak: u64,
+    /// `oom_kill` of `memory.oom_control` (must be 0).
+    pub oom_kills: u64,
+    /// `memory.failcnt`: times an allocation hit the limit (and reclaim had to run).
+    pub failcnt: u64,
+}
+
 /// Kinds of faults the harness injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Fault {
@@ -624,6 +685,10 @@ pub struct Summary {
     pub forged_phantom: u64,
     /// After a forgery fault: every subscriber received frames again / not within 15 s.
     pub forgery_progress: [u64; 2],
+    /// The sidecar's hard cgroup limit, when it ran under one.
+    pub cgroup: Option<CgroupReport>,
+    /// Why there was no cgroup limit, if so.
+    pub cgroup_skipped: Option<String>,
     /// Stream floods, summed: (opened, granted, REFUSED_STREAM, RESOURCE_EXHAUSTED, other,
     /// no answer).
     pub flood: FloodSum,
@@ -735,6 +800,21 @@ impl Summary {
                 self.budget as f64 / 1048576.0,
                 100.0 * self.peak_rss_anon as f64 / (self.budget.max(1)) as f64
             ),
+        );
+        row(
+            "hard cgroup v1 limit = budget: peak usage / limit; oom_kill (must be 0); failcnt",
+            match (&self.cgroup, &self.cgroup_skipped) {
+                (Some(c), _) => format!(
+                    "{:.1} MiB / {:.1} MiB ({:.0}%); {}; {}",
+                    c.peak as f64 / 1048576.0,
+                    c.limit as f64 / 1048576.0,
+                    100.0 * c.peak as f64 / c.limit.max(1) as f64,
+                    c.oom_kills,
+                    c.failcnt
+                ),
+                (None, Some(why)) => format!("skipped: {why}"),
+                (None, None) => "not run".to_owned(),
+            },
         );
         row(
             "longest producer call (all / never-stopped producers)",

@@ -41,8 +41,8 @@ use harness::{Sidecar, TempDir, free_port, ringside_bin};
 use ringside_proto::v1;
 use ringside_proto::v1::subscribe_request::Start;
 use ringside_tests::chaos_support::{
-    Deck, Fault, ProducerStat, Rng, SubscriberTally, Summary, build_c_producer, rss_anon,
-    run_length_from_env, run_producer, seed_from_env,
+    CgroupReport, Deck, Fault, MemCgroup, ProducerStat, Rng, SubscriberTally, Summary,
+    build_c_producer, rss_anon, run_length_from_env, run_producer, seed_from_env,
 };
 use ringside_tests::ring_support::{MAGIC_C, decode_payload};
 
@@ -82,6 +82,9 @@ const FLAGS: &[&str] = &[
     "2s",
     "--keepalive-timeout",
     "2s",
+    // Connections that never finish the HTTP/2 preface (slowloris) are closed after this.
+    "--handshake-timeout",
+    "3s",
 ];
 /// `--max-streams-per-connection` of the sidecar under test.
 const MAX_STREAMS_PER_CONNECTION: u64 = 8;
@@ -768,7 +771,18 @@ fn chaos_short_mode_accounts_for_every_frame() {
         .chain(["--auth-token-file", token_path.as_str()])
         .collect();
     let flags = flags.as_slice();
-    let mut sidecar = Sidecar::start_on(&dir, port, flags);
+    // Hard memory limit = the budget: every sidecar of the run starts inside one cgroup v1
+    // memory group whose limit_in_bytes is its own --print-budget total.
+    let cgroup = match MemCgroup::create("ringside-chaos", summary.budget) {
+        Ok(cg) => Some(cg),
+        Err(why) => {
+            println!("SKIP cgroup limit: {why}");
+            summary.cgroup_skipped = Some(why);
+            None
+        }
+    };
+    let cg_path = cgroup.as_ref().map(|c| c.0.as_path());
+    let mut sidecar = Sidecar::start_in(&dir, port, flags, cg_path);
     let endpoint = sidecar.endpoint();
     let socket = sidecar.socket.clone();
 
@@ -842,7 +856,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
             sample_rss(&sidecar, &mut summary);
             if !check_alive(&mut sidecar, &mut summary) {
                 sidecar_generation.fetch_add(1, Ordering::SeqCst);
-                sidecar = Sidecar::start_on(&dir, port, flags);
+                sidecar = Sidecar::start_in(&dir, port, flags, cg_path);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -892,7 +906,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
                 sidecar_generation.fetch_add(1, Ordering::SeqCst);
                 let _ = sidecar.kill();
                 std::thread::sleep(rng.millis(0, 500));
-                sidecar = Sidecar::start_on(&dir, port, flags);
+                sidecar = Sidecar::start_in(&dir, port, flags, cg_path);
                 if adopted(&sidecar) {
                     summary.adopted += 1;
                 } else {
@@ -1056,7 +1070,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
         }
         if !check_alive(&mut sidecar, &mut summary) {
             sidecar_generation.fetch_add(1, Ordering::SeqCst);
-            sidecar = Sidecar::start_on(&dir, port, flags);
+            sidecar = Sidecar::start_in(&dir, port, flags, cg_path);
         }
     }
 
@@ -1115,6 +1129,14 @@ fn chaos_short_mode_accounts_for_every_frame() {
     );
     let alive_at_end = sidecar.child.try_wait().ok().flatten().is_none();
     let _ = sidecar.stop();
+    if let Some(cg) = &cgroup {
+        summary.cgroup = Some(CgroupReport {
+            limit: summary.budget,
+            peak: cg.read("memory.max_usage_in_bytes", None).unwrap_or(0),
+            oom_kills: cg.read("memory.oom_control", Some("oom_kill")).unwrap_or(0),
+            failcnt: cg.read("memory.failcnt", None).unwrap_or(0),
+        });
+    }
 
     // Tally.
     let mut written = 0u64;
@@ -1201,6 +1223,12 @@ fn chaos_short_mode_accounts_for_every_frame() {
         "a flood got {} streams granted on one connection (limit {MAX_STREAMS_PER_CONNECTION})",
         summary.flood_max_granted
     );
+    if let Some(cg) = &summary.cgroup {
+        assert_eq!(
+            cg.oom_kills, 0,
+            "the sidecar was OOM-killed under its hard cgroup limit (= its budget)"
+        );
+    }
     assert_eq!(
         summary.forgery_progress[1], 0,
         "subscribers stopped receiving after a claim forgery"
@@ -1234,8 +1262,8 @@ fn chaos_short_mode_accounts_for_every_frame() {
             "no bad-auth client was answered UNAUTHENTICATED"
         );
         // A slow reader has data waiting and takes none: --subscriber-stall-timeout (4 s)
-        // must reap it. Silent and dribbling clients are only reported: nothing bounds the
-        // HTTP/2 handshake (tests/tests/chaos_slowloris.rs, ignored: a defect).
+        // must reap it; silent and dribbling clients never finish the HTTP/2 preface:
+        // --handshake-timeout (3 s) must close them (tests/tests/chaos_slowloris.rs).
         let slow = summary
             .slowloris
             .get("SlowReader")
@@ -1256,12 +1284,15 @@ fn chaos_short_mode_accounts_for_every_frame() {
                 "claim forgery {kind} never ran"
             );
         }
-        // Bound: its 15 s hold, several times the stall timeout (a liveness bound, not a
-        // timing measurement).
-        assert_eq!(
-            slow.open, 0,
-            "a slow-reading Subscribe connection outlived its 15 s hold ({slow:?})"
-        );
+        // Bound: its 15 s hold, several times the stall and handshake timeouts (a liveness
+        // bound, not a timing measurement).
+        for kind in ["SlowReader", "Silent", "Dribble"] {
+            let t = summary.slowloris.get(kind).copied().unwrap_or_default();
+            assert_eq!(
+                t.open, 0,
+                "a slowloris {kind} connection outlived its 15 s hold ({t:?})"
+            );
+        }
         if c_bin.is_some() {
             for kind in [
                 Fault::KillProducer,
