@@ -248,8 +248,9 @@ pub struct FloodTally {
     /// Reset by the sidecar's HTTP/2 layer with REFUSED_STREAM (over
     /// SETTINGS_MAX_CONCURRENT_STREAMS).
     pub refused_stream: u64,
-    /// Answered with grpc-status RESOURCE_EXHAUSTED (over `--max-subscribers` or
-    /// `--max-connections`).
+    /// Answered trailers-only (HEADERS with END_STREAM, no data): a gRPC refusal, which is
+    /// RESOURCE_EXHAUSTED here (over `--max-subscribers` or `--max-connections`; the status
+    /// is not decoded: that needs HPACK with Huffman).
     pub resource_exhausted: u64,
     /// The connection failed under the stream (closed or GOAWAY): e.g. the harness's other
     /// clients had every `--max-connections` slot, so this was an overflow connection,
@@ -261,110 +262,130 @@ pub struct FloodTally {
     pub no_answer: u64,
 }
 
-/// grpc-status of a header map, if present.
-fn grpc_status(h: &http::HeaderMap) -> Option<i32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
-
-/// Opens `n` Subscribe streams at once on one HTTP/2 connection, more than the sidecar's
-/// SETTINGS_MAX_CONCURRENT_STREAMS: every HEADERS frame is queued before the connection is
-/// first polled, so the client has not seen the server's SETTINGS yet and h2's initial send
-/// limit (unbounded) lets them all out. Then classifies every stream's answer. `request` is
-/// the encoded SubscribeRequest. None when the connection could not be set up.
-pub async fn stream_flood(
+/// Opens `n` Subscribe streams at once on one raw HTTP/2 connection, more than the
+/// sidecar's SETTINGS_MAX_CONCURRENT_STREAMS: the preface, SETTINGS and all `n` HEADERS+DATA
+/// pairs go out in one write before anything is read, so the sidecar receives every stream
+/// (an HTTP/2 library would hold the excess back once it has read the server's SETTINGS).
+/// Then it reads for up to 5 s, acknowledging SETTINGS and PINGs and granting 1 GiB of
+/// flow-control window (so granted streams never stall), and classifies each stream:
+/// DATA = granted, RST_STREAM(REFUSED_STREAM), a trailers-only answer (HEADERS with
+/// END_STREAM: a gRPC refusal, RESOURCE_EXHAUSTED expected; HPACK is not decoded), the
+/// connection closing under it, or no answer. `request` is the encoded SubscribeRequest.
+/// None when it could not connect.
+pub fn stream_flood(
     addr: SocketAddr,
     n: u32,
     token: Option<&str>,
     request: &[u8],
 ) -> Option<FloodTally> {
-    let tcp = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    let (mut send, conn) = h2::client::Builder::new()
-        .handshake::<_, bytes::Bytes>(tcp)
-        .await
-        .ok()?;
-    let mut body = vec![0u8];
-    body.extend_from_slice(&(request.len() as u32).to_be_bytes());
-    body.extend_from_slice(request);
-    let body = bytes::Bytes::from(body);
-    let mut tally = FloodTally::default();
-    let mut responses = Vec::new();
-    for _ in 0..n {
-        let mut req = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://{addr}/ringside.v1.Ringside/Subscribe"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req.body(()).ok()?;
-        match send.send_request(req, false) {
-            Ok((resp, mut stream)) => {
-                tally.opened += 1;
-                let _ = stream.send_data(body.clone(), true);
-                responses.push(resp);
-            }
-            Err(e) => {
-                eprintln!("stream flood: send_request refused locally: {e}");
-                tally.other += 1;
-            }
-        }
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut out = PREFACE.to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 1 GiB, and 1 GiB more for the connection.
+    let mut settings = vec![0x00, 0x04];
+    settings.extend_from_slice(&(1u32 << 30).to_be_bytes());
+    out.extend(frame(0x4, 0, 0, &settings));
+    out.extend(frame(0x8, 0, 0, &(1u32 << 30).to_be_bytes()));
+    let authority = addr.to_string();
+    for i in 0..n {
+        out.extend(grpc_call(
+            2 * i + 1,
+            &authority,
+            "/ringside.v1.Ringside/Subscribe",
+            token,
+            request,
+        ));
     }
-    let conn_task = tokio::spawn(conn);
-    let mut bodies = Vec::new();
-    for resp in responses {
-        match tokio::time::timeout(Duration::from_secs(5), resp).await {
-            Err(_) => tally.no_answer += 1,
-            Ok(Err(e)) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => {
-                tally.refused_stream += 1
+    let mut tally = FloodTally {
+        opened: u64::from(n),
+        ..FloodTally::default()
+    };
+    if s.write_all(&out).is_err() {
+        tally.conn_closed = u64::from(n);
+        return Some(tally);
+    }
+    // Per stream (index (id - 1) / 2): answered yet?
+    let mut done = vec![false; n as usize];
+    let mut left = n as usize;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut closed = false;
+    while left > 0 && Instant::now() < deadline && !closed {
+        match s.read(&mut chunk) {
+            Ok(0) => closed = true,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => closed = true,
+        }
+        // Parse whole frames.
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
             }
-            Ok(Err(e)) if e.is_io() || e.is_go_away() => tally.conn_closed += 1,
-            Ok(Err(e)) => {
-                eprintln!("stream flood: stream error {e}");
-                tally.other += 1;
-            }
-            Ok(Ok(response)) => {
-                if let Some(code) = grpc_status(response.headers()) {
-                    // Trailers-only: refused before any data.
-                    if code == 8 {
-                        tally.resource_exhausted += 1;
-                    } else {
-                        eprintln!("stream flood: grpc-status {code}");
-                        tally.other += 1;
-                    }
-                    continue;
+            let (kind, flags) = (buf[3], buf[4]);
+            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            let payload: Vec<u8> = buf[9..9 + len].to_vec();
+            buf.drain(..9 + len);
+            let slot = (id as usize)
+                .checked_sub(1)
+                .map(|x| x / 2)
+                .filter(|&i| id % 2 == 1 && i < done.len() && !done[i]);
+            match kind {
+                // SETTINGS (not an ACK): acknowledge.
+                0x4 if flags & 0x1 == 0 => {
+                    let _ = s.write_all(&frame(0x4, 0x1, 0, &[]));
                 }
-                let mut b = response.into_body();
-                match tokio::time::timeout(Duration::from_secs(5), b.data()).await {
-                    Ok(Some(Ok(_))) => tally.granted += 1,
-                    Ok(None) => {
-                        let code = match b.trailers().await {
-                            Ok(Some(t)) => grpc_status(&t),
-                            _ => None,
-                        };
-                        if code == Some(8) {
-                            tally.resource_exhausted += 1;
+                // PING (not an ACK): answer, so keepalive does not close us.
+                0x6 if flags & 0x1 == 0 => {
+                    let _ = s.write_all(&frame(0x6, 0x1, 0, &payload));
+                }
+                // GOAWAY: the connection is going.
+                0x7 => closed = true,
+                0x3 => {
+                    if let Some(i) = slot {
+                        let code = payload
+                            .get(..4)
+                            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+                        if code == Some(0x7) {
+                            tally.refused_stream += 1;
                         } else {
-                            eprintln!("stream flood: ended without data, grpc-status {code:?}");
+                            eprintln!("stream flood: stream {id} reset with {code:?}");
                             tally.other += 1;
                         }
+                        done[i] = true;
+                        left -= 1;
                     }
-                    Ok(Some(Err(e))) if e.is_io() || e.is_go_away() => tally.conn_closed += 1,
-                    Ok(Some(Err(e))) => {
-                        eprintln!("stream flood: body error {e}");
-                        tally.other += 1;
-                    }
-                    Err(_) => tally.no_answer += 1,
                 }
-                bodies.push(b);
+                // HEADERS with END_STREAM and no DATA before: trailers-only (refused).
+                0x1 if flags & 0x1 != 0 => {
+                    if let Some(i) = slot {
+                        tally.resource_exhausted += 1;
+                        done[i] = true;
+                        left -= 1;
+                    }
+                }
+                0x0 => {
+                    if let Some(i) = slot {
+                        tally.granted += 1;
+                        done[i] = true;
+                        left -= 1;
+                    }
+                }
+                _ => {}
             }
         }
     }
-    drop(bodies);
-    drop(send);
-    conn_task.abort();
+    if closed {
+        tally.conn_closed += left as u64;
+    } else {
+        tally.no_answer += left as u64;
+    }
     Some(tally)
 }

@@ -2,23 +2,31 @@
 //! several resuming gRPC subscribers, while faults are injected at random from a seeded RNG
 //! for `RINGSIDE_CHAOS_SECS` seconds (default 60; seed from `RINGSIDE_CHAOS_SEED`, printed).
 //!
-//! Faults: SIGKILL of producers (some parked between claim and commit by the test hook),
-//! SIGSTOP/SIGCONT of producers and of the sidecar, SIGKILL of the sidecar and a restart on
-//! the same socket and port (it adopts the ring from the reconnecting producers), subscribers
-//! that drop their stream and resume from their last `resume_seq`, subscribers that stop
-//! reading, Subscribe storms past `--max-subscribers`, TCP storms past `--max-connections`,
-//! a hostile producer writing garbage over the ring or trying to truncate it, and malformed
-//! gRPC requests, and clients with a missing or wrong bearer token (the sidecar runs with
-//! `--auth-token-file`; the harness's own clients send the token).
+//! Faults (dealt from a seeded deck: every kind once per round): SIGKILL of producers (some
+//! parked between claim and commit), SIGSTOP/SIGCONT of producers and of the sidecar, SIGKILL
+//! of the sidecar and a restart on the same socket and port (it adopts the ring from the
+//! reconnecting producers), subscribers that drop their stream and resume from their last
+//! `resume_seq`, subscribers that stop reading, Subscribe storms past `--max-subscribers`,
+//! TCP storms past `--max-connections`, a hostile producer writing garbage over the ring,
+//! trying to truncate it, or forging its claim word (five kinds), malformed gRPC requests,
+//! clients with a missing or wrong bearer token (the sidecar runs with `--auth-token-file`;
+//! the harness's own clients send the token), slowloris TCP clients, and a flood of streams
+//! on one HTTP/2 connection past `--max-streams-per-connection`. Every third producer is the
+//! C program `tests/c/chaos_producer.c` linked against libringside (skipped, with a `SKIP C
+//! producers` line, without a C compiler). Where a cgroup v1 memory group can be created,
+//! every sidecar runs under a hard limit equal to its budget (else `SKIP cgroup limit`).
 //!
 //! Checked per subscriber, by the harness itself, over the ring sequence numbers it was
 //! responsible for: received + reported lost (by reason) = span, so unaccounted = 0; no
 //! sequence or payload seen twice; every payload passes its own checksum. Also: the sidecar
-//! never exits unless killed, no producer call fails, and the sidecar's peak RssAnon stays
-//! below its printed budget. The longest producer call and the worst p99.9 are recorded,
-//! not asserted (no timing asserts). A summary table is printed at the end.
+//! never exits unless killed, no producer call fails, the sidecar's peak RssAnon stays
+//! below its printed budget and the cgroup never OOM-kills it, bad-token clients and
+//! malformed requests are never served, flood streams past the limit are refused (none
+//! queued), subscribers progress after every claim forgery, and slowloris clients are
+//! reaped. The longest producer call and the worst p99.9 are recorded, not asserted (no
+//! timing asserts). A summary table is printed at the end.
 //!
-//! Producers are this test binary re-executed with `RINGSIDE_CHAOS_PRODUCER` set (see
+//! Rust producers are this test binary re-executed with `RINGSIDE_CHAOS_PRODUCER` set (see
 //! `chaos_producer_child`), so they can use the `test-hooks` park hook and time each call.
 //!
 //! Run: `RINGSIDE_CHAOS_SECS=60 cargo test -p ringside-tests --test chaos -- --nocapture`.
@@ -1021,12 +1029,12 @@ fn chaos_short_mode_accounts_for_every_frame() {
             Fault::StreamFlood => {
                 // Synchronous (bounded by its 5 s answer timeouts): no harness kill or stop
                 // of the sidecar overlaps it, so every stream must get an answer.
-                let flood = rt.block_on(chaos_h2::stream_flood(
+                let flood = chaos_h2::stream_flood(
                     sidecar.addr,
                     FLOOD_STREAMS,
                     TOKEN.get().map(String::as_str),
                     &subscribe_earliest,
-                ));
+                );
                 match flood {
                     Some(t) => {
                         if t.granted > MAX_STREAMS_PER_CONNECTION || t.no_answer > 0 {
