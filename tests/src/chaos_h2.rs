@@ -2,7 +2,8 @@
 //! play because they break the protocol's expectations on purpose: slowloris clients that
 //! connect and say nothing, dribble the connection preface a byte at a time, or open a
 //! Subscribe stream and then read a few bytes per second without ever granting HTTP/2 flow
-//! control window.
+//! control window; and a stream flood that sends more Subscribe streams at once than the
+//! sidecar's SETTINGS_MAX_CONCURRENT_STREAMS (an HTTP/2 library holds the excess back).
 //!
 //! Whether the sidecar closed a connection is read from `/proc/net/tcp` (the socket left
 //! ESTABLISHED: the peer sent FIN or RST), so the client never has to write (a write or a
