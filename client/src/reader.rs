@@ -373,9 +373,26 @@ impl RingReader {
         let kind = check_header(&header, self.pos, self.max_payload);
         let frame_len =
             frame_len(usize::from(header.topic_len), header.payload_len as usize) as u64;
-        let structurally_valid = matches!(kind, HeaderCheck::Committed | HeaderCheck::Discarded)
-            && header.seq == self.next_seq
+        let committed = matches!(kind, HeaderCheck::Committed | HeaderCheck::Discarded)
             && frame_len <= distance(self.pos, tail.pos);
+        if committed && header.seq < self.next_seq {
+            // Only a claim word forged to an older sequence makes producers reuse sequence
+            // numbers. The frame cannot be delivered (its sequence was passed already) and is
+            // not in any reported range, so it is skipped by its length and reported as one
+            // corrupt frame under its own sequence: counted, never silent (ring-format §5.1).
+            if self.lapped(self.claim_position()) {
+                return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
+            }
+            self.pos = self.pos.wrapping_add(frame_len);
+            self.stall_since = None;
+            self.stall_scan = None;
+            return Step::Deliver(ReadStep::Loss(Loss {
+                reason: LossReason::Corrupt,
+                frames: 1,
+                first_seq: header.seq,
+            }));
+        }
+        let structurally_valid = committed && header.seq == self.next_seq;
         if !structurally_valid {
             if self.lapped(self.claim_position()) {
                 return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
