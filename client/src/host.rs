@@ -33,8 +33,6 @@ use crate::wake::{Doorbell, RingWaiter};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections allowed to wait for their Hello on top of `max_producers`.
 const PENDING_SLACK: usize = 16;
-/// Poll tick: bounds how late timeouts and shutdown are noticed.
-const TICK: Duration = Duration::from_millis(100);
 
 /// Settings of the producer socket and ring.
 #[derive(Clone, Debug)]
@@ -149,7 +147,11 @@ impl RingHost {
             if now >= deadline {
                 break false;
             }
-            server.poll_once((deadline - now).min(TICK));
+            let until_grace_ends = deadline - now;
+            let timeout = server
+                .next_hello_timeout()
+                .map_or(until_grace_ends, |t| t.min(until_grace_ends));
+            server.poll_once(Some(timeout));
         };
         if !adopted {
             server.view = Some(Arc::new(create_ring(&options.ring)?));
@@ -317,7 +319,9 @@ struct Server {
 impl Server {
     fn run(mut self) {
         while !self.shared.stop.load(Ordering::SeqCst) {
-            self.poll_once(TICK);
+            // No tick: poll wakes for a connection, a message, the stop eventfd, or the next
+            // Hello deadline, so an idle host thread never wakes.
+            self.poll_once(self.next_hello_timeout());
         }
         for conn in self.conns.drain(..) {
             let refusal =
@@ -332,7 +336,21 @@ impl Server {
         self.shared.connected.store(0, Ordering::Relaxed);
     }
 
-    fn poll_once(&mut self, timeout: Duration) {
+    /// Time until the oldest connection still waiting for its Hello times out, if any.
+    fn next_hello_timeout(&self) -> Option<Duration> {
+        self.conns
+            .iter()
+            .filter_map(|conn| match conn.state {
+                ConnState::AwaitingHello { since } => {
+                    Some(HELLO_TIMEOUT.saturating_sub(since.elapsed()))
+                }
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Waits up to `timeout` (`None`: until something happens) and handles what is ready.
+    fn poll_once(&mut self, timeout: Option<Duration>) {
         let readable = {
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.conns.len() + 2);
             fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
@@ -343,8 +361,12 @@ impl Server {
             for conn in &self.conns {
                 fds.push(PollFd::new(conn.fd.as_fd(), PollFlags::POLLIN));
             }
-            let millis = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
-            if poll(&mut fds, PollTimeout::from(millis)).is_err() {
+            let timeout = match timeout {
+                // Rounded up, so a deadline is never polled for with 0 ms over and over.
+                Some(t) => PollTimeout::from((t.as_millis() + 1).min(u128::from(u16::MAX)) as u16),
+                None => PollTimeout::NONE,
+            };
+            if poll(&mut fds, timeout).is_err() {
                 return;
             }
             fds.iter()

@@ -256,3 +256,44 @@ fn impossible_socket_paths_fail_at_once() {
     let err = Producer::connect(&path).expect_err("wrong socket type");
     assert!(err.is_permanent(), "{err}");
 }
+
+/// A connection that never sends its Hello is closed after the Hello timeout (2 s). The host
+/// thread has no periodic tick: it must wake for this deadline on its own.
+#[test]
+fn silent_producer_connection_is_closed_after_the_hello_timeout() {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let (_host, path) = host("silent-hello", 64 * 1024);
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new(&path).expect("addr"),
+    )
+    .expect("connect");
+    let bound = nix::sys::time::TimeVal::new(10, 0);
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &bound)
+        .expect("SO_RCVTIMEO");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    // Blocks until the host closes the connection (EOF, or a refusal message then EOF).
+    loop {
+        match nix::unistd::read(&fd, &mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EAGAIN) => {
+                panic!("the host kept a silent connection open for 10 s (Hello timeout: 2 s)")
+            }
+            Err(_) => break,
+        }
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "closed before the Hello timeout: after {waited:?}"
+    );
+}

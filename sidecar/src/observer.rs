@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 /// Most distinct topics remembered; more are counted as overflow.
 pub const MAX_TOPICS: usize = 1024;
-/// Observation period.
+/// Observation period while frames arrive.
 const PERIOD: Duration = Duration::from_millis(250);
+/// Observation period while the ring is idle: fewer wake-ups of an idle sidecar.
+const IDLE_PERIOD: Duration = Duration::from_secs(1);
 /// Most frames inspected per period (bounds the thread's work under any load).
 pub const MAX_STEPS: usize = 16 * 1024;
 
@@ -125,6 +127,7 @@ impl Observer {
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -151,9 +154,13 @@ fn run(ring: Arc<RingView>, state: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) 
     };
     let mut last = Instant::now();
     let (mut last_frames, mut last_bytes) = (0u64, 0u64);
+    let mut period = PERIOD;
     while !stop.load(Ordering::Acquire) {
-        std::thread::sleep(PERIOD);
+        // Parked, not slept: `stop` unparks the thread so shutdown does not wait a period.
+        std::thread::park_timeout(period);
         let tail = ring.tail();
+        let idle = local.frames_in == tail.seq.saturating_sub(start.seq);
+        period = if idle { IDLE_PERIOD } else { PERIOD };
         local.frames_in = tail.seq.saturating_sub(start.seq);
         local.ring_bytes_in = tail.pos.saturating_sub(start.pos);
         // Topic sampling: skip ahead instead of chasing a fast ring.
