@@ -574,6 +574,10 @@ pub struct SubscriberTally {
     pub duplicates: u64,
     /// Frames whose payload failed its checksum.
     pub corrupt: u64,
+    /// One-frame corrupt losses under a sequence already passed: frames written after a
+    /// forged claim word rewound the sequence (ring-format.md §5.1 step 4). Outside the
+    /// sequence span, so neither in `lost` nor a duplicate.
+    pub stale_reported: u64,
     /// Streams it opened.
     pub streams: u64,
     /// Ring ids it saw (more than one = the ring was replaced).
@@ -762,7 +766,7 @@ impl Summary {
             row(
                 &format!("subscriber {i}"),
                 format!(
-                    "span {} = received {} (from C {}) + lost {} ({}) + unaccounted {}; duplicates {}, corrupt {}, streams {}, rings {}",
+                    "span {} = received {} (from C {}) + lost {} ({}) + unaccounted {}; duplicates {}, corrupt {}, stale-sequence frames reported {}, streams {}, rings {}",
                     s.span,
                     s.received,
                     s.received_c,
@@ -775,6 +779,7 @@ impl Summary {
                     s.unaccounted,
                     s.duplicates,
                     s.corrupt,
+                    s.stale_reported,
                     s.streams,
                     s.rings
                 ),

@@ -295,6 +295,18 @@ impl SubState {
             self.tally.rings += 1;
         }
         for l in &b.losses {
+            let stale = l.reason == v1::LossReason::Corrupt as i32
+                && self
+                    .next
+                    .is_some_and(|next| l.first_seq.saturating_add(l.frames) <= next);
+            if stale {
+                // Frames under sequences a forged claim word rewound (the "unaligned"
+                // forgery's repair rewinds it): the reader reports each one as corrupt under
+                // its own stale sequence (the sidecar merges neighbours into one run), wholly
+                // below the span already accounted.
+                self.tally.stale_reported += l.frames;
+                continue;
+            }
             let reason = v1::LossReason::try_from(l.reason)
                 .map(|r| {
                     r.as_str_name()
