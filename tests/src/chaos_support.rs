@@ -150,19 +150,14 @@ impl ProducerStat {
 
 /// (voluntary, involuntary) context switches of the calling thread so far.
 fn context_switches() -> (u64, u64) {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes one `rusage` into the pointer it is given, which points at a
-    // zeroed, properly aligned `rusage` that lives for the whole call.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
-    if rc != 0 {
-        return (0, 0);
+    use nix::sys::resource::{UsageWho, getrusage};
+    match getrusage(UsageWho::RUSAGE_THREAD) {
+        Ok(usage) => (
+            u64::try_from(usage.voluntary_context_switches()).unwrap_or(0),
+            u64::try_from(usage.involuntary_context_switches()).unwrap_or(0),
+        ),
+        Err(_) => (0, 0),
     }
-    // SAFETY: zero-initialised (a valid `rusage`: plain integers) and filled by the call.
-    let usage = unsafe { usage.assume_init() };
-    (
-        u64::try_from(usage.ru_nvcsw).unwrap_or(0),
-        u64::try_from(usage.ru_nivcsw).unwrap_or(0),
-    )
 }
 
 /// Body of the chaos producer process: writes self-checking frames to the sidecar at

@@ -35,12 +35,8 @@ const MAX_PRODUCERS: usize = 1024;
 /// Receive buffer: larger than any datagram `dgram-load` sends (64 KiB payload max).
 const BUF: usize = 128 << 10;
 
-/// Set by the SIGTERM/SIGINT handler.
+/// Set when SIGTERM or SIGINT arrives (taken by a waiting thread, see `main`).
 static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: nix::libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -67,18 +63,19 @@ struct Track {
 
 fn main() {
     let args = Args::parse();
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe;
-    // no SA_RESTART, so a blocked recv returns EINTR and the loop sees STOP.
-    unsafe {
-        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-        let sa = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::empty(),
-            SigSet::empty(),
-        );
-        let _ = sigaction(Signal::SIGTERM, &sa);
-        let _ = sigaction(Signal::SIGINT, &sa);
+    // SIGTERM/SIGINT are blocked in every thread and taken by one waiting thread, which
+    // sets STOP; the receive loop's 100 ms read timeout notices it. No signal handler.
+    let mut signals = nix::sys::signal::SigSet::empty();
+    signals.add(nix::sys::signal::Signal::SIGTERM);
+    signals.add(nix::sys::signal::Signal::SIGINT);
+    if let Err(e) = signals.thread_block() {
+        eprintln!("dgram-server: cannot block SIGTERM/SIGINT: {e}");
     }
+    std::thread::spawn(move || {
+        if signals.wait().is_ok() {
+            STOP.store(true, Ordering::Relaxed);
+        }
+    });
     let _ = std::fs::remove_file(&args.socket);
     let sock = match UnixDatagram::bind(&args.socket) {
         Ok(s) => s,
