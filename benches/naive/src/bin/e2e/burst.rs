@@ -210,30 +210,7 @@ pub(crate) async fn run_system(
     let socket = tmp.join(format!("{name}.sock"));
     let log = tmp.join(format!("{name}.log"));
     let t0 = Instant::now();
-    let mut server = match system {
-        System::Ringside => {
-            let mut args: Vec<String> = vec!["serve".into()];
-            args.extend(p.serve_flags());
-            args.extend([
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--socket".into(),
-                socket.display().to_string(),
-                "--adopt-grace".into(),
-                "100ms".into(),
-            ]);
-            Server::spawn(cg.as_ref(), &bins.ringside, &args, log)
-        }
-        System::Naive => {
-            let args = vec![
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--history".into(),
-                "1000000".into(),
-            ];
-            Server::spawn(cg.as_ref(), &bins.naive_server, &args, log)
-        }
-    };
+    let mut server = spawn_server(system, bins, p, port, &socket, cg.as_ref(), log);
     let sock = (system == System::Ringside).then_some(socket.as_path());
     if let Err(e) = server.wait_ready(port, sock) {
         res.skipped = Some(format!("server did not start: {e}"));

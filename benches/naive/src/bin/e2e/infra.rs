@@ -273,3 +273,42 @@ pub(crate) fn machine() -> String {
         "{cores} cores ({cpu}), {mem} RAM, Linux {kernel}; load average at the end of the run {load} (the machine is shared, so latency tails vary from run to run)"
     )
 }
+
+/// Starts `system`'s server on `port`: ringside with the scenario's `serve` flags and its
+/// producer socket at `socket`, or the naive server with a history of a million frames;
+/// inside `cg` when one is given.
+pub(crate) fn spawn_server(
+    system: System,
+    bins: &Bins,
+    p: &Params,
+    port: u16,
+    socket: &Path,
+    cg: Option<&Cgroup>,
+    log: PathBuf,
+) -> Server {
+    let listen = format!("127.0.0.1:{port}");
+    match system {
+        System::Ringside => {
+            let mut args: Vec<String> = vec!["serve".into()];
+            args.extend(p.serve_flags());
+            args.extend([
+                "--listen".into(),
+                listen,
+                "--socket".into(),
+                socket.display().to_string(),
+                "--adopt-grace".into(),
+                "100ms".into(),
+            ]);
+            Server::spawn(cg, &bins.ringside, &args, log)
+        }
+        System::Naive => {
+            let args = vec![
+                "--listen".into(),
+                listen,
+                "--history".into(),
+                "1000000".into(),
+            ];
+            Server::spawn(cg, &bins.naive_server, &args, log)
+        }
+    }
+}

@@ -43,30 +43,7 @@ pub(crate) async fn run_latency(
     let endpoint = format!("http://127.0.0.1:{port}");
     let socket = tmp.join(format!("lat-{name}-{rate}.sock"));
     let log = tmp.join(format!("lat-{name}-{rate}.log"));
-    let mut server = match system {
-        System::Ringside => {
-            let mut args: Vec<String> = vec!["serve".into()];
-            args.extend(p.serve_flags());
-            args.extend([
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--socket".into(),
-                socket.display().to_string(),
-                "--adopt-grace".into(),
-                "100ms".into(),
-            ]);
-            Server::spawn(None, &bins.ringside, &args, log)
-        }
-        System::Naive => {
-            let args = vec![
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--history".into(),
-                "1000000".into(),
-            ];
-            Server::spawn(None, &bins.naive_server, &args, log)
-        }
-    };
+    let mut server = spawn_server(system, bins, p, port, &socket, None, log);
     let sock = (system == System::Ringside).then_some(socket.as_path());
     if let Err(e) = server.wait_ready(port, sock) {
         res.note = format!("server did not start: {e}");
