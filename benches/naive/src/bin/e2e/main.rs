@@ -302,7 +302,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     plot(&data.join("memory-burst.svg"), &results, budget)?;
-    write_plots(&data, &results, &lat, &fan, &dg)?;
+    write_plots(&data, &results, &lat, &fan, &dg, &serv)?;
     let m = Measured {
         burst: &results,
         lat: &lat,

@@ -17,6 +17,8 @@ fn color(system: &str) -> plotters::style::RGBColor {
         RGBColor(0, 110, 200)
     } else if system.starts_with("naive") {
         RGBColor(210, 40, 40)
+    } else if system.starts_with("pre-encoded") {
+        RGBColor(130, 130, 130)
     } else if system.contains("blocking") && !system.contains("nonblocking") {
         RGBColor(20, 90, 40)
     } else {
@@ -140,6 +142,7 @@ pub(crate) fn throughput_groups(
     burst: &[RunResult],
     fan: &[(usize, RunResult)],
     d: &Dgram,
+    serving: &Serving,
 ) -> Vec<Group> {
     let bar = |r: &RunResult| -> Bar {
         let v = (r.skipped.is_none() && r.window_s > 0.0)
@@ -170,6 +173,25 @@ pub(crate) fn throughput_groups(
                 .map(|(_, r)| bar(r))
                 .collect(),
         ));
+    }
+    // Serving: readers draining a full ring as fast as they can (median of repetitions).
+    let mut combos: Vec<(u64, usize)> = serving.rows.iter().map(|r| (r.frame, r.subs)).collect();
+    combos.sort_unstable();
+    combos.dedup();
+    for (frame, subs) in combos {
+        let bars = serving
+            .rows
+            .iter()
+            .filter(|r| r.frame == frame && r.subs == subs)
+            .map(|r| (r.system.to_string(), (r.reps > 0).then_some(r.frames_s), ""))
+            .collect();
+        let readers = if subs == 1 { "1 sub" } else { "subs" };
+        let label = if subs == 1 {
+            format!("serving {frame} B, {readers}")
+        } else {
+            format!("serving {frame} B, {subs} {readers}")
+        };
+        g.push((label, bars));
     }
     g
 }
@@ -208,12 +230,13 @@ pub(crate) fn write_plots(
     lat: &[LatResult],
     fan: &[(usize, RunResult)],
     d: &Dgram,
+    serving: &Serving,
 ) -> Result<(), Box<dyn std::error::Error>> {
     grouped_bars(
         &dir.join("throughput.svg"),
         "Frames delivered per second, all readers together (log scale)",
         "frames/s",
-        &throughput_groups(burst, fan, d),
+        &throughput_groups(burst, fan, d, serving),
     )?;
     grouped_bars(
         &dir.join("latency.svg"),
@@ -278,7 +301,7 @@ pub(crate) fn broken_invariants(
 
 /// What the two bar charts show, for the report (under the images).
 pub(crate) fn plots_caption() -> &'static str {
-    "Throughput: frames received per second by all readers together over each run (burst: until every reader is done or the drain time ends; \"OOM\" marks a server that was OOM-killed, counted until it died). In the burst, ringside's readers are lapped and told their losses, so this is delivered, not written; the datagram bars have one reader and no slow or stalled ones. Latency: p50, p99 and p99.9 at 10k and 100k frames/s of 64 B; the datagram bars are producer → local reader only, without the gRPC hop that ringside's and naive's include."
+    "Throughput: frames received per second by all readers together over each run (burst: until every reader is done or the drain time ends; \"OOM\" marks a server that was OOM-killed, counted until it died). In the burst, ringside's readers are lapped and told their losses, so this is delivered, not written; the datagram bars have one reader and no slow or stalled ones. The serving groups are readers draining a full ring as fast as they can, ringside next to the pre-encoded tonic server (median of repetitions; see \"Serving throughput\"). Latency: p50, p99 and p99.9 at 10k and 100k frames/s of 64 B; the datagram bars are producer → local reader only, without the gRPC hop that ringside's and naive's include."
 }
 
 #[cfg(test)]
