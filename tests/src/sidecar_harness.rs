@@ -395,3 +395,19 @@ pub fn assert_exact_accounting(c: &Collected, first: u64, total: u64) {
     assert_eq!(next, first + total, "accounted {} of {total}", next - first);
     assert_eq!(c.frames.len() as u64 + c.lost(), total);
 }
+
+/// The total of `ringside serve --print-budget` for these serve flags, in bytes.
+pub fn budget_bytes(flags: &[&str]) -> u64 {
+    let out = Command::new(ringside_bin())
+        .args(["serve", "--print-budget"])
+        .args(flags)
+        .output()
+        .expect("serve --print-budget");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.trim_start().starts_with("total"))
+        .and_then(|line| line.split('(').nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no budget total in {text}"))
+}

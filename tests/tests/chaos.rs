@@ -45,13 +45,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::{Sidecar, TempDir, free_port, ringside_bin};
+use harness::{Sidecar, TempDir, budget_bytes, free_port};
 use ringside_proto::v1;
 use ringside_proto::v1::subscribe_request::Start;
 use ringside_tests::chaos_support::{
-    CgroupReport, Deck, Fault, MemCgroup, ProducerStat, Rng, SubscriberTally, Summary,
-    build_c_producer, rss_anon, run_length_from_env, run_producer, seed_from_env,
+    CgroupReport, Deck, Fault, ProducerStat, Rng, SubscriberTally, Summary, build_c_producer,
+    run_length_from_env, run_producer, seed_from_env,
 };
+use ringside_tests::memory::{MemCgroup, rss_anon};
 use ringside_tests::ring_support::{MAGIC_C, decode_payload};
 
 const HOSTILE: &str = env!("CARGO_BIN_EXE_ring_hostile");
@@ -654,22 +655,6 @@ fn hostile(socket: &Path, mode: &str, extra: &[String]) {
     }
 }
 
-/// The sidecar's printed budget for `FLAGS`, in bytes.
-fn budget_bytes() -> u64 {
-    let out = Command::new(ringside_bin())
-        .args(["serve", "--print-budget"])
-        .args(FLAGS)
-        .output()
-        .expect("serve --print-budget");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find(|l| l.trim_start().starts_with("total"))
-        .and_then(|line| line.split('(').nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no budget total in {text}"))
-}
-
 /// Claim word forgeries (`ring_hostile forge --kind K`) and the sequence numbers each adds
 /// without a frame (reported lost, never written).
 const FORGERIES: [(&str, u64); 5] = [
@@ -756,7 +741,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
     let mut summary = Summary {
         seed,
         secs: secs.as_secs(),
-        budget: budget_bytes(),
+        budget: budget_bytes(FLAGS),
         ..Summary::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

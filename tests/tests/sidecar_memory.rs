@@ -12,7 +12,7 @@ mod harness;
 
 use harness::*;
 use ringside_proto::v1::subscribe_request::Start;
-use std::path::{Path, PathBuf};
+use ringside_tests::memory::{MemCgroup, rss_anon};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -33,82 +33,17 @@ const FLAGS: &[&str] = &[
 ];
 const RING: u64 = 4 << 20;
 
-struct Cgroup(PathBuf);
-
-impl Cgroup {
-    fn create() -> Result<Cgroup, String> {
-        let root = Path::new("/sys/fs/cgroup/memory");
-        if !root.join("memory.limit_in_bytes").exists() {
-            return Err(format!(
-                "{} is not a cgroup v1 memory hierarchy",
-                root.display()
-            ));
-        }
-        let dir = root.join(format!("ringside-test-{}", std::process::id()));
-        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(Cgroup(dir))
-    }
-
-    fn write(&self, file: &str, value: &str) -> Result<(), String> {
-        std::fs::write(self.0.join(file), value).map_err(|e| format!("cannot write {file}: {e}"))
-    }
-
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.0.join(file)).unwrap_or_default()
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn rss_anon(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let l = s.lines().find(|l| l.starts_with("RssAnon:"))?;
-    Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
-fn budget_bytes() -> u64 {
-    let out = std::process::Command::new(ringside_bin())
-        .args(["serve", "--print-budget"])
-        .args(FLAGS)
-        .output()
-        .expect("serve --print-budget");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("total"))
-        .unwrap_or_else(|| panic!("no total line in {text}"));
-    let inner = line
-        .split('(')
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no byte count in {line}"));
-    inner.parse().expect("budget bytes")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rss_stays_flat_within_budget_under_100x_ring_with_slow_and_stalled_subscribers() {
-    let cg = match Cgroup::create() {
+    let budget = budget_bytes(FLAGS);
+    // A cgroup limit below the budget: serve refuses to start, naming the cgroup.
+    let cg = match MemCgroup::create("ringside-memtest", budget / 2) {
         Ok(c) => c,
         Err(why) => {
             println!("SKIP sidecar memory test: no writable cgroup v1 memory controller ({why})");
             return;
         }
     };
-    let budget = budget_bytes();
-    // A cgroup limit below the budget: serve refuses to start, naming the cgroup.
-    if let Err(why) = cg.write("memory.limit_in_bytes", &(budget / 2).to_string()) {
-        println!("SKIP sidecar memory test: {why}");
-        return;
-    }
     let refused = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg("echo $$ > \"$0/cgroup.procs\" && exec \"$@\"")
@@ -145,7 +80,7 @@ async fn rss_stays_flat_within_budget_under_100x_ring_with_slow_and_stalled_subs
     let mut sidecar = Sidecar::start_in(&dir, free_port(), FLAGS, Some(&cg.0));
     let pid = sidecar.child.id();
     assert!(
-        cg.read("cgroup.procs").contains(&pid.to_string()),
+        cg.read_text("cgroup.procs").contains(&pid.to_string()),
         "serve runs in the cgroup"
     );
 
@@ -233,12 +168,7 @@ async fn rss_stays_flat_within_budget_under_100x_ring_with_slow_and_stalled_subs
         "serve died (OOM-killed?):\n{}",
         sidecar.stderr()
     );
-    let oom_kills: u64 = cg
-        .read("memory.oom_control")
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let oom_kills: u64 = cg.read("memory.oom_control", Some("oom_kill")).unwrap_or(0);
     assert_eq!(oom_kills, 0, "no OOM kill in the cgroup");
 
     assert!(samples.len() >= 4, "too few RSS samples: {samples:?}");
@@ -249,7 +179,7 @@ async fn rss_stays_flat_within_budget_under_100x_ring_with_slow_and_stalled_subs
     println!(
         "RssAnon: {} samples, first half max {first_half}, second half max {second_half}, budget {budget}, peak cgroup usage {}",
         samples.len(),
-        cg.read("memory.max_usage_in_bytes").trim()
+        cg.read_text("memory.max_usage_in_bytes").trim()
     );
     assert!(max < budget, "RssAnon {max} exceeds the budget {budget}");
     assert!(
