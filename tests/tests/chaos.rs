@@ -369,6 +369,25 @@ fn authed<T>(msg: T) -> tonic::Request<T> {
     req
 }
 
+/// How a Subscribe is first answered: `Ok` = a batch was served, `Err(Some(code))` = a
+/// status (on the call or the stream), `Err(None)` = no answer in time or the stream ended.
+async fn first_answer(
+    c: &mut v1::ringside_client::RingsideClient<tonic::transport::Channel>,
+    req: impl tonic::IntoRequest<v1::SubscribeRequest>,
+) -> Result<(), Option<tonic::Code>> {
+    match tokio::time::timeout(Duration::from_secs(3), c.subscribe(req)).await {
+        Ok(Ok(mut s)) => {
+            match tokio::time::timeout(Duration::from_secs(1), s.get_mut().message()).await {
+                Ok(Err(st)) => Err(Some(st.code())),
+                Ok(Ok(Some(_))) => Ok(()),
+                _ => Err(None),
+            }
+        }
+        Ok(Err(st)) => Err(Some(st.code())),
+        Err(_) => Err(None),
+    }
+}
+
 /// Clients with a missing or wrong bearer token; returns (UNAUTHENTICATED, served a frame
 /// (must be 0), no clear answer: a timeout or transport error during another fault, or a
 /// different status; printed).
@@ -398,17 +417,7 @@ async fn bad_auth(endpoint: String) -> [u64; 3] {
         {
             req.metadata_mut().insert("authorization", v);
         }
-        let outcome = match tokio::time::timeout(Duration::from_secs(3), c.subscribe(req)).await {
-            Ok(Ok(mut s)) => {
-                match tokio::time::timeout(Duration::from_secs(1), s.get_mut().message()).await {
-                    Ok(Err(st)) => Err(Some(st.code())),
-                    Ok(Ok(Some(_))) => Ok(()),
-                    _ => Err(None),
-                }
-            }
-            Ok(Err(st)) => Err(Some(st.code())),
-            Err(_) => Err(None),
-        };
+        let outcome = first_answer(&mut c, req).await;
         match outcome {
             Err(Some(tonic::Code::Unauthenticated)) => out[0] += 1,
             Ok(()) => {
@@ -588,18 +597,7 @@ async fn hostile_requests(endpoint: String) -> [u64; 3] {
     ];
     let mut out = [0u64; 3];
     for req in cases {
-        let r = tokio::time::timeout(Duration::from_secs(3), c.subscribe(authed(req))).await;
-        let outcome = match r {
-            Ok(Ok(mut s)) => {
-                match tokio::time::timeout(Duration::from_secs(1), s.get_mut().message()).await {
-                    Ok(Err(st)) => Err(Some(st.code())),
-                    Ok(Ok(Some(_))) => Ok(()),
-                    _ => Err(None),
-                }
-            }
-            Ok(Err(st)) => Err(Some(st.code())),
-            Err(_) => Err(None),
-        };
+        let outcome = first_answer(&mut c, authed(req)).await;
         match outcome {
             // RESOURCE_EXHAUSTED is also a clear answer while a storm holds every slot.
             Err(Some(tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted)) => out[0] += 1,
