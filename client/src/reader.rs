@@ -383,9 +383,7 @@ impl RingReader {
             if self.lapped(self.claim_position()) {
                 return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
             }
-            self.pos = self.pos.wrapping_add(frame_len);
-            self.stall_since = None;
-            self.stall_scan = None;
+            self.step_over(frame_len);
             return Step::Deliver(ReadStep::Loss(Loss {
                 reason: LossReason::Corrupt,
                 frames: 1,
@@ -462,8 +460,13 @@ impl RingReader {
     }
 
     fn advance(&mut self, meta: &FrameMeta) {
-        self.pos = self.pos.wrapping_add(meta.frame_len() as u64);
+        self.step_over(meta.frame_len() as u64);
         self.next_seq = meta.seq.wrapping_add(1);
+    }
+
+    /// Moves the cursor past a frame of `frame_len` bytes; the stall (if any) is over.
+    fn step_over(&mut self, frame_len: u64) {
+        self.pos = self.pos.wrapping_add(frame_len);
         self.stall_since = None;
         self.stall_scan = None;
     }
