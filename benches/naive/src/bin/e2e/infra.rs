@@ -14,6 +14,11 @@ pub(crate) struct Sample {
 
 pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
+/// A byte size as a `ringside serve` flag value, in whole MiB (`16MiB`).
+pub(crate) fn size_flag(bytes: u64) -> String {
+    format!("{}MiB", bytes >> 20)
+}
+
 pub(crate) fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / MIB)
 }

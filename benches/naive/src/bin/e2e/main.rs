@@ -87,7 +87,6 @@ struct Args {
 struct Params {
     mode: &'static str,
     ring: u64,
-    ring_flag: String,
     laps: u64,
     frame: u64,
     producers: u64,
@@ -117,9 +116,10 @@ impl Params {
 
     pub(crate) fn serve_flags(&self) -> Vec<String> {
         let subs = self.max_subs.to_string();
+        let ring_size = size_flag(self.ring);
         [
             "--ring-size",
-            &self.ring_flag,
+            &ring_size,
             "--max-frame",
             "4KiB",
             "--subscriber-buffer",
@@ -140,42 +140,21 @@ impl Params {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let full = args.full;
-    let p = if full {
-        Params {
-            mode: "--full",
-            ring: 16 << 20,
-            ring_flag: "16MiB".into(),
-            laps: 300,
-            frame: 1024,
-            producers: PRODUCERS,
-            fast: 1,
-            slow: 5,
-            stalled: 2,
-            slow_bps: 2 << 20,
-            rate: 0,
-            frames: 0,
-            max_subs: 12,
-            drain: Duration::from_secs(20),
-            lat_secs: 10,
-        }
-    } else {
-        Params {
-            mode: "--quick",
-            ring: 4 << 20,
-            ring_flag: "4MiB".into(),
-            laps: 100,
-            frame: 1024,
-            producers: PRODUCERS,
-            fast: 1,
-            slow: 5,
-            stalled: 2,
-            slow_bps: 2 << 20,
-            rate: 0,
-            frames: 0,
-            max_subs: 12,
-            drain: Duration::from_secs(15),
-            lat_secs: 3,
-        }
+    let p = Params {
+        mode: if full { "--full" } else { "--quick" },
+        ring: if full { 16 << 20 } else { 4 << 20 },
+        laps: if full { 300 } else { 100 },
+        frame: 1024,
+        producers: PRODUCERS,
+        fast: 1,
+        slow: 5,
+        stalled: 2,
+        slow_bps: 2 << 20,
+        rate: 0,
+        frames: 0,
+        max_subs: 12,
+        drain: Duration::from_secs(if full { 20 } else { 15 }),
+        lat_secs: if full { 10 } else { 3 },
     };
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),

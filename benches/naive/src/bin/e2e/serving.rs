@@ -62,9 +62,7 @@ impl ServeSystem {
 /// Sizes of the serving scenarios for one mode.
 #[derive(Debug, Clone)]
 pub(crate) struct ServingParams {
-    /// `--ring-size` flag (and the baseline's pre-encoded bytes).
-    pub(crate) ring_flag: String,
-    /// Ring data bytes.
+    /// Ring data bytes (`--ring-size`, and the baseline's pre-encoded bytes).
     pub(crate) ring: u64,
     /// Repetitions with one subscriber.
     pub(crate) reps_one: usize,
@@ -83,7 +81,6 @@ impl ServingParams {
     pub(crate) fn new(full: bool) -> Self {
         if full {
             Self {
-                ring_flag: "256MiB".into(),
                 ring: 256 << 20,
                 reps_one: 5,
                 reps_many: 5,
@@ -93,7 +90,6 @@ impl ServingParams {
             }
         } else {
             Self {
-                ring_flag: "64MiB".into(),
                 ring: 64 << 20,
                 reps_one: 3,
                 reps_many: 2,
@@ -521,10 +517,11 @@ fn spawn_ringside(
     socket: &Path,
     log: PathBuf,
 ) -> Server {
+    let ring_size = size_flag(sp.ring);
     let args: Vec<String> = [
         "serve",
         "--ring-size",
-        &sp.ring_flag,
+        &ring_size,
         "--max-frame",
         MAX_FRAME,
         "--subscriber-buffer",
@@ -754,7 +751,6 @@ async fn idle_ringside(bins: &Bins, sp: &ServingParams, tmp: &Path) -> IdleRow {
         ..Default::default()
     };
     let small = ServingParams {
-        ring_flag: "4MiB".into(),
         ring: 4 << 20,
         ..sp.clone()
     };
@@ -874,7 +870,7 @@ pub(crate) async fn run_serving(bins: &Bins, full: bool, tcp_gib_s: f64, tmp: &P
         .map(|d| d.join("preencoded-server"))
         .unwrap_or_default();
     let mut out = Serving {
-        params_ring: sp.ring_flag.clone(),
+        params_ring: size_flag(sp.ring),
         tcp_gib_s,
         reps_one: sp.reps_one,
         reps_many: sp.reps_many,
