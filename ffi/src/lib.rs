@@ -539,7 +539,7 @@ pub unsafe extern "C" fn rs_producer_stats(p: *const rs_producer, out: *mut rs_s
             producer_id: producer.producer_id().map_or(-1, i64::from),
             max_payload: producer.max_payload().map_or(-1, i64::from),
             ring_id: producer.ring_id().unwrap_or(0),
-            connected: producer.is_connected(),
+            connected: producer.ring_mapped(),
             sidecar_connected: producer.sidecar_connected(),
         };
         // SAFETY: non-NULL and writable for one `rs_stats` per the contract;
@@ -697,7 +697,7 @@ mod tests {
 
     #[test]
     fn topic_limit_matches_client() {
-        assert_eq!(RS_MAX_TOPIC_LEN, ringside_client::MAX_TOPIC_LEN);
+        assert_eq!(RS_MAX_TOPIC_LEN, ringside_ring::MAX_TOPIC_LEN);
     }
 
     #[test]

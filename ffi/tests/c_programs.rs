@@ -4,7 +4,7 @@
 //! a real ring, and checks through a real reader that every frame arrived
 //! intact with the C program's topics, timestamps and payloads.
 //!
-//! The sidecar side is `ringside_client::RingHost` in this test process: a
+//! The sidecar side is `ringside_ring::RingHost` in this test process: a
 //! real Unix socket, a real sealed memfd handed over with SCM_RIGHTS, and a
 //! real `RingReader` over the read-only mapping. When the `ringside` binary is
 //! built (`target/<profile>/ringside`, or `$RINGSIDE_BIN`), the
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ringside_client::{
+use ringside_ring::{
     HostOptions, ReadStep, ReaderOptions, RingConfig, RingHost, RingReader, RingView, StartAt,
     VecSink,
 };

@@ -8,7 +8,7 @@
 //! period: under heavy ingest the per-topic counts are a sample, and the
 //! observer skips ahead rather than spend a core keeping up.
 
-use ringside_client::{
+use ringside_ring::{
     FrameMeta, FrameSink, ReadStep, ReaderOptions, RingBounds, RingReader, RingView, StartAt,
 };
 use std::collections::HashMap;
@@ -188,9 +188,9 @@ fn run(ring: Arc<RingView>, state: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) 
                     }
                 }
                 ReadStep::Loss(l) => match l.reason {
-                    ringside_client::LossReason::Lapped => {}
-                    ringside_client::LossReason::Abandoned => local.ring_losses[0] += l.frames,
-                    ringside_client::LossReason::Corrupt => local.ring_losses[1] += l.frames,
+                    ringside_ring::LossReason::Lapped => {}
+                    ringside_ring::LossReason::Abandoned => local.ring_losses[0] += l.frames,
+                    ringside_ring::LossReason::Corrupt => local.ring_losses[1] += l.frames,
                 },
                 ReadStep::Idle | ReadStep::Pending => break,
             }

@@ -9,8 +9,8 @@
 
 use crate::filter::{FilterError, TopicFilter};
 use prost::Message;
-use ringside_client::StartAt;
 use ringside_proto::v1;
+use ringside_ring::StartAt;
 use thiserror::Error;
 
 /// gRPC length-prefixed message header: 1 byte compressed flag, 4 bytes big-endian length.

@@ -4,7 +4,7 @@ use crate::auth::TokenCheck;
 use crate::limits::SubscriberSlots;
 use crate::observer::Observer;
 use crate::wake::{WaitRegistry, WakeState};
-use ringside_client::{RingHost, RingView};
+use ringside_ring::{RingHost, RingView};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};

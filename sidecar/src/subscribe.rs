@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use ringside_client::{FrameMeta, FrameSink, LossReason, ReadStep, ReaderOptions, RingReader};
+use ringside_ring::{FrameMeta, FrameSink, LossReason, ReadStep, ReaderOptions, RingReader};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -121,7 +121,7 @@ async fn start(
         shared.ring.ring_id(),
         max_bytes,
         max_batch_frames,
-        ringside_client::MAX_TOPIC_LEN,
+        ringside_ring::MAX_TOPIC_LEN,
         shared.ring.max_payload() as usize,
     );
     tracing::debug!(

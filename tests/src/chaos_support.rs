@@ -242,7 +242,15 @@ pub fn run_producer(socket: &Path, index: u32, burst: u64, pause: Duration) -> !
                     },
                 );
                 if park.swap(false, Ordering::SeqCst) {
-                    ringside_client::test_hooks::park_next_send();
+                    // Claim, write the whole frame, never commit: the state a producer
+                    // killed between claim and commit leaves behind.
+                    if let Ok(mut reservation) = producer.reserve(TOPIC, len) {
+                        reservation.copy_from_slice(payload);
+                        say("PARKED");
+                        loop {
+                            std::thread::park();
+                        }
+                    }
                 }
                 let t0 = Instant::now();
                 let result = producer.send(TOPIC, payload);

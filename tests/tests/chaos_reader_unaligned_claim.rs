@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use ringside_client::raw::{CLAIM_OFFSET, RingHeader, create_ring_memfd};
-use ringside_client::{ReaderOptions, RingConfig, RingReader, RingView, StartAt};
+use ringside_ring::layout::{CLAIM_OFFSET, RingHeader};
+use ringside_ring::shm::create_ring_memfd;
+use ringside_ring::{ReaderOptions, RingConfig, RingReader, RingView, StartAt};
 
 /// Generous bound: the constructor does at most one 64 KiB scan per probe here, microseconds
 /// of work; 30 s only separates "returned" from "never returns".

@@ -9,7 +9,7 @@ use crate::service::RingsideService;
 use crate::state::{CallLimits, Counters, Shared};
 use crate::wake::Wake;
 use crate::{budget, cgroup};
-use ringside_client::{HostOptions, RingConfig, RingHost};
+use ringside_ring::{HostOptions, RingConfig, RingHost};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +36,7 @@ pub enum ServeError {
         /// The socket path.
         socket: String,
         /// Why.
-        source: ringside_client::HostError,
+        source: ringside_ring::HostError,
     },
     /// Something at run time.
     #[error("{0}")]
@@ -85,7 +85,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
         ))
     })?;
     let min_buf =
-        crate::batch::min_batch_bytes(ringside_client::MAX_TOPIC_LEN, max_payload as usize) as u64;
+        crate::batch::min_batch_bytes(ringside_ring::MAX_TOPIC_LEN, max_payload as usize) as u64;
     if args.subscriber_buffer < min_buf {
         return Err(ServeError::Config(format!(
             "--subscriber-buffer {} cannot hold one maximum-size frame; raise it to at least {} or lower --max-frame",
@@ -157,7 +157,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             "{}",
             retention_table(
                 resolved.ring.capacity,
-                ringside_client::FRAME_HEADER_LEN as u64,
+                ringside_ring::FRAME_HEADER_LEN as u64,
                 16
             )
         );

@@ -29,8 +29,10 @@ use std::sync::{Arc, OnceLock};
 use filter::{MAX_FILTER_LEN, MAX_FILTER_PREFIXES, MAX_FILTER_TOPICS};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use ringside_client::raw::{FrameHeaderFields, RingHeader, WritableRing, create_ring_memfd};
-use ringside_client::{ReadError, ReaderOptions, RingConfig, RingReader, RingView, StartAt};
+use ringside_ring::layout::RingHeader;
+use ringside_ring::shm::create_ring_memfd;
+use ringside_ring::writer::{FrameHeaderFields, WritableRing};
+use ringside_ring::{ReadError, ReaderOptions, RingConfig, RingReader, RingView, StartAt};
 use ringside_proto::v1;
 
 /// The sidecar's default `--max-request` (16KiB: bytes of one Subscribe request).

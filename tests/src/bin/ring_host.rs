@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
-use ringside_client::{HostOptions, RingConfig, RingHost};
+use ringside_ring::{HostOptions, RingConfig, RingHost};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

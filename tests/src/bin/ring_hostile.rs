@@ -24,8 +24,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use ringside_client::Producer;
-use ringside_client::test_hooks::{overwrite_ring, ring_fd};
+use ringside_tests::ring_support::HostileProducer;
 
 struct Rng(u64);
 impl Rng {
@@ -75,12 +74,8 @@ fn main() {
         hold(&socket, num("count", 1), opts.get("setuid"));
         return;
     }
-    let producer = Producer::connect(&socket).expect("connect");
-    assert!(
-        producer.wait_connected(Duration::from_secs(10)),
-        "not connected"
-    );
-    let fd = ring_fd(&producer).expect("ring fd");
+    let hostile = HostileProducer::attach(std::path::Path::new(&socket)).expect("connect");
+    let fd = hostile.ring_fd.try_clone().expect("ring fd");
     let stat = nix::sys::stat::fstat(&fd).expect("fstat");
     let size = stat.st_size;
     let _ = writeln!(out, "CONNECTED pid={} size={size}", std::process::id());
@@ -96,7 +91,7 @@ fn main() {
                 // Some passes leave aligned zero words and small "lengths" around, the kind
                 // of almost-plausible garbage a buggy producer leaves.
                 let offset = rng.next() % capacity;
-                assert!(overwrite_ring(&producer, offset, &buf));
+                hostile.ring.overwrite(offset, &buf);
             }
         }
         "header" => {

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ringside_client::{ConnectError, Producer, ProducerOptions};
+use ringside_client::{Producer, ProducerOptions};
+use ringside_ring::ConnectError;
 use ringside_tests::ring_support::{
     FLAG_SIDECAR_CONNECTED, TOPIC, TestPayload, encode_payload, payload_len,
 };
@@ -179,17 +180,20 @@ impl Writer {
                 flags,
             };
             if self.park_after == Some(seq) {
+                // A frame claimed and never committed, as a producer killed between claim
+                // and commit leaves it: with --reserve-hang half filled, otherwise fully
+                // written (what `send` has done just before its commit).
+                let mut reservation = producer.reserve(TOPIC, len).expect("reserve");
                 if self.reserve_hang {
-                    // A zero-copy reservation, half filled, never committed.
-                    let mut reservation = producer.reserve(TOPIC, len).expect("reserve");
                     reservation[..len / 2].fill(0xEE);
-                    println!("PARKED");
-                    let _ = std::io::stdout().flush();
-                    loop {
-                        std::thread::park();
-                    }
+                } else {
+                    encode_payload(&mut reservation, frame);
                 }
-                ringside_client::test_hooks::park_next_send();
+                println!("PARKED");
+                let _ = std::io::stdout().flush();
+                loop {
+                    std::thread::park();
+                }
             }
             if self.discard_every > 0 && attempts % self.discard_every == 0 {
                 // A reservation dropped without commit: published as discarded.

@@ -16,13 +16,12 @@ use nix::unistd::ftruncate;
 use portable_atomic::AtomicU128;
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::error::RingError;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!(
     "ringside supports x86_64 and aarch64: the read-only mapping relies on atomic loads being plain load instructions"
 );
 
-use crate::layout::{CLAIM_OFFSET, HEADER_REGION_LEN, RingConfig, RingHeader};
+use crate::layout::{CLAIM_OFFSET, HEADER_REGION_LEN, HeaderError, RingConfig, RingHeader};
 
 /// Seals every ring must carry: nobody can shrink or grow it, and nobody can change the seals.
 pub const RING_SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
@@ -64,7 +63,7 @@ pub fn create_ring_memfd(config: &RingConfig, header: &RingHeader) -> Result<Own
 pub fn inspect_ring_fd_geometry(fd: impl AsFd, config: &RingConfig) -> Result<(), RingError> {
     config
         .validate()
-        .map_err(|e| RingError::Header(crate::layout::HeaderError::Config(e)))?;
+        .map_err(|e| RingError::Header(HeaderError::Config(e)))?;
     let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(sys("F_GET_SEALS"))?;
     if seals & RING_SEALS != RING_SEALS {
         return Err(RingError::Seals {
@@ -593,4 +592,43 @@ pub fn adopt_received_fds(raw: &[RawFd]) -> Vec<OwnedFd> {
         // owned exactly once here and closed when its OwnedFd drops.
         .map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) })
         .collect()
+}
+
+/// Why a ring's shared memory object was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    /// The header failed validation.
+    #[error("ring refused: {0}")]
+    Header(#[from] HeaderError),
+    /// Seals missing: the ring could be truncated under a reader (SIGBUS).
+    #[error(
+        "ring refused: the memfd seals are {found:#x}, but shrink, grow and seal must all be sealed ({required:#x}); only rings created by ringside serve are accepted"
+    )]
+    Seals {
+        /// Seals present.
+        found: i32,
+        /// Seals required.
+        required: i32,
+    },
+    /// Object size differs from what the header implies.
+    #[error("ring refused: the memfd is {found} bytes but its header implies {expected} bytes")]
+    Size {
+        /// Size from fstat.
+        found: u64,
+        /// Size the header implies.
+        expected: u64,
+    },
+    /// This CPU cannot do the lock-free 128-bit atomics the claim needs.
+    #[error(
+        "this CPU has no lock-free 128-bit compare-and-swap (x86_64 cmpxchg16b / aarch64 LSE); ringside producers cannot run here"
+    )]
+    NoWideAtomics,
+    /// A system call failed.
+    #[error("ring {op} failed: {source}")]
+    Sys {
+        /// What was attempted.
+        op: &'static str,
+        /// The OS error.
+        source: nix::Error,
+    },
 }

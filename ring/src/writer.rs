@@ -1,48 +1,19 @@
-//! A mapped ring: the producer's writable attachment and the sidecar's read-only view.
+//! A producer's writable mapping of a ring: the claim/commit protocol.
 //!
-//! The claim/commit protocol lives here; `docs/ring-format.md` is its contract.
+//! `docs/ring-format.md` §4 is its contract.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::AtomicUsize;
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
 use std::sync::atomic::{Ordering, fence};
-use std::sync::{Mutex, OnceLock};
 
 use zerocopy::IntoBytes;
 
-use crate::error::RingError;
 use crate::layout::{
-    FRAME_HEADER_LEN, FrameHeader, RingConfig, RingHeader, STATE_COMMITTED, STATE_DISCARDED,
-    frame_check, frame_len,
+    FRAME_HEADER_LEN, FrameHeader, RingConfig, STATE_COMMITTED, STATE_DISCARDED, frame_check,
+    frame_len,
 };
-use crate::shm::{Access, RingMapping, inspect_ring_fd, inspect_ring_fd_geometry};
-
-/// A snapshot of the claim word: where and with which sequence the next frame will start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Tail {
-    /// Byte position of the next claim.
-    pub pos: u64,
-    /// Sequence number of the next claim.
-    pub seq: u64,
-}
-
-/// Reads the two halves of the claim word consistently, from any mapping.
-fn read_tail(map: &RingMapping) -> Tail {
-    loop {
-        // Relaxed loads plus acquire fences: the loads must not be reordered with each
-        // other, and nothing stronger is needed because positions only grow (no ABA): if
-        // the position is the same before and after, no claim happened in between, so the
-        // sequence read in between belongs to it.
-        let before = map.claim_position().load(Ordering::Relaxed);
-        fence(Ordering::Acquire);
-        let seq = map.claim_sequence().load(Ordering::Relaxed);
-        fence(Ordering::Acquire);
-        let after = map.claim_position().load(Ordering::Relaxed);
-        if before == after {
-            return Tail { pos: before, seq };
-        }
-        std::hint::spin_loop();
-    }
-}
+use crate::shm::{Access, RingError, RingMapping, inspect_ring_fd_geometry};
+use crate::view::{Tail, read_tail};
 
 /// A ring mapped writable by a producer.
 #[derive(Debug)]
@@ -234,10 +205,16 @@ impl WritableRing {
             .store(header.commit, Ordering::Release);
     }
 
-    /// Writes raw bytes at a position, bypassing the protocol (test hooks only).
-    #[cfg(feature = "test-hooks")]
-    pub(crate) fn scribble(&self, position: u64, bytes: &[u8]) {
-        self.map.copy_in(position, bytes);
+    /// Writes raw bytes at a data-region position (taken modulo the capacity), bypassing
+    /// the protocol: what a buggy or hostile producer can do anyway, since it holds a
+    /// writable mapping. For fault injection in tests and chaos runs; readers must survive
+    /// whatever this writes. Writes longer than the capacity wrap around.
+    pub fn overwrite(&self, position: u64, bytes: &[u8]) {
+        let capacity = self.config.capacity as usize;
+        for (index, chunk) in bytes.chunks(capacity).enumerate() {
+            let at = position.wrapping_add((index * capacity) as u64);
+            self.map.copy_in(at, chunk);
+        }
     }
 
     /// Largest whole frame this ring accepts.
@@ -256,128 +233,3 @@ pub struct FrameHeaderFields {
     /// Frame flags (`FLAG_PAYLOAD_UNCHECKED` or 0).
     pub flags: u16,
 }
-
-/// A ring mapped read-only: what the sidecar and readers use. Share it with `Arc`.
-#[derive(Debug)]
-pub struct RingView {
-    map: RingMapping,
-    config: RingConfig,
-    header: RingHeader,
-    fd: OwnedFd,
-}
-
-impl RingView {
-    /// Checks (seals, size, header) and maps a ring fd read-only.
-    pub fn open(fd: OwnedFd) -> Result<RingView, RingError> {
-        let (header, config) = inspect_ring_fd(&fd)?;
-        let map = RingMapping::map(&fd, &config, Access::ReadOnly)?;
-        Ok(RingView {
-            map,
-            config,
-            header,
-            fd,
-        })
-    }
-
-    /// The ring's identity: a new ring restarts sequence numbers.
-    pub fn ring_id(&self) -> u64 {
-        self.header.ring_id
-    }
-
-    /// Data capacity in bytes.
-    pub fn capacity(&self) -> u64 {
-        self.config.capacity
-    }
-
-    /// Largest payload in bytes.
-    pub fn max_payload(&self) -> u32 {
-        self.config.max_payload
-    }
-
-    /// The ring's geometry.
-    pub fn config(&self) -> &RingConfig {
-        &self.config
-    }
-
-    /// When the ring was created, ns since the Unix epoch.
-    pub fn created_unix_ns(&self) -> u64 {
-        self.header.created_unix_ns
-    }
-
-    /// The claim counter now.
-    pub fn tail(&self) -> Tail {
-        read_tail(&self.map)
-    }
-
-    /// The fd, to pass on to producers.
-    pub fn fd(&self) -> impl AsFd + '_ {
-        &self.fd
-    }
-
-    pub(crate) fn mapping(&self) -> &RingMapping {
-        &self.map
-    }
-}
-
-/// Most rings one producer can switch between in its life (each switch is a sidecar that
-/// could not adopt the old ring: a resize or a restart with no producer to hand it back).
-pub const MAX_RING_SWITCHES: usize = 64;
-
-/// The rings a producer has mapped, append-only. A writer borrows the current one with two
-/// loads and no reference counting: entries are never removed while the producer lives,
-/// and a replaced ring is retired in place (see [`WritableRing::retire`]).
-#[derive(Debug)]
-pub struct RingSlots {
-    slots: Box<[OnceLock<WritableRing>]>,
-    /// Index of the current ring plus one; 0 = none yet.
-    current: AtomicUsize,
-    install: Mutex<()>,
-}
-
-impl Default for RingSlots {
-    fn default() -> Self {
-        RingSlots {
-            slots: (0..MAX_RING_SWITCHES).map(|_| OnceLock::new()).collect(),
-            current: AtomicUsize::new(0),
-            install: Mutex::new(()),
-        }
-    }
-}
-
-impl RingSlots {
-    /// The current ring and its slot index.
-    #[inline]
-    pub fn current(&self) -> Option<(usize, &WritableRing)> {
-        // Acquire pairs with the Release in `install`: the ring was fully built before.
-        let index = self.current.load(Ordering::Acquire).checked_sub(1)?;
-        self.slots.get(index)?.get().map(|ring| (index, ring))
-    }
-
-    /// The ring in slot `index` (possibly retired).
-    #[inline]
-    pub fn get(&self, index: usize) -> Option<&WritableRing> {
-        self.slots.get(index)?.get()
-    }
-
-    /// Makes `ring` current and retires the previous one. Fails (dropping `ring`) when
-    /// every slot is used.
-    pub fn install(&self, ring: WritableRing) -> Result<(), SlotsExhausted> {
-        let Ok(_guard) = self.install.lock() else {
-            return Err(SlotsExhausted);
-        };
-        let next = self.current.load(Ordering::Acquire);
-        let Some(slot) = self.slots.get(next) else {
-            return Err(SlotsExhausted);
-        };
-        slot.set(ring).map_err(|_| SlotsExhausted)?;
-        self.current.store(next + 1, Ordering::Release);
-        if let Some(previous) = next.checked_sub(1).and_then(|i| self.get(i)) {
-            previous.retire();
-        }
-        Ok(())
-    }
-}
-
-/// Every ring slot of a producer is used ([`MAX_RING_SWITCHES`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotsExhausted;

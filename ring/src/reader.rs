@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
-use crate::error::ReadError;
 use crate::layout::{
     FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameMeta, HeaderCheck, MAX_TOPIC_LEN,
     check_header, frame_check, frame_len, names_position, parse_frame_header,
 };
-use crate::ring::{RingView, Tail};
+use crate::view::{RingView, Tail};
 
 /// The smallest possible frame: header, one topic byte, no payload, aligned.
 const MIN_FRAME_LEN: u64 = frame_len(1, 0) as u64;
@@ -690,4 +689,19 @@ impl RingView {
             tail,
         }
     }
+}
+
+/// Why a reader could not be positioned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// A resume asked for a sequence the ring has not written yet.
+    #[error(
+        "sequence {requested} has not been written yet (the next frame will be {next}); resume from a sequence you received, or the ring was replaced"
+    )]
+    SequenceInFuture {
+        /// The sequence asked for.
+        requested: u64,
+        /// The next sequence the ring will write.
+        next: u64,
+    },
 }

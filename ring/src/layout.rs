@@ -6,8 +6,6 @@
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::error::ConfigError;
-
 #[cfg(not(target_endian = "little"))]
 compile_error!("the ring format is little-endian; big-endian hosts are not supported");
 
@@ -386,6 +384,29 @@ pub fn decode_frame(
         return Err(HeaderCheck::Malformed);
     }
     Ok(meta)
+}
+
+/// A ring geometry that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Capacity not a power of two or out of range.
+    #[error(
+        "ring capacity {capacity} bytes is invalid: it must be a power of two from 64 KiB to 1 TiB (for example 64MiB)"
+    )]
+    Capacity {
+        /// The capacity asked for.
+        capacity: u64,
+    },
+    /// Max payload zero, over the limit, or too large for the ring.
+    #[error(
+        "max payload {max_payload} bytes does not fit a ring of {capacity} bytes: a whole frame must stay within a quarter of the ring and the payload within 64 MiB; lower the max frame size or grow the ring"
+    )]
+    MaxPayload {
+        /// The max payload asked for.
+        max_payload: u32,
+        /// The ring capacity.
+        capacity: u64,
+    },
 }
 
 #[cfg(test)]

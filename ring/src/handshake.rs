@@ -7,13 +7,19 @@
 //! size; anything else is a protocol error. Documented in `docs/ring-format.md`.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    connect as connect_socket, recvmsg, sendmsg, socket,
+};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::layout::{FORMAT_VERSION, RingConfig};
-use crate::shm::adopt_received_fds;
+use crate::shm::{RingError, adopt_received_fds};
 
 /// Version of the handshake messages.
 pub const HANDSHAKE_VERSION: u32 = 1;
@@ -27,6 +33,9 @@ pub const HELLO_OFFERS_RING: u32 = 1;
 pub const DETAIL_LEN: usize = 200;
 /// File descriptors a successful Welcome carries: ring, doorbell, eventfd.
 pub const WELCOME_FDS: usize = 3;
+/// Longest a producer's [`connect`] waits for the sidecar's Welcome (and for its Hello to
+/// be taken). The longest a producer ever blocks, and only while connecting.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Producer → sidecar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -313,6 +322,192 @@ pub fn recv_message<const MAX_FDS: usize>(
         truncated,
         fds,
     })
+}
+
+/// What a successful handshake hands a producer: the Welcome and its file descriptors.
+#[derive(Debug)]
+pub struct Admission {
+    /// The sidecar's Welcome: producer id, ring id and geometry (trusted; the ring header
+    /// is not).
+    pub welcome: Welcome,
+    /// The ring memfd, to map writable (`WritableRing::open`) unless it is the ring offered.
+    pub ring: OwnedFd,
+    /// The doorbell page (a sealed memfd producers map read-only).
+    pub doorbell_page: OwnedFd,
+    /// The doorbell eventfd.
+    pub doorbell_event: OwnedFd,
+    /// The connection, kept open and silent: its end tells each side the other went away.
+    pub connection: OwnedFd,
+}
+
+/// A ring a producer already holds and offers to a (restarted) sidecar for adoption
+/// (`docs/ring-format.md` §9).
+#[derive(Debug, Clone, Copy)]
+pub struct RingOffer<'a> {
+    /// The ring's id.
+    pub ring_id: u64,
+    /// The ring's memfd.
+    pub fd: BorrowedFd<'a>,
+}
+
+/// The producer's side of the handshake (`docs/ring-format.md` §8): connects to the
+/// sidecar's socket, sends a Hello (offering `offer` for adoption), and receives the
+/// Welcome with the ring, doorbell page and eventfd. Blocks at most about twice
+/// [`HANDSHAKE_TIMEOUT`] (once to send, once to receive) on a sidecar that accepts and
+/// never answers.
+///
+/// # Errors
+///
+/// [`ConnectError::Refused`] when the sidecar refuses (uid, limit, version, shutdown);
+/// [`ConnectError::NotRingside`] when the path is a socket of another kind;
+/// [`ConnectError::HandshakeTimedOut`] when the sidecar does not answer in time;
+/// [`ConnectError::Protocol`] for a malformed Welcome; [`ConnectError::Io`] when the socket
+/// cannot be reached (no sidecar running is the common case, and worth retrying).
+pub fn connect(
+    socket_path: &Path,
+    offer: Option<RingOffer<'_>>,
+) -> Result<Admission, ConnectError> {
+    let io_err = |source: nix::Error| ConnectError::from_os(socket_path, source);
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io_err)?;
+    let addr = UnixAddr::new(socket_path).map_err(io_err)?;
+    connect_socket(sock.as_raw_fd(), &addr).map_err(io_err)?;
+    // The handshake itself must not hang on a wedged sidecar.
+    let stream = UnixStream::from(sock);
+    let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    let sock = OwnedFd::from(stream);
+
+    let hello = Hello::new(offer.map_or(0, |o| o.ring_id));
+    let offered: Vec<BorrowedFd<'_>> = offer.iter().map(|o| o.fd).collect();
+    // The sidecar refuses a disallowed uid as soon as it accepts, before our Hello: if the
+    // send fails because it already hung up, its refusal is still queued for us to read.
+    let sent = send_message(sock.as_fd(), hello.as_bytes(), &offered);
+    if let Err(err) = sent
+        && !matches!(err, nix::Error::EPIPE | nix::Error::ECONNRESET)
+    {
+        return Err(io_err(err));
+    }
+
+    let mut buf = [0u8; size_of::<Welcome>() + 1];
+    // A sidecar that refused us at accept and closed while our Hello sat unread makes the
+    // kernel report ECONNRESET once; the refusal is still queued behind it.
+    let received = match recv_message::<WELCOME_FDS>(sock.as_fd(), &mut buf, MsgFlags::empty()) {
+        Err(nix::Error::ECONNRESET) => {
+            recv_message::<WELCOME_FDS>(sock.as_fd(), &mut buf, MsgFlags::MSG_DONTWAIT)
+        }
+        other => other,
+    }
+    .map_err(io_err)?;
+    if received.len == 0 {
+        return Err(ConnectError::Protocol(
+            "the sidecar closed the connection during the handshake".to_owned(),
+        ));
+    }
+    if received.truncated {
+        return Err(ConnectError::Protocol("oversized welcome".to_owned()));
+    }
+    let welcome = Welcome::decode(&buf[..received.len]).map_err(ConnectError::Protocol)?;
+    if let Some((reason, detail)) = welcome.refusal() {
+        return Err(ConnectError::Refused { reason, detail });
+    }
+    let mut fds = received.fds.into_iter();
+    let (Some(ring), Some(doorbell_page), Some(doorbell_event)) =
+        (fds.next(), fds.next(), fds.next())
+    else {
+        return Err(ConnectError::Protocol(
+            "the welcome did not carry the ring, doorbell and eventfd".to_owned(),
+        ));
+    };
+    // From here on the connection only signals its end: block on it without a timeout.
+    let stream = UnixStream::from(sock);
+    let _ = stream.set_read_timeout(None);
+    Ok(Admission {
+        welcome,
+        ring,
+        doorbell_page,
+        doorbell_event,
+        connection: OwnedFd::from(stream),
+    })
+}
+
+/// Why a producer could not connect to the sidecar.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The sidecar answered and said no.
+    #[error("the sidecar refused this producer ({reason}): {detail}")]
+    Refused {
+        /// Machine-readable reason.
+        reason: RefusalReason,
+        /// The sidecar's explanation.
+        detail: String,
+    },
+    /// The sidecar sent something that is not the ringside handshake.
+    #[error("handshake with the sidecar failed: {0}")]
+    Protocol(String),
+    /// Something listens at the path, but it is not a ringside sidecar's socket.
+    #[error(
+        "{path} is not a ringside socket (expected SOCK_SEQPACKET); check --socket / $RINGSIDE_SOCKET"
+    )]
+    NotRingside {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The peer accepted the connection but did not complete the handshake in time.
+    #[error(
+        "handshake with {path} timed out after {} s: the peer accepted but did not answer (is it a ringside sidecar, and is it overloaded?)",
+        HANDSHAKE_TIMEOUT.as_secs()
+    )]
+    HandshakeTimedOut {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The socket could not be used.
+    #[error("cannot use the ringside socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The ring the sidecar handed over cannot be used here.
+    #[error("the ring from the sidecar cannot be used: {0}")]
+    Ring(#[from] RingError),
+}
+
+impl ConnectError {
+    /// Classifies an OS error from the socket calls of the handshake.
+    fn from_os(path: &Path, source: nix::Error) -> ConnectError {
+        let path = path.to_owned();
+        match source {
+            nix::Error::EPROTOTYPE | nix::Error::ENOTSOCK => ConnectError::NotRingside { path },
+            nix::Error::EAGAIN => ConnectError::HandshakeTimedOut { path },
+            other => ConnectError::Io {
+                path,
+                source: std::io::Error::from(other),
+            },
+        }
+    }
+
+    /// True when retrying cannot help: a refusal, a protocol mismatch, or a socket path
+    /// that can never work (too long for a Unix socket, or not a ringside SOCK_SEQPACKET
+    /// socket). A missing, slow or silent sidecar is not permanent: producers retry it.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ConnectError::Refused { .. }
+            | ConnectError::Protocol(_)
+            | ConnectError::NotRingside { .. } => true,
+            ConnectError::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENAMETOOLONG))
+            }
+            ConnectError::HandshakeTimedOut { .. } | ConnectError::Ring(_) => false,
+        }
+    }
 }
 
 #[cfg(test)]

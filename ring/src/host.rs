@@ -20,14 +20,15 @@ use nix::sys::socket::{
 };
 use zerocopy::IntoBytes;
 
-use crate::error::{HostError, RingError};
+use crate::doorbell::{Doorbell, RingWaiter};
 use crate::handshake::{
     HELLO_OFFERS_RING, Hello, RefusalReason, Welcome, recv_message, send_message,
 };
+use crate::layout::ConfigError;
 use crate::layout::{RingConfig, RingHeader};
-use crate::ring::RingView;
+use crate::shm::RingError;
 use crate::shm::create_ring_memfd;
-use crate::wake::{Doorbell, RingWaiter};
+use crate::view::RingView;
 
 /// How long an accepted connection may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -613,4 +614,33 @@ impl Server {
 fn new_eventfd() -> nix::Result<OwnedFd> {
     EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
         .map(OwnedFd::from)
+}
+
+/// Why the sidecar side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Bad ring geometry.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The ring could not be created.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// The socket could not be bound.
+    #[error(
+        "cannot listen on the producer socket {path}: {source} (is another ringside serve running? remove a stale socket file or pass --socket)"
+    )]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: nix::Error,
+    },
+    /// Another system call failed.
+    #[error("{op} failed: {source}")]
+    Sys {
+        /// What was attempted.
+        op: &'static str,
+        /// The OS error.
+        source: nix::Error,
+    },
 }

@@ -17,9 +17,9 @@ use std::time::Duration;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::error::RingError;
-use crate::ring::{RingView, Tail};
+use crate::shm::RingError;
 use crate::shm::{DoorbellMapping, DoorbellSlot};
+use crate::view::{RingView, Tail};
 
 /// The sidecar's side of the doorbell.
 #[derive(Debug)]
