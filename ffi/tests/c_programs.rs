@@ -733,7 +733,7 @@ impl Serve {
             .args([
                 "--ring-size",
                 "4MiB",
-                "--max-frame",
+                "--max-payload",
                 "4KiB",
                 "--adopt-grace",
                 "0s",

@@ -41,8 +41,8 @@ pub use layout::{
     decode_frame, frame_len,
 };
 pub use reader::{
-    FrameSink, Loss, LossReason, ReadError, ReadStep, ReaderOptions, RingBounds, RingReader,
-    StartAt, VecSink,
+    FrameSink, Loss, LossReason, PerReason, ReadError, ReadStep, ReaderOptions, RingBounds,
+    RingReader, StartAt, VecSink,
 };
 pub use shm::RingError;
 pub use view::{RingView, Tail};

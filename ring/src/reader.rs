@@ -62,13 +62,64 @@ pub enum LossReason {
 }
 
 impl LossReason {
-    /// Lowercase name, as used in metrics and JSON.
+    /// Every reason, in the order of [`LossReason::index`].
+    pub const ALL: [LossReason; 3] = [
+        LossReason::Lapped,
+        LossReason::Abandoned,
+        LossReason::Corrupt,
+    ];
+
+    /// Lowercase name, as used in metrics, logs and JSON.
     pub fn as_str(&self) -> &'static str {
         match self {
             LossReason::Lapped => "lapped",
             LossReason::Abandoned => "abandoned",
             LossReason::Corrupt => "corrupt",
         }
+    }
+
+    /// Position in [`LossReason::ALL`] (and in a [`PerReason`]).
+    pub fn index(self) -> usize {
+        match self {
+            LossReason::Lapped => 0,
+            LossReason::Abandoned => 1,
+            LossReason::Corrupt => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for LossReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One value per [`LossReason`] (counters, totals), indexed by the reason itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerReason<T>([T; 3]);
+
+impl<T> PerReason<T> {
+    /// Builds the table from a function of each reason.
+    pub fn from_fn(mut f: impl FnMut(LossReason) -> T) -> PerReason<T> {
+        PerReason(LossReason::ALL.map(&mut f))
+    }
+
+    /// Each reason with its value.
+    pub fn iter(&self) -> impl Iterator<Item = (LossReason, &T)> {
+        LossReason::ALL.into_iter().zip(self.0.iter())
+    }
+}
+
+impl<T> std::ops::Index<LossReason> for PerReason<T> {
+    type Output = T;
+    fn index(&self, reason: LossReason) -> &T {
+        &self.0[reason.index()]
+    }
+}
+
+impl<T> std::ops::IndexMut<LossReason> for PerReason<T> {
+    fn index_mut(&mut self, reason: LossReason) -> &mut T {
+        &mut self.0[reason.index()]
     }
 }
 

@@ -7,9 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Default producer socket (the client crate's `DEFAULT_SOCKET_PATH`).
-pub const DEFAULT_SOCKET: &str = "/tmp/ringside.sock";
-
 /// ringside: serve telemetry from a shared-memory ring over gRPC, in bounded memory.
 #[derive(Debug, Parser)]
 #[command(name = "ringside", version, about, long_about = None, propagate_version = true)]
@@ -82,11 +79,18 @@ pub struct ServeArgs {
     /// Data bytes of the shared-memory ring (power of two, >= 64KiB).
     #[arg(long, env = "RINGSIDE_RING_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub ring_size: u64,
-    /// Largest payload a producer may write in one frame.
-    #[arg(long, env = "RINGSIDE_MAX_FRAME", default_value = "64KiB", value_parser = parse_bytes)]
-    pub max_frame: u64,
+    /// Largest payload a producer may write in one frame (the topic comes on top).
+    /// `--max-frame` is the old spelling.
+    #[arg(
+        long,
+        visible_alias = "max-frame",
+        env = "RINGSIDE_MAX_PAYLOAD",
+        default_value = "64KiB",
+        value_parser = parse_bytes
+    )]
+    pub max_payload: u64,
     /// Unix socket where producers connect.
-    #[arg(long, env = "RINGSIDE_SOCKET", default_value = DEFAULT_SOCKET)]
+    #[arg(long, env = "RINGSIDE_SOCKET", default_value = ringside_ring::DEFAULT_SOCKET_PATH)]
     pub socket: PathBuf,
     /// gRPC listen address.
     #[arg(long, env = "RINGSIDE_LISTEN", default_value = "127.0.0.1:50051")]
@@ -190,7 +194,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// The sidecar's producer socket.
-    #[arg(long, env = "RINGSIDE_SOCKET", default_value = DEFAULT_SOCKET)]
+    #[arg(long, env = "RINGSIDE_SOCKET", default_value = ringside_ring::DEFAULT_SOCKET_PATH)]
     pub socket: PathBuf,
     /// Frames per second over all producers (0 = as fast as possible).
     #[arg(long, env = "RINGSIDE_LOAD_RATE", default_value_t = 10_000)]
@@ -317,7 +321,7 @@ mod tests {
             panic!("serve expected");
         };
         assert_eq!(s.ring_size, 64 << 20);
-        assert_eq!(s.max_frame, 64 << 10);
+        assert_eq!(s.max_payload, 64 << 10);
         assert_eq!(s.metrics_listen, OptionalAddr(None));
         assert_eq!(s.stall_timeout, Duration::from_millis(100));
     }

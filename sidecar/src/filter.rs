@@ -7,8 +7,8 @@ use thiserror::Error;
 pub const MAX_FILTER_TOPICS: usize = 64;
 /// Most topic prefixes one subscription may list.
 pub const MAX_FILTER_PREFIXES: usize = 64;
-/// Longest topic name or prefix, in bytes (the ring's topic limit).
-pub const MAX_FILTER_LEN: usize = 255;
+/// Longest topic name or prefix, in bytes: the ring's topic limit.
+pub const MAX_FILTER_LEN: usize = ringside_ring::MAX_TOPIC_LEN;
 
 /// A filter the client asked for that we refuse (answered with INVALID_ARGUMENT).
 #[derive(Debug, Error, PartialEq, Eq)]

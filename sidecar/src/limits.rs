@@ -368,12 +368,13 @@ impl LimitedListener {
 
     /// The listener as a stream of admitted connections, for tonic.
     pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<LimitedConn>> + Send {
-        let this = Arc::new(self);
-        futures_unfold(this)
+        spawn_accept_task(Arc::new(self))
     }
 }
 
-fn futures_unfold(
+/// Runs the accept loop in its own task and hands admitted connections to tonic through a
+/// one-slot channel: at most one accepted connection waits for tonic to take it.
+fn spawn_accept_task(
     this: Arc<LimitedListener>,
 ) -> impl tokio_stream::Stream<Item = io::Result<LimitedConn>> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<LimitedConn>>(1);

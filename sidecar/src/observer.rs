@@ -9,7 +9,8 @@
 //! observer skips ahead rather than spend a core keeping up.
 
 use ringside_ring::{
-    FrameMeta, FrameSink, ReadStep, ReaderOptions, RingBounds, RingReader, RingView, StartAt,
+    FrameMeta, FrameSink, LossReason, PerReason, ReadStep, ReaderOptions, RingBounds, RingReader,
+    RingView, StartAt,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,8 +51,9 @@ pub struct Observed {
     pub ring_bytes_per_sec: f64,
     /// Seconds a frame stays in the ring at the recent rate (0 when idle).
     pub retention_seconds: f64,
-    /// Abandoned and corrupt frames the observer came across: [abandoned, corrupt] (sampled).
-    pub ring_losses: [u64; 2],
+    /// Abandoned and corrupt frames the observer came across (sampled; its own lapping is
+    /// not a loss of the ring's, so `Lapped` stays 0).
+    pub ring_losses: PerReason<u64>,
     /// Topics, bounded by [`MAX_TOPICS`]; counts are sampled under heavy ingest.
     pub topics: HashMap<Box<str>, TopicStats>,
     /// More topics were seen than the table holds.
@@ -187,11 +189,11 @@ fn run(ring: Arc<RingView>, state: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) 
                         t.last_timestamp_ns = t.last_timestamp_ns.max(meta.timestamp_ns);
                     }
                 }
-                ReadStep::Loss(l) => match l.reason {
-                    ringside_ring::LossReason::Lapped => {}
-                    ringside_ring::LossReason::Abandoned => local.ring_losses[0] += l.frames,
-                    ringside_ring::LossReason::Corrupt => local.ring_losses[1] += l.frames,
-                },
+                ReadStep::Loss(l) => {
+                    if l.reason != LossReason::Lapped {
+                        local.ring_losses[l.reason] += l.frames;
+                    }
+                }
                 ReadStep::Idle | ReadStep::Pending => break,
             }
         }

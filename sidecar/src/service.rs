@@ -7,6 +7,7 @@
 use crate::state::Shared;
 use ringside_proto::v1;
 use ringside_proto::v1::ringside_server::{Ringside, RingsideServer};
+use ringside_ring::LossReason;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -97,9 +98,9 @@ pub fn info(shared: &Shared) -> v1::InfoResponse {
         subscribers_reaped: shared.slots.reaped(),
         frames_out: c.frames_out.load(Ordering::Relaxed),
         bytes_out: c.bytes_out.load(Ordering::Relaxed),
-        lost_lapped: c.lost[0].load(Ordering::Relaxed),
-        lost_abandoned: c.lost[1].load(Ordering::Relaxed),
-        lost_corrupt: c.lost[2].load(Ordering::Relaxed),
+        lost_lapped: c.lost[LossReason::Lapped].load(Ordering::Relaxed),
+        lost_abandoned: c.lost[LossReason::Abandoned].load(Ordering::Relaxed),
+        lost_corrupt: c.lost[LossReason::Corrupt].load(Ordering::Relaxed),
         memory_budget_bytes: shared.budget_bytes,
         memory_limit_bytes: shared.memory_limit_bytes,
         uptime_seconds: shared.started.elapsed().as_secs_f64(),

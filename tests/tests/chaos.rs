@@ -70,7 +70,7 @@ const MAX_CONNECTIONS: u64 = 16;
 const FLAGS: &[&str] = &[
     "--ring-size",
     "1MiB",
-    "--max-frame",
+    "--max-payload",
     "1KiB",
     "--max-subscribers",
     "12",

@@ -85,7 +85,7 @@ async fn sidecar_answers_subscribe_after_unaligned_claim_forgery() {
     use ringside_proto::v1;
     let dir = harness::TempDir::new("unaligned-claim");
     let mut sidecar =
-        harness::Sidecar::start(&dir, &["--ring-size", "64KiB", "--max-frame", "1KiB"]);
+        harness::Sidecar::start(&dir, &["--ring-size", "64KiB", "--max-payload", "1KiB"]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ring_hostile"))
         .arg("claim")
         .arg("--socket")

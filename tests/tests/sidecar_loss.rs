@@ -20,7 +20,7 @@ async fn slow_subscriber_gets_exact_loss_reports() {
         &[
             "--ring-size",
             "64KiB",
-            "--max-frame",
+            "--max-payload",
             "1KiB",
             "--subscriber-buffer",
             "8KiB",
@@ -198,7 +198,7 @@ async fn stalled_subscriber_is_reaped_and_others_continue() {
         &[
             "--ring-size",
             "1MiB",
-            "--max-frame",
+            "--max-payload",
             "4KiB",
             "--subscriber-stall-timeout",
             "1s",

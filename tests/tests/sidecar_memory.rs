@@ -20,7 +20,7 @@ use std::time::Duration;
 const FLAGS: &[&str] = &[
     "--ring-size",
     "4MiB",
-    "--max-frame",
+    "--max-payload",
     "4KiB",
     "--subscriber-buffer",
     "64KiB",

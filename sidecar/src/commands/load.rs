@@ -61,7 +61,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
     if let Some(max) = producers.first().and_then(|p| p.max_payload()) {
         if size > max as usize {
             eprintln!(
-                "ringside load: --size {size} exceeds the ring's max payload {max} (sidecar --max-frame)"
+                "ringside load: --size {size} exceeds the ring's max payload {max} (sidecar --max-payload)"
             );
             return ExitCode::from(2);
         }

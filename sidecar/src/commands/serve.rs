@@ -69,10 +69,10 @@ pub struct Resolved {
 
 /// Validates the flags and computes the budget.
 pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
-    let max_payload = u32::try_from(args.max_frame).map_err(|_| {
+    let max_payload = u32::try_from(args.max_payload).map_err(|_| {
         ServeError::Config(format!(
-            "--max-frame {} is too large; at most 4GiB (and in practice far less than --ring-size)",
-            human_bytes(args.max_frame)
+            "--max-payload {} is too large; at most 4GiB (and in practice far less than --ring-size)",
+            human_bytes(args.max_payload)
         ))
     })?;
     let ring = RingConfig {
@@ -81,14 +81,14 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
     };
     ring.validate().map_err(|e| {
         ServeError::Config(format!(
-            "invalid ring geometry: {e}; check --ring-size and --max-frame"
+            "invalid ring geometry: {e}; check --ring-size and --max-payload"
         ))
     })?;
     let min_buf =
         crate::batch::min_batch_bytes(ringside_ring::MAX_TOPIC_LEN, max_payload as usize) as u64;
     if args.subscriber_buffer < min_buf {
         return Err(ServeError::Config(format!(
-            "--subscriber-buffer {} cannot hold one maximum-size frame; raise it to at least {} or lower --max-frame",
+            "--subscriber-buffer {} cannot hold one maximum-size frame; raise it to at least {} or lower --max-payload",
             human_bytes(args.subscriber_buffer),
             human_bytes(min_buf)
         )));
@@ -153,14 +153,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     if args.print_budget {
         print!("{table}");
         println!();
-        print!(
-            "{}",
-            retention_table(
-                resolved.ring.capacity,
-                ringside_ring::FRAME_HEADER_LEN as u64,
-                16
-            )
-        );
+        print!("{}", retention_table(resolved.ring.capacity, 16));
         if let Err(e) = resolved.budget.check(resolved.limit.as_ref()) {
             println!();
             println!("note: `serve` would refuse to start with these flags: {e}");

@@ -120,7 +120,7 @@ impl Params {
         [
             "--ring-size",
             &ring_size,
-            "--max-frame",
+            "--max-payload",
             "4KiB",
             "--subscriber-buffer",
             "64KiB",

@@ -29,7 +29,7 @@ use ringside_proto::v1::InfoRequest;
 const FRAME_SIZES: [u64; 2] = [1024, 64];
 /// Subscriber counts of the throughput scenarios.
 const SUBSCRIBER_COUNTS: [usize; 2] = [1, 100];
-/// `--max-frame` of the serving scenarios (as the rest of the harness).
+/// `--max-payload` of the serving scenarios (as the rest of the harness).
 const MAX_FRAME: &str = "4KiB";
 /// `--subscriber-buffer`: ringside's default, the largest batch it sends.
 const SUBSCRIBER_BUFFER: &str = "256KiB";
@@ -522,7 +522,7 @@ fn spawn_ringside(
         "serve",
         "--ring-size",
         &ring_size,
-        "--max-frame",
+        "--max-payload",
         MAX_FRAME,
         "--subscriber-buffer",
         SUBSCRIBER_BUFFER,
@@ -965,7 +965,7 @@ pub(crate) fn serving_table(s: &Serving) -> String {
     }
     let _ = writeln!(
         t,
-        "\nringside: `serve --ring-size {} --max-frame {MAX_FRAME} --subscriber-buffer {SUBSCRIBER_BUFFER} --max-subscribers 128 --max-connections 128 --worker-threads 2`, filled once by `ringside load --rate 0 --size S --topics 4 --count <ring/S>` (the producer exits before anyone reads, so it does not compete for the 2 cores). Baseline: `preencoded-server` (`benches/naive/`), a plain tonic server (2 workers) that builds the same `Batch` messages once with prost (same payload size, 4 topics, and as many frames per batch as ringside's largest batch in an uncounted warm-up read in this run), keeps {} of them encoded in memory and streams them through a pass-through codec. Readers: tonic `RingsideClient`s in the harness process (same 2 cores), each on its own connection (configured as `ringside tail`: TCP_NODELAY, HTTP/2 windows 4 MiB per stream, 8 MiB per connection), decoding with prost, from `earliest`; with one subscriber it reads every frame the ring retains, with 100 each reads a fixed share ({} of 1 KiB, {} frames of 64 B), all started together. Both servers run side by side and their repetitions alternate. Rates are payload bytes and frames over the window from the first Subscribe call to the last subscriber's last frame; the median of {} repetitions (1 subscriber) or {} (100). Server CPU is the on-CPU time of the server's threads (`/proc/<pid>/task/*/schedstat`, ns resolution) over all repetitions' windows, per frame delivered; in brackets the same from utime+stime in `/proc/<pid>/stat`, whose 10 ms ticks make it coarse at these sizes. Raw loopback TCP: {:.2} GiB/s (the physical limits table, same run).",
+        "\nringside: `serve --ring-size {} --max-payload {MAX_FRAME} --subscriber-buffer {SUBSCRIBER_BUFFER} --max-subscribers 128 --max-connections 128 --worker-threads 2`, filled once by `ringside load --rate 0 --size S --topics 4 --count <ring/S>` (the producer exits before anyone reads, so it does not compete for the 2 cores). Baseline: `preencoded-server` (`benches/naive/`), a plain tonic server (2 workers) that builds the same `Batch` messages once with prost (same payload size, 4 topics, and as many frames per batch as ringside's largest batch in an uncounted warm-up read in this run), keeps {} of them encoded in memory and streams them through a pass-through codec. Readers: tonic `RingsideClient`s in the harness process (same 2 cores), each on its own connection (configured as `ringside tail`: TCP_NODELAY, HTTP/2 windows 4 MiB per stream, 8 MiB per connection), decoding with prost, from `earliest`; with one subscriber it reads every frame the ring retains, with 100 each reads a fixed share ({} of 1 KiB, {} frames of 64 B), all started together. Both servers run side by side and their repetitions alternate. Rates are payload bytes and frames over the window from the first Subscribe call to the last subscriber's last frame; the median of {} repetitions (1 subscriber) or {} (100). Server CPU is the on-CPU time of the server's threads (`/proc/<pid>/task/*/schedstat`, ns resolution) over all repetitions' windows, per frame delivered; in brackets the same from utime+stime in `/proc/<pid>/stat`, whose 10 ms ticks make it coarse at these sizes. Raw loopback TCP: {:.2} GiB/s (the physical limits table, same run).",
         s.params_ring,
         s.params_ring,
         mib(s.many_bytes_1k),
