@@ -77,8 +77,7 @@ fn reader_start_latest_with_unaligned_claim_returns() {
 /// position, then one `Subscribe` from earliest never gets an answer (the request's
 /// `RingReader::new` spins on a tokio worker thread; with as many such requests as worker
 /// threads, the whole gRPC server stops answering).
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::sidecar as harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_answers_subscribe_after_unaligned_claim_forgery() {

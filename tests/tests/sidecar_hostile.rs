@@ -3,8 +3,7 @@
 //! bytes written over the ring never crash the sidecar or reach a subscriber
 //! as a frame with a non-UTF-8 topic, and service continues.
 
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::sidecar as harness;
 
 use harness::*;
 use ringside_proto::v1;

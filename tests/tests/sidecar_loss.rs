@@ -1,8 +1,7 @@
 //! Loss reports are exact, and a sidecar restart under load loses nothing
 //! that a resuming subscriber is not told about.
 
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::sidecar as harness;
 
 use harness::*;
 use ringside_proto::v1;

@@ -7,8 +7,7 @@
 //! Skipped, with a message, where a memory cgroup cannot be created (not root,
 //! cgroup v2 only, read-only cgroupfs).
 
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::sidecar as harness;
 
 use harness::*;
 use ringside_proto::v1::subscribe_request::Start;

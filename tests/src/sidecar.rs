@@ -1,11 +1,6 @@
-//! Helpers for the sidecar end-to-end tests: build and locate the real
-//! `ringside` binary, run `serve` on an ephemeral port with a unique socket,
-//! run `load` as a real producer process, and subscribe with a real tonic
+//! The sidecar harness: run a real `ringside serve` on an ephemeral port with a unique
+//! socket, `ringside load` as a real producer process, and subscribe with a real tonic
 //! client.
-//!
-//! Included by each `tests/tests/sidecar_*.rs` with
-//! `#[path = "../src/sidecar_harness.rs"] mod harness;`.
-#![allow(dead_code)]
 
 use ringside_proto::v1;
 use ringside_proto::v1::ringside_client::RingsideClient;
@@ -14,84 +9,57 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// Path of the `ringside` binary, built once per test process with
-/// `cargo build -p ringside` into this workspace's target directory.
+/// The directory of this crate's binaries: `target/<profile>`, whose `deps/` holds the
+/// running test executable.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of the `ringside` command line under test: this crate's `ringside-under-test`
+/// binary (`ringside_sidecar::run`), which cargo builds with this crate's tests.
 pub fn ringside_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // .../target/<profile>/deps/<test-exe>
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in target/<profile>/deps")
-            .to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "ringside",
-            "--bin",
-            "ringside",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build -p ringside");
-        let bin = profile_dir.join("ringside");
-        if !status.success() && bin.exists() {
-            eprintln!(
-                "warning: cargo build -p ringside failed; testing the existing {}",
-                bin.display()
-            );
-        } else {
-            assert!(status.success(), "cargo build -p ringside failed");
-        }
-        assert!(bin.exists(), "{} missing after build", bin.display());
+        let bin = bin_dir().join("ringside-under-test");
+        assert!(
+            bin.exists(),
+            "{} missing: run the tests with `cargo test -p ringside-tests`, which builds it",
+            bin.display()
+        );
         bin
     })
 }
 
-/// A unique temporary directory, removed on drop.
+/// A unique temporary directory (`/tmp/rs-<name>-XXXXXX`), removed on drop. The name stays
+/// short: Unix socket paths inside it must fit 108 bytes.
 #[derive(Debug)]
-pub struct TempDir(pub PathBuf);
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
-    /// Creates `/tmp/ringside-<name>-<pid>-<n>`.
+    /// Creates the directory.
     pub fn new(name: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "rs-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("rs-{name}-"))
+            .tempdir()
+            .expect("create a temporary directory");
+        Self(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.path()
     }
 
     /// A path inside.
     pub fn join(&self, s: &str) -> PathBuf {
-        self.0.join(s)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join(s)
     }
 }
 
@@ -133,7 +101,9 @@ impl Sidecar {
     pub fn start_in(dir: &TempDir, port: u16, extra: &[&str], cgroup: Option<&Path>) -> Sidecar {
         let socket = dir.join("ringside.sock");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let n = std::fs::read_dir(&dir.0).map(|d| d.count()).unwrap_or(0);
+        let n = std::fs::read_dir(dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
         let log = dir.join(&format!("serve-{n}.log"));
         let mut cmd = match cgroup {
             Some(cg) => {

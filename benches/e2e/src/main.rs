@@ -14,7 +14,7 @@
 //! ringside invariant breaks (never because of a timing figure).
 //!
 //! ```sh
-//! cargo build --release -p ringside-naive -p ringside
+//! cargo build --release -p ringside-naive -p ringside -p ringside-e2e
 //! target/release/e2e --quick      # about a minute
 //! target/release/e2e --full
 //! ```
@@ -171,7 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for b in [&bins.ringside, &bins.naive_server, &bins.naive_load] {
         if !b.exists() {
             return Err(format!(
-                "{} not found; build with `cargo build --release -p ringside-naive -p ringside`",
+                "{} not found; build with `cargo build --release -p ringside-naive -p ringside -p ringside-e2e`",
                 b.display()
             )
             .into());
