@@ -123,7 +123,8 @@ pub struct ServeArgs {
     /// Producer gids admitted on the socket (comma-separated).
     #[arg(long, env = "RINGSIDE_ALLOW_GID", value_delimiter = ',')]
     pub allow_gid: Vec<u32>,
-    /// Most producer processes connected at once.
+    /// Most producer connections at once. Each producer handle counts (a Rust
+    /// `Producer`, an `rs_producer_connect`), so a process with two handles uses two.
     #[arg(long, env = "RINGSIDE_MAX_PRODUCERS", default_value_t = 64)]
     pub max_producers: usize,
     /// Prometheus metrics address (`off` to disable).
