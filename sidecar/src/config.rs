@@ -32,6 +32,10 @@ pub enum Command {
 }
 
 /// Parses a byte size with units (`64MiB`, `65536`, `1 GB`).
+///
+/// # Errors
+///
+/// A text naming the value and the accepted forms.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     s.trim()
         .parse::<bytesize::ByteSize>()
@@ -40,6 +44,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// Parses a duration (`100ms`, `1s`, `2m`).
+///
+/// # Errors
+///
+/// A text naming the value and the accepted forms.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 100ms, 1s or 2m"))
@@ -50,6 +58,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub struct OptionalAddr(pub Option<SocketAddr>);
 
 /// Parses a socket address, or `off` for none.
+///
+/// # Errors
+///
+/// A text naming the value when it is neither `off` nor a socket address.
 pub fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     match s.trim() {
         "" | "off" | "none" => Ok(OptionalAddr(None)),

@@ -68,6 +68,11 @@ pub struct Resolved {
 }
 
 /// Validates the flags and computes the budget.
+///
+/// # Errors
+///
+/// [`ServeError`] for flags that cannot work together (ring geometry, a subscriber buffer below
+/// one maximum frame, limits), with the flag to change.
 pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
     let max_payload = u32::try_from(args.max_payload).map_err(|_| {
         ServeError::Config(format!(
