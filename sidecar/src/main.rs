@@ -10,6 +10,7 @@ mod budget;
 mod cgroup;
 mod commands;
 mod config;
+mod console;
 mod filter;
 mod limits;
 mod logging;
