@@ -67,22 +67,23 @@ export class Chart {
     const spanMs = first !== undefined && last !== undefined ? last.t - first.t : 0;
     setText(byId("chart-span"), duration(spanMs / 1000));
 
+    // Two bands: frames/s on top, bytes/s below, each scaled to its own maximum.
     const pad = 4 * dpr;
+    const band = h / 2;
     g.strokeStyle = GRID;
     g.lineWidth = 1;
-    for (let k = 1; k < 4; k++) {
-      const y = Math.round(pad + ((h - 2 * pad) * k) / 4) + 0.5;
+    for (const y of [band / 2, band, band + band / 2]) {
       g.beginPath();
-      g.moveTo(0, y);
-      g.lineTo(w, y);
+      g.moveTo(0, Math.round(y) + 0.5);
+      g.lineTo(w, Math.round(y) + 0.5);
       g.stroke();
     }
     if (n < 2 || first === undefined || last === undefined) return;
     // The x axis spans at least a minute (at most the ring of points), newest at the right.
     const spanShown = Math.min(Math.max(spanMs, 60_000), (CHART_POINTS - 1) * 1000);
     const x = (t: number) => w - ((last.t - t) / spanShown) * w;
-    const series = (pick: (p: Point) => number, max: number, color: string) => {
-      const scale = max > 0 ? (h - 2 * pad) / max : 0;
+    const series = (pick: (p: Point) => number, max: number, bottom: number, color: string) => {
+      const scale = max > 0 ? (band - 2 * pad) / max : 0;
       g.strokeStyle = color;
       g.lineWidth = 1.5 * dpr;
       g.beginPath();
@@ -90,13 +91,13 @@ export class Chart {
         const p = this.points.at(i);
         if (p === undefined) continue;
         const px = x(p.t);
-        const py = h - pad - pick(p) * scale;
+        const py = bottom - pad - pick(p) * scale;
         if (i === 0) g.moveTo(px, py);
         else g.lineTo(px, py);
       }
       g.stroke();
     };
-    series((p) => p.bps, maxBps, BPS_COLOR);
-    series((p) => p.fps, maxFps, FPS_COLOR);
+    series((p) => p.fps, maxFps, band, FPS_COLOR);
+    series((p) => p.bps, maxBps, h, BPS_COLOR);
   }
 }

@@ -23,6 +23,11 @@ import { clock, count, hex64, preview, rate } from "./format.js";
 
 /** Lines kept and shown. */
 export const TAIL_LINES = 300;
+/**
+ * Losses and notes (gaps, reconnects) are also kept apart, newest last, so
+ * they stay readable when frames scroll past faster than a person can read.
+ */
+export const TAIL_EVENTS = 24;
 /** Payload bytes copied per kept frame for its preview. */
 export const PREVIEW_BYTES = 48;
 const MIN_BACKOFF_MS = 250;
@@ -53,9 +58,10 @@ const REASONS: Record<number, string> = {
 
 export class Tail {
   private readonly lines = new RingBuffer<Line>(TAIL_LINES);
-  private readonly pool: HTMLDivElement[] = [];
-  private readonly shownLine: (Line | undefined)[] = [];
+  private readonly events = new RingBuffer<Line>(TAIL_EVENTS);
   private readonly view = byId<HTMLDivElement>("tail-lines");
+  private readonly linesView = new LinePool(this.view, TAIL_LINES);
+  private readonly eventsView = new LinePool(byId("tail-events"), TAIL_EVENTS);
 
   private options: TailOptions = { topics: [], prefixes: [], from: { kind: "latest" } };
   /** Bumped on every (re)start and pause: a loop of an older generation stops. */
@@ -76,13 +82,6 @@ export class Tail {
     private readonly api: Api,
     private readonly health: Health,
   ) {
-    for (let i = 0; i < TAIL_LINES; i++) {
-      const div = document.createElement("div");
-      div.hidden = true;
-      this.pool.push(div);
-      this.shownLine.push(undefined);
-    }
-    this.view.replaceChildren(...this.pool);
     window.setInterval(() => this.measureRate(), 1000);
   }
 
@@ -93,6 +92,7 @@ export class Tail {
     this.resumeSeq = null;
     this.ringId = null;
     this.lines.clear();
+    this.events.clear();
     this.framesReceived = 0;
     this.lost.lapped = this.lost.abandoned = this.lost.corrupt = 0n;
     this.reconnects = 0;
@@ -242,7 +242,9 @@ export class Tail {
       if (l.reason === LossReason.LAPPED) this.lost.lapped += l.frames;
       else if (l.reason === LossReason.ABANDONED) this.lost.abandoned += l.frames;
       else this.lost.corrupt += l.frames;
-      this.lines.push({ kind: "loss", reason: l.reason, frames: l.frames, firstSeq: l.firstSeq });
+      const line: Line = { kind: "loss", reason: l.reason, frames: l.frames, firstSeq: l.firstSeq };
+      this.lines.push(line);
+      this.events.push(line);
     }
     const frames = b.frames;
     this.framesReceived += frames.length;
@@ -266,7 +268,9 @@ export class Tail {
   }
 
   private note(text: string, cls: "line-note" | "line-gap"): void {
-    this.lines.push({ kind: "note", text: `${new Date().toLocaleTimeString()}  ${text}`, cls });
+    const line: Line = { kind: "note", text: `${clock(BigInt(Date.now()) * 1_000_000n)}  ${text}`, cls };
+    this.lines.push(line);
+    this.events.push(line);
     this.scheduleRender();
   }
 
@@ -300,32 +304,8 @@ export class Tail {
 
   private render(): void {
     const atBottom = this.view.scrollTop + this.view.clientHeight >= this.view.scrollHeight - 4;
-    const n = this.lines.length;
-    for (let i = 0; i < TAIL_LINES; i++) {
-      const line = i < n ? this.lines.at(i) : undefined;
-      if (this.shownLine[i] === line) continue;
-      this.shownLine[i] = line;
-      const div = this.pool[i];
-      if (line === undefined) {
-        div.hidden = true;
-        continue;
-      }
-      div.hidden = false;
-      div.className = line.kind === "frame" ? "" : line.kind === "loss" ? "line-loss" : line.cls;
-      div.textContent = lineText(line);
-      if (line.kind === "frame") div.dataset.topic = line.topic;
-      else delete div.dataset.topic;
-      div.dataset.kind = line.kind;
-      if (line.kind === "loss") {
-        div.dataset.frames = line.frames.toString();
-        div.dataset.firstSeq = line.firstSeq.toString();
-        div.dataset.reason = LossReason[line.reason] ?? String(line.reason);
-      } else {
-        delete div.dataset.frames;
-        delete div.dataset.firstSeq;
-        delete div.dataset.reason;
-      }
-    }
+    this.linesView.show(this.lines);
+    this.eventsView.show(this.events);
     if (atBottom) this.view.scrollTop = this.view.scrollHeight;
     setText(byId("tail-frames"), count(this.framesReceived));
     setText(byId("tail-rate"), rate(this.frameRate));
@@ -335,6 +315,52 @@ export class Tail {
     setText(byId("tail-lost-corrupt"), this.lost.corrupt.toString());
     setText(byId("tail-dropped"), count(this.lines.dropped));
     setText(byId("tail-reconnects"), count(this.reconnects));
+  }
+}
+
+/** A fixed set of row elements showing the items of a ring buffer, oldest first. */
+class LinePool {
+  private readonly rows: HTMLDivElement[] = [];
+  private readonly shown: (Line | undefined)[] = [];
+
+  constructor(parent: HTMLElement, size: number) {
+    for (let i = 0; i < size; i++) {
+      const div = document.createElement("div");
+      div.hidden = true;
+      this.rows.push(div);
+      this.shown.push(undefined);
+    }
+    parent.replaceChildren(...this.rows);
+  }
+
+  /** Rewrites only the rows whose line changed since the last call. */
+  show(lines: RingBuffer<Line>): void {
+    for (let i = 0; i < this.rows.length; i++) {
+      const line = i < lines.length ? lines.at(i) : undefined;
+      if (this.shown[i] === line) continue;
+      this.shown[i] = line;
+      const div = this.rows[i];
+      if (line === undefined) {
+        div.hidden = true;
+        continue;
+      }
+      div.hidden = false;
+      div.className = line.kind === "frame" ? "" : line.kind === "loss" ? "line-loss" : line.cls;
+      div.textContent = lineText(line);
+      const d = div.dataset;
+      d.kind = line.kind;
+      if (line.kind === "frame") d.topic = line.topic;
+      else delete d.topic;
+      if (line.kind === "loss") {
+        d.frames = line.frames.toString();
+        d.firstSeq = line.firstSeq.toString();
+        d.reason = LossReason[line.reason] ?? String(line.reason);
+      } else {
+        delete d.frames;
+        delete d.firstSeq;
+        delete d.reason;
+      }
+    }
   }
 }
 
