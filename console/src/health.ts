@@ -8,8 +8,27 @@ import { byId, setText } from "./dom.js";
 
 export type Source = "Info" | "ListTopics" | "Subscribe";
 
+/** Codes that mean the sidecar answered and refused the request (not that it is unreachable). */
+const ANSWERED = new Set<Code>([
+  Code.InvalidArgument,
+  Code.ResourceExhausted,
+  Code.PermissionDenied,
+  Code.FailedPrecondition,
+  Code.OutOfRange,
+  Code.Unimplemented,
+]);
+
+/** Chromium's and Firefox's words for a request that never reached a server. */
+const UNREACHABLE = /failed to fetch|network ?error|load failed/i;
+
+interface Failure {
+  text: string;
+  auth: boolean;
+  answered: boolean;
+}
+
 export class Health {
-  private readonly errors = new Map<Source, { text: string; auth: boolean }>();
+  private readonly errors = new Map<Source, Failure>();
   private readonly pill = byId("conn");
   private readonly banner = byId("error");
   private readonly authForm = byId("auth");
@@ -22,8 +41,18 @@ export class Health {
 
   fail(source: Source, err: unknown): void {
     const e = ConnectError.from(err);
-    this.errors.set(source, { text: `${source}: ${describe(e)}`, auth: e.code === Code.Unauthenticated });
+    const hint = UNREACHABLE.test(e.rawMessage) ? " (the sidecar cannot be reached; retrying)" : "";
+    this.errors.set(source, {
+      text: `${source}: ${describe(e)}${hint}`,
+      auth: e.code === Code.Unauthenticated,
+      answered: ANSWERED.has(e.code),
+    });
     this.show();
+  }
+
+  /** Forgets the last error of `source` (a new request replaces the failed one). */
+  clear(source: Source): void {
+    if (this.errors.delete(source)) this.show();
   }
 
   /** True while some call is refused for want of a valid token. */
@@ -41,6 +70,9 @@ export class Health {
     } else if (auth) {
       setText(this.pill, "token required");
       this.pill.className = "pill pill-wait";
+    } else if (list.every((e) => e.answered)) {
+      setText(this.pill, "request refused");
+      this.pill.className = "pill pill-bad";
     } else {
       setText(this.pill, "disconnected");
       this.pill.className = "pill pill-bad";

@@ -50,7 +50,7 @@ export class RingBuffer<T> {
     return this.at(this.size - 1);
   }
 
-  /** Removes every item (the dropped count stays). */
+  /** Removes every item (the dropped count stays; reset it by hand). */
   clear(): void {
     this.items.fill(undefined);
     this.start = 0;

@@ -77,6 +77,8 @@ export class Tail {
   private rateBase = { frames: 0, t: performance.now() };
   private frameRate = 0;
   private renderPending = false;
+  /** Bumped by `start`; shown as `data-session` on the lines once drawn (tests wait for it). */
+  private session = 0;
 
   constructor(
     private readonly api: Api,
@@ -88,11 +90,14 @@ export class Tail {
   /** Starts a new subscription with these options (clears the lines). */
   start(options: TailOptions): void {
     this.stopStream();
+    this.session += 1;
     this.options = options;
     this.resumeSeq = null;
     this.ringId = null;
     this.lines.clear();
+    this.lines.dropped = 0;
     this.events.clear();
+    this.health.clear("Subscribe");
     this.framesReceived = 0;
     this.lost.lapped = this.lost.abandoned = this.lost.corrupt = 0n;
     this.reconnects = 0;
@@ -306,6 +311,7 @@ export class Tail {
     const atBottom = this.view.scrollTop + this.view.clientHeight >= this.view.scrollHeight - 4;
     this.linesView.show(this.lines);
     this.eventsView.show(this.events);
+    this.view.dataset.session = String(this.session);
     if (atBottom) this.view.scrollTop = this.view.scrollHeight;
     setText(byId("tail-frames"), count(this.framesReceived));
     setText(byId("tail-rate"), rate(this.frameRate));

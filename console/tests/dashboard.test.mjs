@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { rmSync } from "node:fs";
 import {
+  clickAndWaitForNewTail,
   launchBrowser,
   number,
   screenshot,
@@ -91,6 +92,13 @@ test("the tail shows frames of the filtered topic only (exact and prefix)", asyn
   lines = (await tailLines(page)).filter((l) => l.kind === "frame");
   assert.equal(new Set(lines.map((l) => l.topic)).size, TOPICS);
 
+  // The topic table's "tail" button tails that topic alone.
+  await clickAndWaitForNewTail(page, '#topics-rows button[data-topic="load/3"]');
+  assert.equal(await page.inputValue("#tail-filter"), "load/3");
+  await until(page, () => document.querySelectorAll('#tail-lines > div[data-kind="frame"]:not([hidden])').length >= 50);
+  lines = (await tailLines(page)).filter((l) => l.kind === "frame");
+  assert.deepEqual([...new Set(lines.map((l) => l.topic))], ["load/3"]);
+
   await startTail(page, { filter: "other/", match: "prefix", from: "earliest" });
   await sleep(2000);
   lines = (await tailLines(page)).filter((l) => l.kind === "frame");
@@ -125,5 +133,27 @@ test("pausing stops the tail and resuming continues where it stopped", async () 
   assert.ok(events.some((e) => e.includes(`resumed at seq ${Number(resumeAt).toLocaleString("en-US")}`)), events.join("\n"));
   await page.click("#tail-pause");
   await screenshot(page, "dashboard.png");
+  assert.deepEqual(browser.pageErrors, []);
+});
+
+test("the tail starts at a given sequence, and a sequence not yet written is refused clearly", async () => {
+  const next = await number(page, "ring-next-seq");
+  const from = Math.max(0, next - 5000);
+  await startTail(page, { from: "sequence", seq: from });
+  await until(page, () => Number(document.getElementById("tail-frames").textContent.replace(/,/g, "")) > 6000);
+  await page.click("#tail-pause");
+  await until(page, () => document.getElementById("tail-state").textContent === "paused");
+  // Every frame from `from` up to the resume point arrived, none before it.
+  const received = await number(page, "tail-frames");
+  assert.equal(BigInt(received), BigInt(await text(page, "tail-resume")) - BigInt(from));
+
+  await startTail(page, { from: "sequence", seq: "99999999999" });
+  await until(page, () => document.getElementById("tail-state").textContent === "error");
+  assert.match(await text(page, "error"), /Subscribe: INVALID_ARGUMENT: sequence 99999999999 has not been written yet/);
+  assert.equal(await text(page, "conn"), "request refused");
+  // A good request clears it.
+  await startTail(page, { from: "latest" });
+  await until(page, () => document.getElementById("conn").textContent === "live");
+  assert.equal(await page.isVisible("#error"), false);
   assert.deepEqual(browser.pageErrors, []);
 });

@@ -114,8 +114,8 @@ class Child {
 
 /**
  * Starts `ringside serve` on a loopback port (a fresh one unless `port` is
- * given) with its producer socket in `dir`; resolves once it prints the
- * console URL.
+ * given) with its producer socket in `dir`; resolves once it serves, with
+ * `url` set to where the console is.
  */
 export async function startSidecar({ dir, port = 0, args = [] }) {
   const sidecar = new Child("ringside serve", [
@@ -126,9 +126,9 @@ export async function startSidecar({ dir, port = 0, args = [] }) {
     `127.0.0.1:${port}`,
     ...args,
   ], { env: { ...process.env, RUST_LOG: "info" } });
-  const m = await sidecar.waitFor(/live console: open (http:\/\/127\.0\.0\.1:(\d+)\/)/);
-  sidecar.url = m[1];
-  sidecar.port = Number(m[2]);
+  const m = await sidecar.waitFor(/serving gRPC.* listen=127\.0\.0\.1:(\d+)/);
+  sidecar.port = Number(m[1]);
+  sidecar.url = `${args.includes("--tls-cert") ? "https" : "http"}://127.0.0.1:${sidecar.port}/`;
   return sidecar;
 }
 
@@ -155,15 +155,20 @@ export function startLoad({ dir, rate, topics = 4, size = 64, duration = "60s", 
   ]);
 }
 
-/** Runs a ringside subcommand to completion; resolves with its stdout. */
+/** Runs a ringside subcommand to completion: its exit status and output. */
 export function run(args, { timeoutMs = 30_000 } = {}) {
-  const r = spawnSync(ringside(), args, { timeout: timeoutMs, maxBuffer: 16 << 20 });
+  return runProgram(ringside(), args, { timeoutMs });
+}
+
+/** Runs a program to completion: its exit status and output. */
+export function runProgram(program, args, { timeoutMs = 30_000, cwd = undefined } = {}) {
+  const r = spawnSync(program, args, { timeout: timeoutMs, maxBuffer: 16 << 20, cwd });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
 /** Chromium as the CI machine has it: headless, no background traffic, a fresh profile. */
-export async function launchBrowser() {
+export async function launchBrowser({ ignoreHTTPSErrors = false } = {}) {
   const profile = tempDir("chromium");
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -179,6 +184,7 @@ export async function launchBrowser() {
       "--disable-sync",
     ],
     viewport: { width: 1400, height: 1000 },
+    ignoreHTTPSErrors,
   });
   const pageErrors = [];
   context.on("page", (p) => p.on("pageerror", (e) => pageErrors.push(e.message)));
@@ -226,13 +232,20 @@ export function tailLines(page) {
   );
 }
 
-/** Sets the tail form and presses Start. */
+/** Sets the tail form, presses Start, and waits until the page shows the new tail. */
 export async function startTail(page, { filter = "", match = "exact", from = "latest", seq = "" } = {}) {
   await page.fill("#tail-filter", filter);
   await page.selectOption("#tail-match", match);
   await page.selectOption("#tail-from", from);
   if (from === "sequence") await page.fill("#tail-seq", String(seq));
-  await page.click("#tail-apply");
+  await clickAndWaitForNewTail(page, "#tail-apply");
+}
+
+/** Clicks something that starts a new tail and waits until the page has drawn it. */
+export async function clickAndWaitForNewTail(page, selector) {
+  const session = await page.$eval("#tail-lines", (d) => Number(d.dataset.session ?? 0));
+  await page.click(selector);
+  await until(page, (s) => Number(document.getElementById("tail-lines").dataset.session) > s, session);
 }
 
 /** Saves a screenshot under test-results/ (and, with RINGSIDE_BLESS=1, as `blessAs`). */
