@@ -200,6 +200,17 @@ pub struct ServeArgs {
     /// Frames per second the demo producer writes.
     #[arg(long, env = "RINGSIDE_DEMO_RATE", default_value_t = 1000)]
     pub demo_rate: u64,
+    /// Serve the live console (a web page over grpc-web) at `/` on the gRPC
+    /// address; `--console false` turns it off.
+    #[arg(
+        long,
+        env = "RINGSIDE_CONSOLE",
+        default_value = "true",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub console: bool,
 }
 
 /// Flags of `ringside load`.
@@ -336,6 +347,21 @@ mod tests {
         assert_eq!(s.max_payload, 64 << 10);
         assert_eq!(s.metrics_listen, OptionalAddr(None));
         assert_eq!(s.stall_timeout, Duration::from_millis(100));
+        assert!(s.console);
+    }
+
+    #[test]
+    fn console_can_be_turned_off() {
+        let serve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let Command::Serve(s) = cli.command else {
+                panic!("serve expected");
+            };
+            s.console
+        };
+        assert!(!serve(&["ringside", "serve", "--console", "false"]));
+        assert!(!serve(&["ringside", "serve", "--console=off"]));
+        assert!(serve(&["ringside", "serve", "--console"]));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod budget;
 pub mod cgroup;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod filter;
 pub mod limits;
 pub mod logging;
