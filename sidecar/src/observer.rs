@@ -97,6 +97,10 @@ impl FrameSink for TopicSink {
 
 impl Observer {
     /// Starts following `ring` from its current end.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the thread cannot be spawned.
     pub fn start(ring: Arc<RingView>) -> std::io::Result<Observer> {
         let state = Arc::new(Mutex::new(Observed::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -166,10 +170,10 @@ fn run(ring: Arc<RingView>, state: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) 
         local.frames_in = tail.seq.saturating_sub(start.seq);
         local.ring_bytes_in = tail.pos.saturating_sub(start.pos);
         // Topic sampling: skip ahead instead of chasing a fast ring.
-        if reader.lag_bytes() > capacity / 4 {
-            if let Some(r) = new_reader() {
-                reader = r;
-            }
+        if reader.lag_bytes() > capacity / 4
+            && let Some(r) = new_reader()
+        {
+            reader = r;
         }
         for _ in 0..MAX_STEPS {
             match reader.read(&mut sink) {
