@@ -311,6 +311,11 @@ pub struct TailArgs {
     /// Payload bytes shown per frame in text mode.
     #[arg(long, default_value_t = 32)]
     pub show_bytes: usize,
+    /// Frames whose topic starts with this prefix are `ringside-tracing` records
+    /// (`TracingRecord`, proto/ringside/v1/tracing.proto) and are printed decoded:
+    /// level, target, message, fields, span durations. Empty: print them as bytes.
+    #[arg(long, default_value = ringside_proto::TRACING_TOPIC_PREFIX)]
+    pub tracing_prefix: String,
     /// Print only a summary line per second (frames/s, bytes/s, losses)
     /// instead of the frames.
     #[arg(long, conflicts_with = "json")]
