@@ -589,6 +589,11 @@ const char *rs_version(uint32_t *major, uint32_t *minor, uint32_t *patch);
  * can test their handling of `RS_ERR_PANIC`, which correct use of the other
  * functions should never produce. (The panic message is also printed to
  * stderr by the Rust runtime.)
+ *
+ * # Panics
+ *
+ * Always, on purpose, inside the library's panic guard: the test that a panic becomes
+ * `RS_ERR_PANIC` instead of unwinding into C.
  */
 rs_status rs_selftest_panic(void);
 

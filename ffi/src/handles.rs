@@ -286,15 +286,33 @@ pub(crate) struct Vacant<'t, T, const N: usize> {
 
 impl<T, const N: usize> Vacant<'_, T, N> {
     /// Moves `value` into the slot and returns the new live handle.
-    pub(crate) fn insert(self, value: T) -> usize {
+    pub(crate) fn insert(mut self, value: T) -> usize {
+        // SAFETY: the pointer is this Vacant's own slot (see `as_mut_ptr`); writing drops
+        // nothing, and the value is fully initialised before `publish`.
+        unsafe {
+            self.as_mut_ptr().write(value);
+            self.publish()
+        }
+    }
+
+    /// Where the value goes: for building it in place (a large value written field by
+    /// field, or a callee writing its result straight into the slot) instead of moving it
+    /// in. The memory is uninitialised until written.
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut T {
+        // The slot came off the free stack (or the never-used range) into this Vacant, so
+        // this thread owns it exclusively: its generation is even, no handle to it is live,
+        // and no other thread can pop it until it is pushed back.
+        self.table.slots[self.index].value.get().cast::<T>()
+    }
+
+    /// Makes the slot live and returns its handle.
+    ///
+    /// # Safety
+    /// The value at [`Vacant::as_mut_ptr`] must be fully initialised.
+    pub(crate) unsafe fn publish(self) -> usize {
         let slot = &self.table.slots[self.index];
-        // SAFETY: the slot came off the free stack (or the never-used range) into this
-        // Vacant, so this thread owns it exclusively: its generation is even, no handle to
-        // it is live, and no other thread can pop it until it is pushed back. Writing into
-        // the MaybeUninit drops nothing (a free slot holds no value).
-        unsafe { (*slot.value.get()).write(value) };
         let generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1);
-        // Release: a thread that sees the live generation sees the value written above.
+        // Release: a thread that sees the live generation sees the value written before.
         slot.generation.store(generation, Ordering::Release);
         let handle = self.table.encode(self.index, generation);
         // The slot is live now: it must not go back on the free stack.

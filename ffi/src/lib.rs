@@ -183,9 +183,13 @@ struct ProducerEntry {
 }
 
 /// An outstanding reservation and the process it belongs to.
+///
+/// The reservation is kept as the `Result` `Producer::reserve` returned, so that the call
+/// writes it straight into the pool slot (no copy of the reservation on the way in); a
+/// live entry always holds `Ok`.
 #[derive(Debug)]
 struct ReservationEntry {
-    reservation: Reservation,
+    reservation: Result<Reservation, ringside_client::SendError>,
     origin: Origin,
 }
 
@@ -589,20 +593,37 @@ pub unsafe extern "C" fn rs_reserve(
         let (entry, topic) = unsafe { (producer_entry(p)?, topic_str(topic)?) };
         // The pool slot first: when it is exhausted, nothing is claimed in the
         // ring (a claim would have to be published as a discard).
-        let slot = RESERVATIONS.vacant().ok_or(Failure::HandleLimit {
+        let mut slot = RESERVATIONS.vacant().ok_or(Failure::HandleLimit {
             kind: HandleKind::Reservation,
             max: RESERVATIONS.capacity(),
         })?;
-        let mut reservation = entry.producer.reserve(topic, len)?;
+        let place = slot.as_mut_ptr();
+        // SAFETY: `place` is the vacant slot's memory, owned by this thread until
+        // it is published or given back; both fields are written before the
+        // entry is read or published, and `&raw mut` creates no reference to
+        // the uninitialised entry.
+        let result = unsafe {
+            (&raw mut (*place).origin).write(entry.origin);
+            let result = &raw mut (*place).reservation;
+            result.write(entry.producer.reserve(topic, len));
+            &mut *result
+        };
         // The payload bytes live in the ring mapping, which the reservation
         // keeps mapped (it holds an Arc of the producer's state) until it is
-        // committed or discarded; moving the Reservation into its slot does
-        // not move those bytes.
-        let data = reservation.as_mut_ptr().cast::<c_void>();
-        let handle = slot.insert(ReservationEntry {
-            reservation,
-            origin: entry.origin,
-        });
+        // committed or discarded; they do not move with the reservation.
+        let data = match result {
+            Ok(reservation) => reservation.as_mut_ptr().cast::<c_void>(),
+            Err(e) => {
+                let failure = Failure::from(e.clone());
+                // SAFETY: both fields were initialised above; the entry is
+                // dropped in place once, and the slot then goes back (dropping
+                // `slot`) without ever having been published.
+                unsafe { std::ptr::drop_in_place(place) };
+                return Err(failure);
+            }
+        };
+        // SAFETY: both fields were initialised above.
+        let handle = unsafe { slot.publish() };
         // SAFETY: both checked non-NULL above and writable per the contract.
         unsafe {
             out.write(std::ptr::without_provenance_mut(handle));
@@ -628,7 +649,11 @@ fn take_reservation(r: *mut rs_reservation) -> Result<Reservation, Failure> {
     let entry = RESERVATIONS
         .take(r.addr())
         .map_err(|why| Failure::BadHandle { kind, why })?;
-    Ok(entry.reservation)
+    // Only an Ok entry is ever published (rs_reserve gives failed slots back).
+    entry.reservation.map_err(|_| Failure::BadHandle {
+        kind,
+        why: handles::HandleError::NotAHandle,
+    })
 }
 
 /// Checks a reservation handle without ending it.
@@ -704,7 +729,9 @@ pub unsafe extern "C" fn rs_reservation_set_timestamp(
         if entry.origin.forked() {
             return Err(forked(HandleKind::Reservation, &entry.origin, false));
         }
-        entry.reservation.set_timestamp(timestamp_ns);
+        if let Ok(reservation) = &mut entry.reservation {
+            reservation.set_timestamp(timestamp_ns);
+        }
         Ok(())
     })
 }

@@ -50,7 +50,9 @@ extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 extern void __libc_free(void *);
 
-static volatile long allocations; /* malloc, calloc, realloc, memalign calls */
+/* malloc, calloc, realloc, memalign calls made by this thread (the producer's background
+ * thread allocates when it reconnects; what is measured is the calling thread's calls). */
+static _Thread_local long allocations;
 
 void *malloc(size_t n) {
     allocations++;
