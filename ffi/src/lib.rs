@@ -633,8 +633,15 @@ pub unsafe extern "C" fn rs_reserve(
     })
 }
 
-/// Takes a reservation out of its handle (ending the handle), checking it.
-fn take_reservation(r: *mut rs_reservation) -> Result<Reservation, Failure> {
+/// How a reservation is completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Completion {
+    Commit,
+    Discard,
+}
+
+/// Ends a reservation handle (checking it) and publishes or discards its frame.
+fn complete_reservation(r: *mut rs_reservation, how: Completion) -> Result<(), Failure> {
     if r.is_null() {
         return Err(Failure::InvalidArgument("reservation is NULL"));
     }
@@ -649,11 +656,19 @@ fn take_reservation(r: *mut rs_reservation) -> Result<Reservation, Failure> {
     let entry = RESERVATIONS
         .take(r.addr())
         .map_err(|why| Failure::BadHandle { kind, why })?;
-    // Only an Ok entry is ever published (rs_reserve gives failed slots back).
-    entry.reservation.map_err(|_| Failure::BadHandle {
-        kind,
-        why: handles::HandleError::NotAHandle,
-    })
+    // Completed where it lies: matching by value moves nothing further.
+    match entry.reservation {
+        Ok(reservation) if how == Completion::Commit => reservation.commit(),
+        Ok(reservation) => reservation.discard(),
+        // Only an Ok entry is ever published (rs_reserve gives failed slots back).
+        Err(_) => {
+            return Err(Failure::BadHandle {
+                kind,
+                why: handles::HandleError::NotAHandle,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks a reservation handle without ending it.
@@ -679,10 +694,7 @@ fn check_reservation<'a>(r: *mut rs_reservation) -> Result<&'a ReservationEntry,
 /// No other thread may use `r` during the call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rs_commit(r: *mut rs_reservation) -> rs_status {
-    guard(|| {
-        take_reservation(r)?.commit();
-        Ok(())
-    })
+    guard(|| complete_reservation(r, Completion::Commit))
 }
 
 /// Abandons a reserved frame (readers skip it; counted in
@@ -695,10 +707,7 @@ pub unsafe extern "C" fn rs_commit(r: *mut rs_reservation) -> rs_status {
 /// As for `rs_commit`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rs_discard(r: *mut rs_reservation) -> rs_status {
-    guard(|| {
-        take_reservation(r)?.discard();
-        Ok(())
-    })
+    guard(|| complete_reservation(r, Completion::Discard))
 }
 
 /// Sets the timestamp (ns) a reservation will be published with; by default
