@@ -305,9 +305,12 @@ pub struct RingsideLayer {
     counters: Arc<Counters>,
 }
 
-/// What the layer keeps for an open span: its fields (encoded) and its timings.
+/// What the layer keeps for an open span: its fields (encoded) and its timings. When
+/// several ringside layers share a registry, the first one to see the span keeps its state
+/// (`owner`) and the others read it when the span closes.
 #[derive(Debug)]
 struct SpanState {
+    owner: usize,
     opened: Instant,
     busy_ns: u64,
     /// How many times the span is currently entered, and since when (the outermost enter).
@@ -417,6 +420,11 @@ impl RingsideLayer {
     fn drop_reentrant(&self) {
         self.counters.reentrant.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// This layer's identity, to tell its span state from another ringside layer's.
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.counters) as usize
+    }
 }
 
 impl<S> Layer<S> for RingsideLayer
@@ -462,6 +470,9 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
+        if span.extensions().get::<SpanState>().is_some() {
+            return; // another ringside layer on this registry keeps it
+        }
         let encoded = self.with_fields(
             self.max_record / 2,
             false,
@@ -470,6 +481,7 @@ where
         );
         let (fields, truncated) = encoded.unwrap_or_else(|| (Vec::new(), true));
         span.extensions_mut().insert(SpanState {
+            owner: self.id(),
             opened: Instant::now(),
             busy_ns: 0,
             depth: 0,
@@ -487,6 +499,9 @@ where
         let Some(state) = extensions.get_mut::<SpanState>() else {
             return;
         };
+        if state.owner != self.id() {
+            return;
+        }
         let room = (self.max_record / 2).saturating_sub(state.fields.len());
         let added = self.with_fields(
             room,
@@ -503,6 +518,7 @@ where
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id)
             && let Some(state) = span.extensions_mut().get_mut::<SpanState>()
+            && state.owner == self.id()
         {
             if state.depth == 0 {
                 state.entered_at = Some(Instant::now());
@@ -514,6 +530,7 @@ where
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id)
             && let Some(state) = span.extensions_mut().get_mut::<SpanState>()
+            && state.owner == self.id()
         {
             state.depth = state.depth.saturating_sub(1);
             if state.depth == 0

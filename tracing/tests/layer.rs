@@ -323,6 +323,47 @@ proptest! {
     }
 }
 
+/// Two ringside layers on one registry (say, one per topic scheme) both write every record,
+/// and a span's fields and timings are kept once.
+#[test]
+fn two_layers_on_one_registry() {
+    let host = start_host(4096);
+    let a = RingsideLayer::builder()
+        .socket(&host.socket)
+        .fixed_topic("a")
+        .connect()
+        .expect("layer");
+    let b = RingsideLayer::builder()
+        .socket(&host.socket)
+        .fixed_topic("b")
+        .connect()
+        .expect("layer");
+    connected(&a);
+    connected(&b);
+    let subscriber = tracing_subscriber::registry().with(a).with(b);
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("s", x = 1u64);
+        span.in_scope(|| tracing::info!("inside"));
+        span.record("x", 2u64);
+    });
+    let frames = read_all(host.host.ring());
+    let mut topics: Vec<&str> = frames.iter().map(|f| f.topic.as_str()).collect();
+    topics.sort_unstable();
+    assert_eq!(topics, ["a", "a", "b", "b"]);
+    for frame in frames
+        .iter()
+        .filter(|f| f.record().kind == Kind::SpanClose as i32)
+    {
+        let values: Vec<Value> = frame
+            .record()
+            .fields
+            .into_iter()
+            .filter_map(|f| f.value)
+            .collect();
+        assert_eq!(values, [Value::U64(1), Value::U64(2)], "recorded once");
+    }
+}
+
 /// `ringside tail` decodes frames under the proto crate's prefix: the layer's default.
 #[test]
 fn default_prefix_is_the_one_tail_decodes() {
