@@ -16,9 +16,10 @@
 //! double commit or a pointer the library never returned is refused with an error instead
 //! of reaching freed memory. Nothing is ever dereferenced from the handle value itself.
 //!
-//! The tables are fixed arrays in static memory: no allocation per handle (reservations are
-//! the zero-copy fast path), memory bounded by construction, and a full table is an error
-//! (`RS_ERR_HANDLE_LIMIT`) rather than growth. Free slots sit on a lock-free stack (a
+//! The tables are fixed arrays in static, zero-initialised memory (`.bss`: untouched slots
+//! cost nothing): no allocation per handle (reservations are the zero-copy fast path),
+//! memory bounded by construction, and a full table is an error (`RS_ERR_HANDLE_LIMIT`)
+//! rather than growth. Free slots sit on a lock-free stack (a
 //! tagged Treiber stack: the tag in the head word defeats ABA) and are reused last-in,
 //! first-out, so a thread that reserves and commits in a loop keeps using the same warm slot.
 //!
@@ -84,9 +85,11 @@ impl<T> Slot<T> {
     }
 }
 
-/// A fixed table of `N` handle slots holding values of type `T`.
-pub(crate) struct HandleTable<T, const N: usize> {
-    kind: HandleKind,
+/// A fixed table of `N` handle slots holding values of type `T`, for handles whose low
+/// byte is `KIND` (a [`HandleKind`]). The kind is a type parameter rather than a field so
+/// that an empty table is all zero bytes: a `static` table then lives in `.bss` (no file
+/// size, no memory until used) instead of `.data`.
+pub(crate) struct HandleTable<T, const N: usize, const KIND: u8> {
     slots: [Slot<T>; N],
     /// Free stack head: `tag << 32 | (index + 1)`; index part 0 = empty.
     free_head: AtomicU64,
@@ -99,14 +102,14 @@ pub(crate) struct HandleTable<T, const N: usize> {
 // references only while the generation says live (T: Sync makes that sound across threads),
 // and moved out only by the one thread whose compare-exchange ended the generation. Values
 // cross threads (inserted on one, taken on another), hence T: Send.
-unsafe impl<T: Send + Sync, const N: usize> Sync for HandleTable<T, N> {}
+unsafe impl<T: Send + Sync, const N: usize, const KIND: u8> Sync for HandleTable<T, N, KIND> {}
 
-impl<T, const N: usize> HandleTable<T, N> {
+impl<T, const N: usize, const KIND: u8> HandleTable<T, N, KIND> {
     /// An empty table (usable in a `static`).
-    pub(crate) const fn new(kind: HandleKind) -> Self {
+    pub(crate) const fn new() -> Self {
         assert!(N < MAX_SLOTS, "too many slots for the handle encoding");
+        assert!(KIND != 0, "a handle kind is never 0");
         HandleTable {
-            kind,
             slots: [const { Slot::empty() }; N],
             free_head: AtomicU64::new(0),
             unused: AtomicU32::new(0),
@@ -119,12 +122,12 @@ impl<T, const N: usize> HandleTable<T, N> {
     }
 
     fn encode(&self, index: usize, generation: u32) -> usize {
-        ((generation as usize) << 32) | (index << 8) | self.kind as usize
+        ((generation as usize) << 32) | (index << 8) | KIND as usize
     }
 
     /// The slot a handle names, and the generation it carries.
     fn decode(&self, handle: usize) -> Result<(&Slot<T>, usize, u32), HandleError> {
-        if handle & 0xff != self.kind as usize {
+        if handle & 0xff != KIND as usize {
             return Err(HandleError::NotAHandle);
         }
         let index = (handle >> 8) & (MAX_SLOTS - 1);
@@ -150,7 +153,7 @@ impl<T, const N: usize> HandleTable<T, N> {
     /// Takes a free slot, to be filled with [`Vacant::insert`] (or given back when the
     /// [`Vacant`] is dropped). `None` when every slot is taken. Taking the slot first lets a
     /// caller fail before doing work (connecting, claiming ring space) it would have to undo.
-    pub(crate) fn vacant(&self) -> Option<Vacant<'_, T, N>> {
+    pub(crate) fn vacant(&self) -> Option<Vacant<'_, T, N, KIND>> {
         self.pop_free().map(|index| Vacant { table: self, index })
     }
 
@@ -279,12 +282,12 @@ impl<T, const N: usize> HandleTable<T, N> {
 
 /// A free slot taken from a [`HandleTable`], not yet holding a value. Dropping it puts the
 /// slot back.
-pub(crate) struct Vacant<'t, T, const N: usize> {
-    table: &'t HandleTable<T, N>,
+pub(crate) struct Vacant<'t, T, const N: usize, const KIND: u8> {
+    table: &'t HandleTable<T, N, KIND>,
     index: usize,
 }
 
-impl<T, const N: usize> Vacant<'_, T, N> {
+impl<T, const N: usize, const KIND: u8> Vacant<'_, T, N, KIND> {
     /// Moves `value` into the slot and returns the new live handle.
     pub(crate) fn insert(mut self, value: T) -> usize {
         // SAFETY: the pointer is this Vacant's own slot (see `as_mut_ptr`); writing drops
@@ -321,7 +324,7 @@ impl<T, const N: usize> Vacant<'_, T, N> {
     }
 }
 
-impl<T, const N: usize> Drop for Vacant<'_, T, N> {
+impl<T, const N: usize, const KIND: u8> Drop for Vacant<'_, T, N, KIND> {
     fn drop(&mut self) {
         self.table.push_free(self.index);
     }
@@ -332,9 +335,12 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    const P: u8 = HandleKind::Producer as u8;
+    const R: u8 = HandleKind::Reservation as u8;
+
     #[test]
     fn insert_get_take() {
-        let table: HandleTable<String, 4> = HandleTable::new(HandleKind::Producer);
+        let table: HandleTable<String, 4, P> = HandleTable::new();
         let h = table.insert("a".to_owned()).expect("room");
         // SAFETY: single-threaded test; nothing takes the handle while the reference lives.
         assert_eq!(unsafe { table.get(h) }.map(String::as_str), Ok("a"));
@@ -346,7 +352,7 @@ mod tests {
 
     #[test]
     fn stale_handle_does_not_reach_the_reused_slot() {
-        let table: HandleTable<u32, 1> = HandleTable::new(HandleKind::Reservation);
+        let table: HandleTable<u32, 1, R> = HandleTable::new();
         let old = table.insert(1).expect("room");
         assert_eq!(table.take(old), Ok(1));
         let new = table.insert(2).expect("the slot is free again");
@@ -358,7 +364,7 @@ mod tests {
 
     #[test]
     fn full_table_gives_the_value_back() {
-        let table: HandleTable<u32, 2> = HandleTable::new(HandleKind::Producer);
+        let table: HandleTable<u32, 2, P> = HandleTable::new();
         let a = table.insert(1).expect("room");
         let _b = table.insert(2).expect("room");
         assert_eq!(table.insert(3), Err(3));
@@ -368,8 +374,8 @@ mod tests {
 
     #[test]
     fn foreign_values_are_not_handles() {
-        let producers: HandleTable<u32, 8> = HandleTable::new(HandleKind::Producer);
-        let reservations: HandleTable<u32, 8> = HandleTable::new(HandleKind::Reservation);
+        let producers: HandleTable<u32, 8, P> = HandleTable::new();
+        let reservations: HandleTable<u32, 8, R> = HandleTable::new();
         let r = reservations.insert(1).expect("room");
         assert_eq!(producers.take(r), Err(HandleError::NotAHandle));
         for junk in [
@@ -393,7 +399,7 @@ mod tests {
 
     #[test]
     fn concurrent_insert_take_keeps_every_value_once() {
-        static TABLE: HandleTable<u64, 64> = HandleTable::new(HandleKind::Reservation);
+        static TABLE: HandleTable<u64, 64, R> = HandleTable::new();
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
                 std::thread::spawn(move || {
@@ -419,7 +425,7 @@ mod tests {
 
     #[test]
     fn concurrent_double_take_has_one_winner() {
-        let table = Arc::new(HandleTable::<u32, 4>::new(HandleKind::Reservation));
+        let table = Arc::new(HandleTable::<u32, 4, R>::new());
         for _ in 0..2_000 {
             let h = table.insert(7).expect("room");
             let wins: usize = (0..2)

@@ -194,13 +194,16 @@ struct ReservationEntry {
 }
 
 /// The open producers of this process.
-static PRODUCERS: HandleTable<ProducerEntry, RS_MAX_PRODUCERS> =
-    HandleTable::new(HandleKind::Producer);
+static PRODUCERS: HandleTable<ProducerEntry, RS_MAX_PRODUCERS, { HandleKind::Producer as u8 }> =
+    HandleTable::new();
 
 /// The outstanding reservations of this process: the pool `rs_reserve` takes
 /// a slot from instead of allocating.
-static RESERVATIONS: HandleTable<ReservationEntry, RS_MAX_RESERVATIONS> =
-    HandleTable::new(HandleKind::Reservation);
+static RESERVATIONS: HandleTable<
+    ReservationEntry,
+    RS_MAX_RESERVATIONS,
+    { HandleKind::Reservation as u8 },
+> = HandleTable::new();
 
 // A reservation may be completed on another thread than the one that made it
 // (documented for C), and producers are shared between C threads: the handle
