@@ -33,8 +33,9 @@
 //! bounded per-thread scratch buffer (allocated once per thread), its size is computed
 //! before the frame is reserved, and the record is written straight into the reservation in
 //! the ring. Records larger than the limit ([`Builder::max_record_bytes`], default 4 KiB)
-//! are cut at a character boundary and marked `truncated`. Spans cost one allocation when
-//! they open (the span's fields and timings, kept in the registry until it closes).
+//! are cut at a character boundary and marked `truncated`. Spans allocate when they open
+//! (two small allocations: the span's encoded fields, and its state in the registry's
+//! extensions, kept until it closes); events inside them do not.
 //!
 //! `log` records reach the layer through `tracing`'s log bridge (`tracing_log::LogTracer`,
 //! installed by `tracing_subscriber`'s `init()`), with their own target, level and source
