@@ -15,7 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes([".ringside.v1.Frame.payload"]);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("ringside_descriptor.bin"))
-        .compile_with_config(config, &["ringside/v1/ringside.proto"], &["."])?;
+        .compile_with_config(
+            config,
+            &["ringside/v1/ringside.proto", "ringside/v1/tracing.proto"],
+            &["."],
+        )?;
     println!("cargo:rerun-if-changed=ringside/v1/ringside.proto");
+    println!("cargo:rerun-if-changed=ringside/v1/tracing.proto");
     Ok(())
 }

@@ -1,9 +1,13 @@
 /*
- * send_bench.c: times rs_send of one payload size in batches and prints the median
- * nanoseconds per send, for benches/src/bin/ffi_send.rs, which runs it next to the same
- * loop in Rust (Producer::send) against the same ring, in the same run.
+ * send_bench.c: times one way of writing a frame of one payload size in batches and prints
+ * the median nanoseconds per frame, for benches/src/bin/ffi_send.rs, which runs it next to
+ * the same loops in Rust (Producer::send, Producer::reserve + commit) against the same ring,
+ * in the same run.
  *
- *   send_bench SOCKET PAYLOAD_BYTES BATCHES BATCH_SIZE
+ *   send_bench SOCKET PAYLOAD_BYTES BATCHES BATCH_SIZE [send|reserve]
+ *
+ * send:    rs_send(p, topic, payload, len)                  (copy in; the default)
+ * reserve: rs_reserve(p, topic, len, &r, &buf); memcpy(buf, payload, len); rs_commit(r)
  *
  * Prints "median_ns <float>" on success.
  */
@@ -26,9 +30,26 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* One frame, copied in or written in place. */
+static inline rs_status write_one(rs_producer *p, const unsigned char *payload, size_t len,
+                                  int zero_copy) {
+    if (!zero_copy) return rs_send(p, "telemetry", payload, len);
+    rs_reservation *r;
+    void *buf;
+    rs_status rc = rs_reserve(p, "telemetry", len, &r, &buf);
+    if (rc != RS_OK) return rc;
+    memcpy(buf, payload, len);
+    return rs_commit(r);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: send_bench SOCKET PAYLOAD_BYTES BATCHES BATCH_SIZE\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: send_bench SOCKET PAYLOAD_BYTES BATCHES BATCH_SIZE [send|reserve]\n");
+        return 2;
+    }
+    int zero_copy = argc == 6 && strcmp(argv[5], "reserve") == 0;
+    if (argc == 6 && !zero_copy && strcmp(argv[5], "send") != 0) {
+        fprintf(stderr, "send_bench: mode must be send or reserve\n");
         return 2;
     }
     const char *socket_path = argv[1];
@@ -55,15 +76,17 @@ int main(int argc, char **argv) {
     memset(payload, 0x5a, payload_len);
     /* Warm-up: one batch not timed. */
     for (long i = 0; i < batch_size; i++) {
-        if (rs_send(p, "telemetry", payload, payload_len) != RS_OK) {
-            fprintf(stderr, "send_bench: send failed\n");
+        if (write_one(p, payload, payload_len, zero_copy) != RS_OK) {
+            char why[256];
+            rs_last_error(why, sizeof why);
+            fprintf(stderr, "send_bench: write failed: %s\n", why);
             return 1;
         }
     }
     for (long b = 0; b < batches; b++) {
         double start = now_ns();
         for (long i = 0; i < batch_size; i++) {
-            rs_send(p, "telemetry", payload, payload_len);
+            write_one(p, payload, payload_len, zero_copy);
         }
         per_send[b] = (now_ns() - start) / (double)batch_size;
     }

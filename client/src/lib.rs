@@ -46,7 +46,9 @@ mod stats;
 pub use error::SendError;
 pub use producer::{Producer, ProducerOptions};
 pub use reservation::Reservation;
-pub use ringside_ring::handshake::{ConnectError, HANDSHAKE_TIMEOUT, RefusalReason};
+pub use ringside_ring::handshake::{
+    ConnectError, ConnectErrorKind, HANDSHAKE_TIMEOUT, RefusalReason,
+};
 pub use ringside_ring::layout::{FORMAT_VERSION, MAX_TOPIC_LEN};
 pub use ringside_ring::shm::RingError;
 pub use ringside_ring::{DEFAULT_SOCKET_PATH, SOCKET_ENV, socket_path_from_env};

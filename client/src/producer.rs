@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{MsgFlags, Shutdown, shutdown};
 use ringside_ring::doorbell::DoorbellClient;
-use ringside_ring::handshake::{self, ConnectError, RingOffer, recv_message};
+use ringside_ring::handshake::{self, ConnectError, ConnectErrorKind, RingOffer, recv_message};
 use ringside_ring::layout::{FLAG_PAYLOAD_UNCHECKED, MAX_TOPIC_LEN};
 use ringside_ring::writer::{FrameHeaderFields, WritableRing};
 
@@ -44,7 +44,8 @@ pub(crate) struct Shared {
     /// The live connection, so Drop can shut it down and wake the background thread.
     connection: Mutex<Option<Arc<OwnedFd>>>,
     wake: (Mutex<()>, Condvar),
-    last_error: Mutex<Option<String>>,
+    /// The last connection problem, cleared by a successful handshake.
+    last_error: Mutex<Option<(ConnectErrorKind, String)>>,
     pub(crate) frame_flags: u16,
 }
 
@@ -151,7 +152,7 @@ impl Producer {
         match handshake(&shared) {
             Ok(()) => {}
             Err(err) if err.is_permanent() => return Err(err),
-            Err(err) => shared.set_error(err.to_string()),
+            Err(err) => shared.set_error(&err),
         }
         let worker_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -314,9 +315,24 @@ impl Producer {
         self.shared.rings.current().map(|(_, ring)| ring.ring_id())
     }
 
-    /// The last connection problem, for diagnostics.
+    /// Why the producer is not connected: the last connection attempt's error, cleared
+    /// when a handshake succeeds. For diagnostics.
     pub fn last_error(&self) -> Option<String> {
-        self.shared.last_error.lock().ok().and_then(|e| e.clone())
+        self.shared
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(|(_, text)| text.clone()))
+    }
+
+    /// The kind of [`Producer::last_error`] (e.g. a handshake that timed out), for code that
+    /// maps it to its own error codes.
+    pub fn last_error_kind(&self) -> Option<ConnectErrorKind> {
+        self.shared
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(|(kind, _)| *kind))
     }
 
     /// Blocks until connected to a sidecar or `timeout` passes. For tools and tests; the
@@ -334,9 +350,9 @@ impl Producer {
 }
 
 impl Shared {
-    fn set_error(&self, text: String) {
+    fn set_error(&self, err: &ConnectError) {
         if let Ok(mut slot) = self.last_error.lock() {
-            *slot = Some(text);
+            *slot = Some((err.kind(), err.to_string()));
         }
     }
 
@@ -368,6 +384,11 @@ fn handshake(shared: &Shared) -> Result<(), ConnectError> {
                 "this producer already switched rings {MAX_RING_SWITCHES} times; restart it"
             )));
         }
+        if current.is_some() {
+            // The sidecar did not adopt the ring written since the last one went away:
+            // what this producer published into it since then is gone.
+            shared.counters.count_ring_replaced();
+        }
     }
     shared
         .doorbell
@@ -381,6 +402,9 @@ fn handshake(shared: &Shared) -> Result<(), ConnectError> {
     shared.sidecar_connected.store(true, Ordering::Relaxed);
     if let Ok(mut slot) = shared.connection.lock() {
         *slot = Some(Arc::new(admission.connection));
+    }
+    if let Ok(mut slot) = shared.last_error.lock() {
+        *slot = None;
     }
     Ok(())
 }
@@ -402,6 +426,7 @@ fn maintain(shared: Arc<Shared>) {
             // Keep writing into the ring (a restarted sidecar adopts it); stop ringing a
             // doorbell nobody listens to.
             shared.sidecar_connected.store(false, Ordering::Relaxed);
+            shared.counters.mark_detached();
             shared.doorbell.detach();
             backoff = BACKOFF_START;
             continue;
@@ -413,7 +438,7 @@ fn maintain(shared: Arc<Shared>) {
         match handshake(&shared) {
             Ok(()) => backoff = BACKOFF_START,
             Err(err) => {
-                shared.set_error(err.to_string());
+                shared.set_error(&err);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }

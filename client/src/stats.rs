@@ -20,6 +20,13 @@ pub struct ProducerStats {
     pub discarded: u64,
     /// Successful handshakes after the first.
     pub reconnects: u64,
+    /// Frames published (and counted in `sent`) after the sidecar went away, into a ring
+    /// the next sidecar did not adopt: it was started with another `--ring-size` or
+    /// `--max-payload`, or created a fresh ring before this producer offered its own. No
+    /// subscriber can receive them. Counted when the producer switches to the new ring;
+    /// exact except for writes racing with the moment the producer notices the old
+    /// sidecar's end (microseconds after it died) or the switch itself.
+    pub lost_ring_replaced: u64,
 }
 
 /// Exclusive per-thread counter slots: thread `i` (numbered on first use) owns slot `i`
@@ -57,6 +64,9 @@ pub(crate) struct Counters {
     pub(crate) invalid_topic: AtomicU64,
     pub(crate) discarded: AtomicU64,
     pub(crate) reconnects: AtomicU64,
+    pub(crate) lost_ring_replaced: AtomicU64,
+    /// `sent` when the last sidecar connection ended.
+    sent_at_detach: AtomicU64,
 }
 
 impl Counters {
@@ -69,7 +79,24 @@ impl Counters {
             invalid_topic: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            lost_ring_replaced: AtomicU64::new(0),
+            sent_at_detach: AtomicU64::new(0),
         }
+    }
+
+    /// Notes where `sent` stood when the sidecar connection ended.
+    pub(crate) fn mark_detached(&self) {
+        self.sent_at_detach
+            .store(self.snapshot().sent, Ordering::Relaxed);
+    }
+
+    /// The ring written since the last detach was replaced: everything sent since is lost.
+    pub(crate) fn count_ring_replaced(&self) {
+        let lost = self
+            .snapshot()
+            .sent
+            .saturating_sub(self.sent_at_detach.load(Ordering::Relaxed));
+        self.lost_ring_replaced.fetch_add(lost, Ordering::Relaxed);
     }
 
     #[inline]
@@ -113,6 +140,7 @@ impl Counters {
             dropped_invalid_topic: self.invalid_topic.load(Ordering::Relaxed),
             discarded: self.discarded.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            lost_ring_replaced: self.lost_ring_replaced.load(Ordering::Relaxed),
         }
     }
 }

@@ -78,7 +78,7 @@ int main(int argc, char **argv) {
         printf("sent mem/free %s\n", sample);
     }
 
-    rs_stats stats;
+    rs_stats stats = RS_STATS_INIT;
     rc = rs_producer_stats(p, &stats);
     if (rc != RS_OK)
         exit_code = fail("rs_producer_stats", rc);
@@ -90,6 +90,7 @@ int main(int argc, char **argv) {
                 (unsigned long long)stats.sent, (unsigned long long)stats.sent_bytes,
                 (unsigned long long)stats.dropped_not_connected,
                 (unsigned long long)stats.dropped_too_large);
-    rs_producer_close(p);
+    rc = rs_producer_close(p);
+    if (rc != RS_OK && exit_code == 0) exit_code = fail("rs_producer_close", rc);
     return exit_code;
 }

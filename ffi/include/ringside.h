@@ -2,16 +2,28 @@
  * ringside.h: C API of the ringside shared-memory telemetry producer.
  * SPDX-License-Identifier: Apache-2.0
  *
- * Link with -lringside (pkg-config: `pkg-config --cflags --libs ringside`).
- * For the static library also link -lpthread -ldl -lm.
+ * Language: C99 or later, or C++11 or later (compiles warning-free with
+ * -pedantic -Wall -Wextra). Includes only <stdbool.h>, <stddef.h>, <stdint.h>.
+ *
+ * Link: `pkg-config --cflags --libs ringside` (shared, SONAME libringside.so.0)
+ * or `pkg-config --static --cflags --libs ringside` (libringside.a plus
+ * -lpthread -ldl -lm). ffi/install.sh installs the library, this header and
+ * ringside.pc under a prefix.
  *
  * Return codes: every fallible function returns an rs_status (int32_t): RS_OK
  * (0) or a distinct negative code. rs_strerror() describes a code;
  * rs_last_error() copies the detailed text of the last failure on the calling
  * thread into your buffer. Successful calls do not clear it (like errno).
  *
+ * Handles: rs_producer * and rs_reservation * are opaque handles, checked on
+ * every call: use after close, a second close, a second commit or discard, or
+ * a value the library never returned gives RS_ERR_BAD_HANDLE, never a crash.
+ * At most RS_MAX_PRODUCERS producers and RS_MAX_RESERVATIONS outstanding
+ * reservations per process (RS_ERR_HANDLE_LIMIT).
+ *
  * Memory: nothing is ever freed across the boundary. Handles are created and
- * freed only by this library; returned strings are static.
+ * released only by this library; returned strings are static. rs_reserve does
+ * not allocate.
  *
  * Threads: one rs_producer may be used by any number of threads at once
  * (rs_send, rs_send_at, rs_reserve, rs_producer_stats, ...); close it once,
@@ -19,10 +31,21 @@
  * (rs_commit or rs_discard, exactly once) on any thread, also after its
  * producer was closed: it keeps the ring mapped itself.
  *
- * Signals: only rs_strerror() and rs_version() are async-signal-safe. The
- * others may allocate (error text) or take locks; from a signal handler, hand
- * the data to a normal thread. After fork(), do not use a parent's handle in
- * the child; connect a new producer there.
+ * Blocking: the send path (rs_send, rs_send_at, rs_reserve, rs_commit,
+ * rs_discard) never blocks. The longest block is rs_producer_connect: at most
+ * 2 s, on a peer that accepts and never answers the handshake.
+ * rs_producer_close waits at most about 200 ms for its background thread.
+ *
+ * Signals: the send path is NOT async-signal-safe; only rs_strerror() and
+ * rs_version() are. The others may allocate (error text) or take locks; from a
+ * signal handler, hand the data to a normal thread.
+ *
+ * fork: a child must not use its parent's handles; every call with one returns
+ * RS_ERR_FORKED (rs_producer_close releases the child's copy without touching
+ * the parent's connection). Connect a new producer in the child.
+ *
+ * Versioned structs: set rs_stats.size to sizeof(rs_stats) before
+ * rs_producer_stats (rs_stats s = RS_STATS_INIT;); fields are only appended.
  *
  * Panics never unwind into C: they are caught and returned as RS_ERR_PANIC.
  */
@@ -35,11 +58,33 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+/*
+ * Initialiser for an rs_stats whose size field is set for this header:
+ *   rs_stats s = RS_STATS_INIT;
+ *   rs_producer_stats(p, &s);
+ */
+#define RS_STATS_INIT \
+    { (uint32_t)sizeof(rs_stats), false, false, {0, 0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
 
 /**
  * Longest topic in bytes (a topic is 1 to 255 bytes of UTF-8).
  */
 #define RS_MAX_TOPIC_LEN 255
+
+/**
+ * Most producers one process can have open at once (`RS_ERR_HANDLE_LIMIT`
+ * past that). Each one is also a connection the sidecar counts against its
+ * `--max-producers`.
+ */
+#define RS_MAX_PRODUCERS 1024
+
+/**
+ * Most reservations one process can have outstanding (reserved, neither
+ * committed nor discarded) at once, over all its producers and threads
+ * (`RS_ERR_HANDLE_LIMIT` past that).
+ */
+#define RS_MAX_RESERVATIONS 4096
 
 /**
  * Major version of this header; compare with what `rs_version()` reports to
@@ -118,7 +163,8 @@ enum rs_status
      */
     RS_ERR_REFUSED_SHUTTING_DOWN = -9,
     /**
-     * The peer on the socket did not speak the ringside handshake protocol.
+     * The peer on the socket did not speak the ringside handshake protocol
+     * (it answered with something that is not a ringside Welcome).
      */
     RS_ERR_PROTOCOL = -10,
     /**
@@ -141,6 +187,40 @@ enum rs_status
      * seals, wrong size); the producer refuses to write into it.
      */
     RS_ERR_BAD_RING = -14,
+    /**
+     * The handle is not a live handle of the expected type: a producer that
+     * was already closed, a reservation that was already committed or
+     * discarded, or a value this library never returned. Nothing was done.
+     */
+    RS_ERR_BAD_HANDLE = -15,
+    /**
+     * The handle was created by the parent process before `fork()`. A child
+     * must not write through its parent's producer (its frames would carry the
+     * parent's id, and closing it would shut the parent's connection): connect
+     * a new producer in the child. `rs_producer_close` in the child releases
+     * the child's copy of the handle without touching the parent's connection
+     * and also returns this code.
+     */
+    RS_ERR_FORKED = -16,
+    /**
+     * A peer accepted the connection but did not complete the handshake within
+     * 2 s (a wedged or overloaded sidecar, or something else listening on the
+     * path). The producer keeps retrying in the background. Returned by
+     * `rs_producer_wait_connected` when that was the last attempt's problem.
+     */
+    RS_ERR_HANDSHAKE_TIMEOUT = -17,
+    /**
+     * The socket path is not a ringside socket: something else (a SOCK_STREAM
+     * or SOCK_DGRAM socket, or a file that is not a socket) is at that path.
+     */
+    RS_ERR_NOT_RINGSIDE = -18,
+    /**
+     * Too many live handles in this process: `RS_MAX_PRODUCERS` open
+     * producers or `RS_MAX_RESERVATIONS` outstanding reservations. Close
+     * producers, or commit or discard reservations, before making more.
+     * Nothing was reserved or connected.
+     */
+    RS_ERR_HANDLE_LIMIT = -19,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -156,30 +236,54 @@ typedef int32_t rs_status;
  *
  * Create with `rs_producer_connect`, destroy with `rs_producer_close`.
  * Safe to share between threads (see the thread rules in the file comment).
+ * The pointer is a handle, not an address: never dereference it.
  */
 typedef struct rs_producer rs_producer;
 
 /**
  * Opaque handle to a frame reserved in the ring and being filled in place.
  *
- * Created by `rs_reserve`; completed (and freed) by exactly one call to
- * `rs_commit` or `rs_discard`. Until then, readers wait on this frame for at
- * most the sidecar's stall timeout and then skip it as abandoned, so fill it
- * promptly and never leak it. The reservation owns references to the ring
- * mapping and the producer's counters, so it does not depend on the
- * `rs_producer` it came from staying open.
+ * Created by `rs_reserve`; completed by exactly one call to `rs_commit` or
+ * `rs_discard`. Until then, readers wait on this frame for at most the
+ * sidecar's stall timeout and then skip it as abandoned, so fill it promptly
+ * and never leak it. The reservation owns references to the ring mapping and
+ * the producer's counters, so it does not depend on the `rs_producer` it came
+ * from staying open. The pointer is a handle, not an address.
  */
 typedef struct rs_reservation rs_reservation;
 
 /**
  * Producer counters, filled by `rs_producer_stats`.
  *
+ * Versioned by size: set `size` to `sizeof(rs_stats)` (or initialise with
+ * `RS_STATS_INIT`) before the call; the library fills the fields that fit
+ * and sets `size` to the bytes it filled. New fields are only ever appended,
+ * 8 bytes each.
+ *
  * Every frame passed to `rs_send`/`rs_send_at`/`rs_reserve` is counted in
  * exactly one of `sent`, `discarded` or a `dropped_*` counter, except calls
- * refused at the boundary (`RS_ERR_INVALID_ARGUMENT`, or a topic that is not
- * UTF-8), which never reach the producer.
+ * refused at the boundary (`RS_ERR_INVALID_ARGUMENT`, `RS_ERR_BAD_HANDLE`,
+ * `RS_ERR_FORKED`, `RS_ERR_HANDLE_LIMIT`, or a topic that is not UTF-8),
+ * which never reach the producer.
  */
 typedef struct rs_stats {
+    /**
+     * In: the caller's `sizeof(rs_stats)`. Out: the bytes the library filled.
+     */
+    uint32_t size;
+    /**
+     * True once a ring is mapped: sends land in it, even while the sidecar
+     * restarts (a restarted sidecar adopts the same ring).
+     */
+    bool connected;
+    /**
+     * True while a sidecar is connected right now.
+     */
+    bool sidecar_connected;
+    /**
+     * Always 0.
+     */
+    uint8_t reserved[2];
     /**
      * Frames published into the ring.
      */
@@ -222,14 +326,12 @@ typedef struct rs_stats {
      */
     uint64_t ring_id;
     /**
-     * True once a ring is mapped: sends land in it, even while the sidecar
-     * restarts (a restarted sidecar adopts the same ring).
+     * Frames counted in `sent` that no subscriber can ever receive: written
+     * after the sidecar went away, into a ring the restarted sidecar did not
+     * adopt (it was started with another `--ring-size` or `--max-payload`).
+     * Counted when the producer switches to the new ring.
      */
-    bool connected;
-    /**
-     * True while a sidecar is connected right now.
-     */
-    bool sidecar_connected;
+    uint64_t lost_ring_replaced;
 } rs_stats;
 
 #ifdef __cplusplus
@@ -245,18 +347,25 @@ extern "C" {
  *
  * When no sidecar is listening yet, this still succeeds: the producer is
  * returned disconnected, keeps retrying in the background, and sends fail
- * with `RS_ERR_NOT_CONNECTED` (counted) until a sidecar appears. It fails only
- * for definite refusals (`RS_ERR_REFUSED_*`), protocol errors, I/O errors
- * that retrying cannot fix, and unsupported platforms.
+ * with `RS_ERR_NOT_CONNECTED` (counted) until a sidecar appears. The same
+ * holds for a peer that accepts the connection but does not answer the
+ * handshake within 2 s (a wedged sidecar): this call then blocks for those
+ * 2 s, the longest it ever blocks, and `rs_producer_wait_connected` reports
+ * `RS_ERR_HANDSHAKE_TIMEOUT`. It fails only for definite refusals
+ * (`RS_ERR_REFUSED_*`), a path that is not a ringside socket, protocol
+ * errors, and unsupported platforms.
  *
  * On success `*out` receives a new handle, to be released with
  * `rs_producer_close`. On failure `*out` is set to NULL (when `out` is not
  * NULL). Errors: `RS_ERR_INVALID_ARGUMENT` when `out` is NULL or the path is
  * empty or too long for a Unix socket (over 107 bytes);
  * `RS_ERR_REFUSED_*` when the sidecar refuses this producer;
- * `RS_ERR_PROTOCOL` when the peer is not a ringside sidecar;
+ * `RS_ERR_NOT_RINGSIDE` when the path is a socket of another kind (not
+ * SOCK_SEQPACKET) or not a socket; `RS_ERR_PROTOCOL` when the peer answers
+ * with something that is not a ringside Welcome;
  * `RS_ERR_BAD_RING` / `RS_ERR_UNSUPPORTED` when the ring handed over cannot
- * be used; `RS_ERR_IO` when the producer's thread cannot be started.
+ * be used; `RS_ERR_IO` when the producer's thread cannot be started;
+ * `RS_ERR_HANDLE_LIMIT` when `RS_MAX_PRODUCERS` producers are open.
  * Use `rs_producer_connection_error` to see why a producer that connected
  * "successfully" has not reached a sidecar yet.
  *
@@ -267,18 +376,23 @@ extern "C" {
 rs_status rs_producer_connect(const char *socket_path, struct rs_producer **out);
 
 /**
- * Closes a producer handle and frees it. NULL is a no-op.
+ * Closes a producer handle. NULL is a no-op (returns `RS_OK`).
  *
  * Frames already committed stay in the ring and are served normally.
  * Outstanding reservations stay valid (they keep the ring mapped) and must
- * still be committed or discarded. The handle must not be used after
- * this call, by any thread.
+ * still be committed or discarded. Blocks at most about 200 ms (normally
+ * about a millisecond) while the producer's background thread stops.
+ *
+ * Errors: `RS_ERR_BAD_HANDLE` when `p` was already closed or is not a
+ * producer handle (nothing is done); `RS_ERR_FORKED` in a child process on a
+ * handle its parent created: the child's copy is released without shutting
+ * down the parent's connection.
  *
  * # Safety
- * `p` must be NULL or a handle from `rs_producer_connect` that has not been
- * closed, and no other thread may be using it.
+ * No other thread may be using `p` (close once, after every other use of the
+ * handle has returned).
  */
-void rs_producer_close(struct rs_producer *p);
+rs_status rs_producer_close(struct rs_producer *p);
 
 /**
  * Publishes one frame: copies `len` bytes at `data` into the ring under
@@ -286,12 +400,13 @@ void rs_producer_close(struct rs_producer *p);
  *
  * Never blocks and never waits for readers. `data` may be NULL when `len` is
  * 0. Errors: `RS_ERR_INVALID_ARGUMENT` (NULL `p` or `topic`, NULL `data` with
- * `len > 0`, `len > PTRDIFF_MAX`), `RS_ERR_INVALID_TOPIC`, `RS_ERR_TOO_LARGE`,
- * `RS_ERR_NOT_CONNECTED`, `RS_ERR_PANIC`.
+ * `len > 0`, `len > PTRDIFF_MAX`), `RS_ERR_BAD_HANDLE`, `RS_ERR_FORKED`,
+ * `RS_ERR_INVALID_TOPIC`, `RS_ERR_TOO_LARGE`, `RS_ERR_NOT_CONNECTED`,
+ * `RS_ERR_PANIC`.
  *
  * # Safety
- * `p` must be NULL or a live handle; `topic` NULL or NUL-terminated; `data`
- * valid for reads of `len` bytes when `len > 0`.
+ * `p` must not be closed by another thread during the call; `topic` NULL or
+ * NUL-terminated; `data` valid for reads of `len` bytes when `len > 0`.
  */
 rs_status rs_send(const struct rs_producer *p, const char *topic, const void *data, size_t len);
 
@@ -320,17 +435,19 @@ rs_status rs_send_at(const struct rs_producer *p,
  * the reservation with exactly one `rs_commit` (publish) or `rs_discard`
  * (readers skip it); after that the buffer must not be touched.
  *
- * Readers cannot pass an uncommitted frame for longer than the sidecar's
- * stall timeout (about 100 ms); after that they skip it as abandoned, so keep
- * the window between reserve and commit short.
+ * Does not allocate: the reservation takes a slot of a fixed per-process
+ * pool of `RS_MAX_RESERVATIONS`. Readers cannot pass an uncommitted frame
+ * for longer than the sidecar's stall timeout (about 100 ms); after that they
+ * skip it as abandoned, so keep the window between reserve and commit short.
  *
- * On failure `*out` and `*buf` are set to NULL (when not NULL themselves).
- * Errors: as for `rs_send`, plus `RS_ERR_INVALID_ARGUMENT` when `out` or `buf`
- * is NULL.
+ * On failure `*out` and `*buf` are set to NULL (each one that is not NULL
+ * itself). Errors: as for `rs_send`, plus `RS_ERR_INVALID_ARGUMENT` when
+ * `out` or `buf` is NULL, and `RS_ERR_HANDLE_LIMIT` when
+ * `RS_MAX_RESERVATIONS` reservations are outstanding (nothing is reserved).
  *
  * # Safety
- * `p` must be NULL or a live handle; `topic` NULL or NUL-terminated; `out`
- * and `buf` NULL or valid for writing one pointer each.
+ * `p` must not be closed by another thread during the call; `topic` NULL or
+ * NUL-terminated; `out` and `buf` NULL or valid for writing one pointer each.
  */
 rs_status rs_reserve(const struct rs_producer *p,
                      const char *topic,
@@ -339,23 +456,25 @@ rs_status rs_reserve(const struct rs_producer *p,
                      void **buf);
 
 /**
- * Publishes a reserved frame and frees the reservation handle.
+ * Publishes a reserved frame and ends the reservation handle.
  *
- * Errors: `RS_ERR_INVALID_ARGUMENT` when `r` is NULL. After this call `r`
- * and the buffer from `rs_reserve` must not be used.
+ * Errors: `RS_ERR_INVALID_ARGUMENT` when `r` is NULL; `RS_ERR_BAD_HANDLE`
+ * when it was already committed or discarded, or is not a reservation
+ * handle (nothing is published); `RS_ERR_FORKED` in a child on its parent's
+ * reservation. After this call `r` and the buffer from `rs_reserve` must not
+ * be used.
  *
  * # Safety
- * `r` must be NULL or a reservation from `rs_reserve` that was neither
- * committed nor discarded.
+ * No other thread may use `r` during the call.
  */
 rs_status rs_commit(struct rs_reservation *r);
 
 /**
  * Abandons a reserved frame (readers skip it; counted in
- * `rs_stats.discarded`) and frees the reservation handle.
+ * `rs_stats.discarded`) and ends the reservation handle.
  *
- * Errors: `RS_ERR_INVALID_ARGUMENT` when `r` is NULL. After this call `r`
- * and the buffer from `rs_reserve` must not be used.
+ * Errors: as for `rs_commit`. After this call `r` and the buffer from
+ * `rs_reserve` must not be used.
  *
  * # Safety
  * As for `rs_commit`.
@@ -366,47 +485,61 @@ rs_status rs_discard(struct rs_reservation *r);
  * Sets the timestamp (ns) a reservation will be published with; by default
  * it is the time of `rs_reserve`.
  *
- * Errors: `RS_ERR_INVALID_ARGUMENT` when `r` is NULL.
+ * Errors: `RS_ERR_INVALID_ARGUMENT` when `r` is NULL; `RS_ERR_BAD_HANDLE`
+ * when it was already committed or discarded, or is not a reservation
+ * handle; `RS_ERR_FORKED` in a child on its parent's reservation.
  *
  * # Safety
- * `r` must be NULL or a reservation from `rs_reserve` that was neither
- * committed nor discarded, not used concurrently by another thread.
+ * No other thread may use `r` during the call.
  */
 rs_status rs_reservation_set_timestamp(struct rs_reservation *r, uint64_t timestamp_ns);
 
 /**
  * Copies the producer's counters and connection state into `*out`.
  *
- * Errors: `RS_ERR_INVALID_ARGUMENT` when `p` or `out` is NULL.
+ * Set `out->size` to `sizeof(rs_stats)` first (`rs_stats s = RS_STATS_INIT;`).
+ * The library writes only the first `out->size` bytes (whole fields) and sets
+ * `out->size` to the number of bytes it filled, which is smaller than the
+ * caller's size when the library is older than the caller's header.
+ *
+ * Errors: `RS_ERR_INVALID_ARGUMENT` when `p` or `out` is NULL, or
+ * `out->size` is smaller than 8; `RS_ERR_BAD_HANDLE`; `RS_ERR_FORKED`.
  *
  * # Safety
- * `p` must be NULL or a live handle; `out` NULL or valid for writing one
- * `rs_stats`.
+ * `p` must not be closed by another thread during the call; `out` NULL or
+ * valid for reading and writing `out->size` bytes.
  */
 rs_status rs_producer_stats(const struct rs_producer *p, struct rs_stats *out);
 
 /**
  * Waits up to `timeout_ms` milliseconds for a sidecar connection.
  *
- * Returns `RS_OK` as soon as a sidecar is connected, `RS_ERR_NOT_CONNECTED`
- * when the time runs out. Sending never needs this (it never waits); it is
- * for tools and tests that want to know their first frames will land.
- * Errors: `RS_ERR_INVALID_ARGUMENT` when `p` is NULL.
+ * Returns `RS_OK` as soon as a sidecar is connected. Sending never needs
+ * this (it never waits); it is for tools and tests that want to know their
+ * first frames will land. When the time runs out, the code and the text
+ * (`rs_last_error`) say why no sidecar is connected, from the producer's
+ * last connection attempt: `RS_ERR_HANDSHAKE_TIMEOUT` (a peer accepted and
+ * did not answer), `RS_ERR_NOT_RINGSIDE`, `RS_ERR_REFUSED_*` (e.g. the
+ * sidecar is at `--max-producers`), or `RS_ERR_NOT_CONNECTED` (e.g. nothing
+ * listens at the path). The producer keeps retrying either way.
+ * Errors: also `RS_ERR_INVALID_ARGUMENT` when `p` is NULL,
+ * `RS_ERR_BAD_HANDLE`, `RS_ERR_FORKED`.
  *
  * # Safety
- * `p` must be NULL or a live handle.
+ * `p` must not be closed by another thread during the call.
  */
 rs_status rs_producer_wait_connected(const struct rs_producer *p, uint32_t timeout_ms);
 
 /**
  * Copies the producer's most recent connection problem (why it is not
- * connected, e.g. "No such file or directory" for a missing socket) into
- * `buf`, with the same conventions as `rs_last_error`. Returns the full
- * length, or 0 (writing "") when there was none or `p` is NULL.
+ * connected, e.g. "No such file or directory" for a missing socket, or a
+ * handshake that timed out) into `buf`, with the same conventions as
+ * `rs_last_error`. Returns the full length, or 0 (writing "") when there is
+ * none (a successful handshake clears it) or `p` is not a live handle.
  *
  * # Safety
- * `p` must be NULL or a live handle; `buf` NULL or valid for writing `len`
- * bytes.
+ * `p` must not be closed by another thread during the call; `buf` NULL or
+ * valid for writing `len` bytes.
  */
 size_t rs_producer_connection_error(const struct rs_producer *p, char *buf, size_t len);
 
@@ -456,6 +589,11 @@ const char *rs_version(uint32_t *major, uint32_t *minor, uint32_t *patch);
  * can test their handling of `RS_ERR_PANIC`, which correct use of the other
  * functions should never produce. (The panic message is also printed to
  * stderr by the Rust runtime.)
+ *
+ * # Panics
+ *
+ * Always, on purpose, inside the library's panic guard: the test that a panic becomes
+ * `RS_ERR_PANIC` instead of unwinding into C.
  */
 rs_status rs_selftest_panic(void);
 

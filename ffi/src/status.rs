@@ -5,7 +5,9 @@ use std::cell::RefCell;
 use std::ffi::{CStr, c_char};
 use std::fmt;
 
-use ringside_client::{ConnectError, RefusalReason, RingError, SendError};
+use ringside_client::{ConnectError, ConnectErrorKind, RefusalReason, RingError, SendError};
+
+use crate::handles::{HandleError, HandleKind};
 
 /// Status code returned by every fallible `rs_*` function.
 ///
@@ -44,7 +46,8 @@ pub enum rs_status {
     RS_ERR_REFUSED_RING = -8,
     /// The sidecar refused this producer because it is shutting down.
     RS_ERR_REFUSED_SHUTTING_DOWN = -9,
-    /// The peer on the socket did not speak the ringside handshake protocol.
+    /// The peer on the socket did not speak the ringside handshake protocol
+    /// (it answered with something that is not a ringside Welcome).
     RS_ERR_PROTOCOL = -10,
     /// An operating-system call failed (details in `rs_last_error()`).
     RS_ERR_IO = -11,
@@ -58,11 +61,35 @@ pub enum rs_status {
     /// The ring the sidecar handed over failed validation (bad header, missing
     /// seals, wrong size); the producer refuses to write into it.
     RS_ERR_BAD_RING = -14,
+    /// The handle is not a live handle of the expected type: a producer that
+    /// was already closed, a reservation that was already committed or
+    /// discarded, or a value this library never returned. Nothing was done.
+    RS_ERR_BAD_HANDLE = -15,
+    /// The handle was created by the parent process before `fork()`. A child
+    /// must not write through its parent's producer (its frames would carry the
+    /// parent's id, and closing it would shut the parent's connection): connect
+    /// a new producer in the child. `rs_producer_close` in the child releases
+    /// the child's copy of the handle without touching the parent's connection
+    /// and also returns this code.
+    RS_ERR_FORKED = -16,
+    /// A peer accepted the connection but did not complete the handshake within
+    /// 2 s (a wedged or overloaded sidecar, or something else listening on the
+    /// path). The producer keeps retrying in the background. Returned by
+    /// `rs_producer_wait_connected` when that was the last attempt's problem.
+    RS_ERR_HANDSHAKE_TIMEOUT = -17,
+    /// The socket path is not a ringside socket: something else (a SOCK_STREAM
+    /// or SOCK_DGRAM socket, or a file that is not a socket) is at that path.
+    RS_ERR_NOT_RINGSIDE = -18,
+    /// Too many live handles in this process: `RS_MAX_PRODUCERS` open
+    /// producers or `RS_MAX_RESERVATIONS` outstanding reservations. Close
+    /// producers, or commit or discard reservations, before making more.
+    /// Nothing was reserved or connected.
+    RS_ERR_HANDLE_LIMIT = -19,
 }
 
 impl rs_status {
     /// All codes.
-    pub(crate) const ALL: [rs_status; 15] = [
+    pub(crate) const ALL: [rs_status; 20] = [
         rs_status::RS_OK,
         rs_status::RS_ERR_INVALID_ARGUMENT,
         rs_status::RS_ERR_NOT_CONNECTED,
@@ -78,6 +105,11 @@ impl rs_status {
         rs_status::RS_ERR_UNSUPPORTED,
         rs_status::RS_ERR_PANIC,
         rs_status::RS_ERR_BAD_RING,
+        rs_status::RS_ERR_BAD_HANDLE,
+        rs_status::RS_ERR_FORKED,
+        rs_status::RS_ERR_HANDSHAKE_TIMEOUT,
+        rs_status::RS_ERR_NOT_RINGSIDE,
+        rs_status::RS_ERR_HANDLE_LIMIT,
     ];
 
     /// The code for an integer, if it is one of ours.
@@ -117,6 +149,19 @@ impl rs_status {
             rs_status::RS_ERR_UNSUPPORTED => c"unsupported on this platform",
             rs_status::RS_ERR_PANIC => c"internal error: a panic was caught at the C boundary",
             rs_status::RS_ERR_BAD_RING => c"the ring from the sidecar failed validation",
+            rs_status::RS_ERR_BAD_HANDLE => {
+                c"not a live handle (already closed, committed or discarded, or never returned by this library)"
+            }
+            rs_status::RS_ERR_FORKED => {
+                c"handle created by the parent before fork(); connect a new producer in the child"
+            }
+            rs_status::RS_ERR_HANDSHAKE_TIMEOUT => {
+                c"the peer accepted but did not answer the handshake in time (2 s)"
+            }
+            rs_status::RS_ERR_NOT_RINGSIDE => c"not a ringside socket (expected SOCK_SEQPACKET)",
+            rs_status::RS_ERR_HANDLE_LIMIT => {
+                c"too many open producers or outstanding reservations in this process"
+            }
         }
     }
 }
@@ -139,6 +184,24 @@ pub(crate) enum Failure {
     TopicNotUtf8,
     /// A connect failure (rare path; owns its text).
     Connect { code: rs_status, text: String },
+    /// A handle that is not live (closed, completed, or never ours).
+    BadHandle { kind: HandleKind, why: HandleError },
+    /// A handle from the parent process used in a child after fork().
+    Forked {
+        kind: HandleKind,
+        parent: u32,
+        child: u32,
+        released: bool,
+    },
+    /// A handle table is full.
+    HandleLimit { kind: HandleKind, max: usize },
+    /// `rs_stats.size` is too small to hold the struct's first fields.
+    StatsSize { size: u32 },
+    /// No sidecar connected within the wait; the last attempt's problem, if any.
+    WaitTimedOut {
+        ms: u32,
+        last: Option<(ConnectErrorKind, String)>,
+    },
     /// A panic caught at the boundary.
     Panic(String),
 }
@@ -171,12 +234,10 @@ impl From<ConnectError> for Failure {
                 RefusalReason::RingRejected => rs_status::RS_ERR_REFUSED_RING,
                 RefusalReason::ShuttingDown => rs_status::RS_ERR_REFUSED_SHUTTING_DOWN,
             },
-            ConnectError::Protocol(_) | ConnectError::NotRingside { .. } => {
-                rs_status::RS_ERR_PROTOCOL
-            }
-            ConnectError::Io { .. } | ConnectError::HandshakeTimedOut { .. } => {
-                rs_status::RS_ERR_IO
-            }
+            ConnectError::Protocol(_) => rs_status::RS_ERR_PROTOCOL,
+            ConnectError::NotRingside { .. } => rs_status::RS_ERR_NOT_RINGSIDE,
+            ConnectError::HandshakeTimedOut { .. } => rs_status::RS_ERR_HANDSHAKE_TIMEOUT,
+            ConnectError::Io { .. } => rs_status::RS_ERR_IO,
             ConnectError::Ring(RingError::NoWideAtomics) => rs_status::RS_ERR_UNSUPPORTED,
             ConnectError::Ring(RingError::Sys { .. }) => rs_status::RS_ERR_IO,
             ConnectError::Ring(_) => rs_status::RS_ERR_BAD_RING,
@@ -184,6 +245,25 @@ impl From<ConnectError> for Failure {
         Failure::Connect {
             code,
             text: e.to_string(),
+        }
+    }
+}
+
+/// The status code for a connection problem the producer keeps retrying (the last one
+/// before `rs_producer_wait_connected` gave up).
+fn retried_code(kind: ConnectErrorKind) -> rs_status {
+    match kind {
+        ConnectErrorKind::HandshakeTimedOut => rs_status::RS_ERR_HANDSHAKE_TIMEOUT,
+        ConnectErrorKind::NotRingside => rs_status::RS_ERR_NOT_RINGSIDE,
+        ConnectErrorKind::Refused(reason) => match reason {
+            RefusalReason::UidNotAllowed => rs_status::RS_ERR_REFUSED_UID,
+            RefusalReason::TooManyProducers => rs_status::RS_ERR_REFUSED_TOO_MANY_PRODUCERS,
+            RefusalReason::VersionMismatch => rs_status::RS_ERR_REFUSED_VERSION,
+            RefusalReason::RingRejected => rs_status::RS_ERR_REFUSED_RING,
+            RefusalReason::ShuttingDown => rs_status::RS_ERR_REFUSED_SHUTTING_DOWN,
+        },
+        ConnectErrorKind::Protocol | ConnectErrorKind::Io | ConnectErrorKind::Ring => {
+            rs_status::RS_ERR_NOT_CONNECTED
         }
     }
 }
@@ -200,6 +280,15 @@ impl Failure {
             Failure::InvalidArgument(_) => rs_status::RS_ERR_INVALID_ARGUMENT,
             Failure::Connect { code, .. } => *code,
             Failure::Panic(_) => rs_status::RS_ERR_PANIC,
+            Failure::BadHandle { .. } => rs_status::RS_ERR_BAD_HANDLE,
+            Failure::Forked { .. } => rs_status::RS_ERR_FORKED,
+            Failure::HandleLimit { .. } => rs_status::RS_ERR_HANDLE_LIMIT,
+            Failure::StatsSize { .. } => rs_status::RS_ERR_INVALID_ARGUMENT,
+            Failure::WaitTimedOut { last, .. } => last
+                .as_ref()
+                .map_or(rs_status::RS_ERR_NOT_CONNECTED, |(kind, _)| {
+                    retried_code(*kind)
+                }),
         }
     }
 }
@@ -226,6 +315,70 @@ impl fmt::Display for Failure {
                 f,
                 "internal error: panic caught at the C boundary: {msg} (please report this)"
             ),
+            Failure::BadHandle { kind, why } => {
+                let (name, completed) = match kind {
+                    HandleKind::Producer => ("rs_producer", "already closed"),
+                    HandleKind::Reservation => ("rs_reservation", "already committed or discarded"),
+                };
+                match why {
+                    HandleError::Stale => write!(
+                        f,
+                        "invalid {} handle: it was {completed}; a handle must not be used after that",
+                        kind.c_name()
+                    ),
+                    HandleError::NotAHandle => write!(
+                        f,
+                        "invalid handle: not a {} handle returned by this library (an uninitialised \
+                         or corrupted {name} *, or a handle of another type)",
+                        kind.c_name()
+                    ),
+                }
+            }
+            Failure::Forked {
+                kind,
+                parent,
+                child,
+                released,
+            } => {
+                write!(
+                    f,
+                    "this {} handle was created by process {parent} before fork(); this is the \
+                     child (pid {child}), which must connect its own producer",
+                    kind.c_name()
+                )?;
+                if *released {
+                    f.write_str(
+                        "; the child's copy of the handle was released without touching the \
+                         parent's connection",
+                    )?;
+                }
+                Ok(())
+            }
+            Failure::HandleLimit { kind, max } => match kind {
+                HandleKind::Producer => write!(
+                    f,
+                    "too many open producers in this process (at most {max}); close one first"
+                ),
+                HandleKind::Reservation => write!(
+                    f,
+                    "too many outstanding reservations in this process (at most {max}); commit \
+                     or discard earlier ones first"
+                ),
+            },
+            Failure::StatsSize { size } => write!(
+                f,
+                "invalid argument: rs_stats.size is {size}; set it to sizeof(rs_stats) before \
+                 the call (rs_stats s = RS_STATS_INIT;)"
+            ),
+            Failure::WaitTimedOut { ms, last } => {
+                write!(f, "no sidecar connected within {ms} ms")?;
+                match last {
+                    Some((_, text)) => write!(f, "; last connection attempt: {text}"),
+                    None => f.write_str(
+                        " (no attempt has failed yet: the sidecar may be slow to answer)",
+                    ),
+                }
+            }
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The ringside gRPC API (`ringside.v1`), generated from
-//! `proto/ringside/v1/ringside.proto`.
+//! `proto/ringside/v1/ringside.proto`, and the payload format of the `ringside-tracing`
+//! layer's frames (`proto/ringside/v1/tracing.proto`).
 //!
 //! - [`v1`] holds the messages, the `Ringside` client
 //!   ([`v1::ringside_client::RingsideClient`]) and server
-//!   ([`v1::ringside_server`]).
+//!   ([`v1::ringside_server`]), and [`v1::TracingRecord`].
 //! - [`FILE_DESCRIPTOR_SET`] is the encoded descriptor set, for gRPC server
 //!   reflection.
 //! - [`PROTO_SOURCE`] is the `.proto` text itself, for docs and tooling.
@@ -51,6 +52,12 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ring
 
 /// Source of `ringside/v1/ringside.proto`.
 pub const PROTO_SOURCE: &str = include_str!("../ringside/v1/ringside.proto");
+
+/// Source of `ringside/v1/tracing.proto` (the `ringside-tracing` layer's payloads).
+pub const TRACING_PROTO_SOURCE: &str = include_str!("../ringside/v1/tracing.proto");
+
+/// Topic prefix the `ringside-tracing` layer writes under by default (`tracing/<target>`).
+pub const TRACING_TOPIC_PREFIX: &str = "tracing/";
 
 /// Fully qualified service name, `ringside.v1.Ringside`.
 pub const SERVICE_NAME: &str = "ringside.v1.Ringside";

@@ -10,7 +10,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
@@ -33,8 +33,9 @@ pub const HELLO_OFFERS_RING: u32 = 1;
 pub const DETAIL_LEN: usize = 200;
 /// File descriptors a successful Welcome carries: ring, doorbell, eventfd.
 pub const WELCOME_FDS: usize = 3;
-/// Longest a producer's [`connect`] waits for the sidecar's Welcome (and for its Hello to
-/// be taken). The longest a producer ever blocks, and only while connecting.
+/// Longest a producer's [`connect`] blocks in total: connecting (a sidecar whose listen
+/// backlog is full), sending the Hello and waiting for the Welcome share this one deadline.
+/// The longest a producer ever blocks, and only while connecting.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Producer → sidecar.
@@ -369,9 +370,8 @@ pub struct RingOffer<'a> {
 
 /// The producer's side of the handshake (`docs/ring-format.md` §8): connects to the
 /// sidecar's socket, sends a Hello (offering `offer` for adoption), and receives the
-/// Welcome with the ring, doorbell page and eventfd. Blocks at most about twice
-/// [`HANDSHAKE_TIMEOUT`] (once to send, once to receive) on a sidecar that accepts and
-/// never answers.
+/// Welcome with the ring, doorbell page and eventfd. Blocks at most [`HANDSHAKE_TIMEOUT`]
+/// in total, on a sidecar that accepts and never answers as on one that never accepts.
 ///
 /// # Errors
 ///
@@ -393,11 +393,20 @@ pub fn connect(
     )
     .map_err(io_err)?;
     let addr = UnixAddr::new(socket_path).map_err(io_err)?;
-    connect_socket(sock.as_raw_fd(), &addr).map_err(io_err)?;
-    // The handshake itself must not hang on a wedged sidecar.
+    // The handshake must not hang on a wedged sidecar: connect, send and receive share one
+    // deadline. A Unix connect to a full listen backlog waits up to the send timeout (then
+    // EAGAIN), so the timeouts are set before connecting.
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let stream = UnixStream::from(sock);
-    let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    let remaining = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let _ = stream.set_write_timeout(Some(remaining()));
+    let _ = stream.set_read_timeout(Some(remaining()));
+    connect_socket(stream.as_raw_fd(), &addr).map_err(io_err)?;
+    let _ = stream.set_write_timeout(Some(remaining()));
     let sock = OwnedFd::from(stream);
 
     let hello = Hello::new(offer.map_or(0, |o| o.ring_id));
@@ -411,6 +420,9 @@ pub fn connect(
         return Err(io_err(err));
     }
 
+    let stream = UnixStream::from(sock);
+    let _ = stream.set_read_timeout(Some(remaining()));
+    let sock = OwnedFd::from(stream);
     let mut buf = [0u8; size_of::<Welcome>() + 1];
     // A sidecar that refused us at accept and closed while our Hello sat unread makes the
     // kernel report ECONNRESET once; the refusal is still queued behind it.
@@ -497,7 +509,37 @@ pub enum ConnectError {
     Ring(#[from] RingError),
 }
 
+/// The kind of a [`ConnectError`] without its details: small and `Copy`, for code that keeps
+/// the last failure or maps it to a status code (the C library does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectErrorKind {
+    /// [`ConnectError::Refused`], with its reason.
+    Refused(RefusalReason),
+    /// [`ConnectError::Protocol`].
+    Protocol,
+    /// [`ConnectError::NotRingside`].
+    NotRingside,
+    /// [`ConnectError::HandshakeTimedOut`].
+    HandshakeTimedOut,
+    /// [`ConnectError::Io`].
+    Io,
+    /// [`ConnectError::Ring`].
+    Ring,
+}
+
 impl ConnectError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ConnectErrorKind {
+        match self {
+            ConnectError::Refused { reason, .. } => ConnectErrorKind::Refused(*reason),
+            ConnectError::Protocol(_) => ConnectErrorKind::Protocol,
+            ConnectError::NotRingside { .. } => ConnectErrorKind::NotRingside,
+            ConnectError::HandshakeTimedOut { .. } => ConnectErrorKind::HandshakeTimedOut,
+            ConnectError::Io { .. } => ConnectErrorKind::Io,
+            ConnectError::Ring(_) => ConnectErrorKind::Ring,
+        }
+    }
+
     /// Classifies an OS error from the socket calls of the handshake.
     fn from_os(path: &Path, source: nix::Error) -> ConnectError {
         let path = path.to_owned();

@@ -72,7 +72,7 @@ pub mod view;
 pub mod writer;
 
 pub use doorbell::RingWaiter;
-pub use handshake::{ConnectError, HANDSHAKE_VERSION, RefusalReason};
+pub use handshake::{ConnectError, ConnectErrorKind, HANDSHAKE_VERSION, RefusalReason};
 pub use host::{HostError, HostOptions, HostStats, ProducerInfo, RingHost};
 pub use layout::{
     ConfigError, FORMAT_VERSION, FRAME_HEADER_LEN, FrameMeta, MAX_TOPIC_LEN, RingConfig,

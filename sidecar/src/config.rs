@@ -135,7 +135,8 @@ pub struct ServeArgs {
     /// Producer gids admitted on the socket (comma-separated).
     #[arg(long, env = "RINGSIDE_ALLOW_GID", value_delimiter = ',')]
     pub allow_gid: Vec<u32>,
-    /// Most producer processes connected at once.
+    /// Most producer connections at once. Each producer handle counts (a Rust
+    /// `Producer`, an `rs_producer_connect`), so a process with two handles uses two.
     #[arg(long, env = "RINGSIDE_MAX_PRODUCERS", default_value_t = 64)]
     pub max_producers: usize,
     /// Prometheus metrics address (`off` to disable).
@@ -310,6 +311,11 @@ pub struct TailArgs {
     /// Payload bytes shown per frame in text mode.
     #[arg(long, default_value_t = 32)]
     pub show_bytes: usize,
+    /// Frames whose topic starts with this prefix are `ringside-tracing` records
+    /// (`TracingRecord`, proto/ringside/v1/tracing.proto) and are printed decoded:
+    /// level, target, message, fields, span durations. Empty: print them as bytes.
+    #[arg(long, default_value = ringside_proto::TRACING_TOPIC_PREFIX)]
+    pub tracing_prefix: String,
     /// Print only a summary line per second (frames/s, bytes/s, losses)
     /// instead of the frames.
     #[arg(long, conflicts_with = "json")]

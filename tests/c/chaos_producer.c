@@ -73,7 +73,7 @@ struct stat_line {
 };
 
 static void print_stat(const rs_producer *p, const struct stat_line *s) {
-    rs_stats st;
+    rs_stats st = RS_STATS_INIT;
     uint64_t nc = 0;
     if (rs_producer_stats(p, &st) == RS_OK) nc = st.dropped_not_connected;
     printf("CHAOS STAT index=%u sent=%llu max_ns=%llu p999_ns=0 nc=%llu calls=%llu blocked=%llu "

@@ -278,71 +278,19 @@ pub fn run_producer(socket: &Path, index: u32, burst: u64, pause: Duration) -> !
     std::process::exit(0);
 }
 
-/// A C compiler: `$CC`, else the first of `cc`, `gcc`, `clang` that runs.
-pub fn find_c_compiler() -> Result<String, String> {
-    let candidates: Vec<String> = match std::env::var("CC") {
-        Ok(cc) if !cc.trim().is_empty() => vec![cc],
-        _ => vec!["cc".into(), "gcc".into(), "clang".into()],
-    };
-    for cc in &candidates {
-        let ok = std::process::Command::new(cc)
-            .arg("--version")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Ok(cc.clone());
-        }
-    }
-    Err(format!(
-        "no C compiler found (tried {})",
-        candidates.join(", ")
-    ))
-}
-
 /// Builds `tests/c/chaos_producer.c` into `out_dir`, statically linked against the
-/// `libringside.a` that cargo builds for this test run (`ringside-ffi` is a dev-dependency
-/// of this crate; cargo puts its C libraries in `target/<profile>/deps`, next to this test
-/// binary). `Err` says why not (no compiler, build failure), for a SKIP line.
+/// `libringside.a` that cargo builds for this test run (see [`crate::c_build`]). `Err` says
+/// why not (no compiler, build failure), for a SKIP line.
 pub fn build_c_producer(out_dir: &Path) -> Result<std::path::PathBuf, String> {
-    let cc = find_c_compiler()?;
-    let lib = crate::sidecar::bin_dir().join("deps").join("libringside.a");
-    if !lib.exists() {
-        return Err(format!(
-            "{} missing: run the tests with `cargo test -p ringside-tests`, which builds the ffi crate's libraries",
-            lib.display()
-        ));
-    }
-    let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let src = tests_dir.join("c/chaos_producer.c");
-    let include = tests_dir.join("../ffi/include");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/chaos_producer.c");
+    let exe = crate::c_build::compile(
+        &src,
+        out_dir,
+        crate::c_build::Link::Static,
+        &["-D_GNU_SOURCE", "-O2"],
+    )?;
     let bin = out_dir.join("chaos_producer_c");
-    let out = std::process::Command::new(&cc)
-        .args([
-            "-std=c11",
-            "-D_GNU_SOURCE",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-O2",
-            "-pthread",
-        ])
-        .arg("-I")
-        .arg(&include)
-        .arg(&src)
-        .arg(&lib)
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&bin)
-        .output()
-        .map_err(|e| format!("cannot run {cc}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cc} failed to build {}:\n{}",
-            src.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    std::fs::rename(&exe, &bin).map_err(|e| format!("rename {}: {e}", exe.display()))?;
     Ok(bin)
 }
 

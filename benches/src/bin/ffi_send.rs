@@ -1,5 +1,6 @@
-//! The C `rs_send` next to the Rust `Producer::send`, same ring, same payload, same batch
-//! method, alternating in one run (issue 4's FFI overhead figure).
+//! The C `rs_send` and `rs_reserve` + `rs_commit` next to the Rust `Producer::send` and
+//! `Producer::reserve` + `commit`: same ring, same 64 B payload, same batch method, in one
+//! run (issue 4's FFI overhead figure; issue 12's "zero-copy is the fast path in C").
 //!
 //! ```sh
 //! cargo build --release -p ringside-ffi
@@ -7,9 +8,10 @@
 //! ```
 //!
 //! Builds `benches/c/send_bench.c` with gcc against `libringside.a`, starts a ring host with
-//! the sidecar's default geometry, then runs three rounds of: the C program (a child
-//! process), then the same loop in this process. Each round reports the median over batches
-//! of the mean time per send. Prints a markdown table.
+//! the sidecar's default geometry, then runs rounds of the four loops (the C ones in a child
+//! process, the Rust ones in this process), rotating which goes first. Each cell is the
+//! median over batches of the mean time per frame. Zero-copy loops copy the same 64 bytes
+//! into the reservation with `memcpy` / `copy_from_slice`. Prints a markdown table.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use ringside_ring::{HostOptions, RingConfig, RingHost};
 const PAYLOAD: usize = 64;
 const BATCHES: usize = 31;
 const BATCH_SIZE: usize = 100_000;
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 5;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,12 +62,25 @@ fn build_c_bench(root: &Path, out: &Path) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-fn run_c(binary: &Path, socket: &Path) -> Result<f64, Box<dyn Error>> {
+/// How a loop writes a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Write {
+    /// Copy in: `rs_send` / `Producer::send`.
+    Send,
+    /// Zero-copy: reserve, copy the payload in place, commit.
+    Reserve,
+}
+
+fn run_c(binary: &Path, socket: &Path, write: Write) -> Result<f64, Box<dyn Error>> {
     let output = Command::new(binary)
         .arg(socket)
         .arg(PAYLOAD.to_string())
         .arg(BATCHES.to_string())
         .arg(BATCH_SIZE.to_string())
+        .arg(match write {
+            Write::Send => "send",
+            Write::Reserve => "reserve",
+        })
         .output()?;
     if !output.status.success() {
         return Err(format!(
@@ -81,25 +96,49 @@ fn run_c(binary: &Path, socket: &Path) -> Result<f64, Box<dyn Error>> {
         .ok_or_else(|| format!("unexpected send_bench output: {text}").into())
 }
 
-fn run_rust(socket: &Path) -> Result<f64, Box<dyn Error>> {
+fn write_rust(producer: &Producer, payload: &[u8; PAYLOAD], write: Write) {
+    match write {
+        Write::Send => {
+            let _ = producer.send("telemetry", payload);
+        }
+        Write::Reserve => {
+            if let Ok(mut frame) = producer.reserve("telemetry", PAYLOAD) {
+                frame.copy_from_slice(payload);
+                frame.commit();
+            }
+        }
+    }
+}
+
+fn run_rust(socket: &Path, write: Write) -> Result<f64, Box<dyn Error>> {
     let producer = Producer::connect(socket)?;
     if !producer.wait_connected(Duration::from_secs(5)) {
         return Err("the Rust producer did not connect".into());
     }
     let payload = [0x5au8; PAYLOAD];
+    producer.send("telemetry", &payload)?;
     for _ in 0..BATCH_SIZE {
-        producer.send("telemetry", &payload)?;
+        write_rust(&producer, &payload, write);
     }
     let mut per_send = Vec::with_capacity(BATCHES);
     for _ in 0..BATCHES {
         let start = Instant::now();
         for _ in 0..BATCH_SIZE {
-            let _ = producer.send("telemetry", &payload);
+            write_rust(&producer, &payload, write);
         }
         per_send.push(start.elapsed().as_nanos() as f64 / BATCH_SIZE as f64);
     }
     per_send.sort_by(f64::total_cmp);
     Ok(per_send[BATCHES / 2])
+}
+
+/// Which library a loop calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// libringside.a from a C program.
+    C,
+    /// ringside-client in this process.
+    Rust,
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -115,21 +154,54 @@ fn main() -> Result<(), Box<dyn Error>> {
         adopt_grace: Duration::ZERO,
         ..HostOptions::default()
     })?;
-    println!("| round | C rs_send ns (median) | Rust send ns (median) | C − Rust ns |");
-    println!("|---|---|---|---|");
-    for round in 1..=ROUNDS {
-        // Alternate which side goes first, so drift on a shared machine hits both alike.
-        let (c, rust) = if round % 2 == 1 {
-            let c = run_c(&binary, &socket)?;
-            (c, run_rust(&socket)?)
-        } else {
-            let rust = run_rust(&socket)?;
-            (run_c(&binary, &socket)?, rust)
-        };
-        println!("| {round} | {c:.1} | {rust:.1} | {:+.1} |", c - rust);
-    }
     println!(
-        "\n{PAYLOAD} B payload, topic `telemetry`, {BATCHES} batches of {BATCH_SIZE} sends per side per round; 64 MiB ring, payload check on."
+        "| round | C rs_send | C rs_reserve+rs_commit | Rust send | Rust reserve+commit | C zero-copy / C send |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let loops = [
+        (Side::C, Write::Send),
+        (Side::C, Write::Reserve),
+        (Side::Rust, Write::Send),
+        (Side::Rust, Write::Reserve),
+    ];
+    let mut all = vec![Vec::new(); loops.len()];
+    for round in 0..ROUNDS {
+        // Rotate which loop goes first, so drift on a shared machine hits all alike.
+        let mut ns = [0.0f64; 4];
+        for k in 0..loops.len() {
+            let i = (k + round) % loops.len();
+            let (side, write) = loops[i];
+            ns[i] = match side {
+                Side::C => run_c(&binary, &socket, write)?,
+                Side::Rust => run_rust(&socket, write)?,
+            };
+            all[i].push(ns[i]);
+        }
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}× |",
+            round + 1,
+            ns[0],
+            ns[1],
+            ns[2],
+            ns[3],
+            ns[1] / ns[0]
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let m: Vec<f64> = all.iter_mut().map(median).collect();
+    println!(
+        "| median of rounds | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}× |",
+        m[0],
+        m[1],
+        m[2],
+        m[3],
+        m[1] / m[0]
+    );
+    println!(
+        "\nns per frame: {PAYLOAD} B payload, topic `telemetry`, {BATCHES} batches of {BATCH_SIZE} frames per loop per round; 64 MiB ring, payload check on."
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -93,7 +93,9 @@ static void send_at_ok(rs_producer *p, const char *topic, uint64_t ts, const voi
 static rs_stats stats_of(const rs_producer *p) {
     rs_stats s;
     memset(&s, 0xab, sizeof s);
+    s.size = sizeof s;
     CHECK_RC(rs_producer_stats(p, &s), RS_OK);
+    CHECK(s.size == sizeof s && s.reserved[0] == 0 && s.reserved[1] == 0);
     return s;
 }
 
@@ -189,7 +191,12 @@ int main(int argc, char **argv) {
                                    RS_ERR_IO,
                                    RS_ERR_UNSUPPORTED,
                                    RS_ERR_PANIC,
-                                   RS_ERR_BAD_RING};
+                                   RS_ERR_BAD_RING,
+                                   RS_ERR_BAD_HANDLE,
+                                   RS_ERR_FORKED,
+                                   RS_ERR_HANDSHAKE_TIMEOUT,
+                                   RS_ERR_NOT_RINGSIDE,
+                                   RS_ERR_HANDLE_LIMIT};
         const size_t n = sizeof codes / sizeof codes[0];
         const char *unknown = rs_strerror(12345);
         CHECK(unknown != NULL && strlen(unknown) > 0);
@@ -218,7 +225,7 @@ int main(int argc, char **argv) {
     CHECK(last_error(err, sizeof err) > 0 && strstr(err, "out") != NULL);
     CHECK_RC(rs_producer_connect("", &p), RS_ERR_INVALID_ARGUMENT);
     CHECK(p == NULL);
-    rs_producer_close(NULL); /* no-op */
+    CHECK_RC(rs_producer_close(NULL), RS_OK); /* no-op */
 
     /* ---------- connect via $RINGSIDE_SOCKET (NULL path) and explicitly ---------- */
     rs_producer *penv = NULL;
@@ -242,7 +249,8 @@ int main(int argc, char **argv) {
         CHECK(s.max_payload == (int64_t)MAX_PAYLOAD);
         CHECK(s.producer_id >= 0);
         CHECK(s.sent == 0 && s.sent_bytes == 0 && s.dropped_not_connected == 0 &&
-              s.dropped_too_large == 0 && s.dropped_invalid_topic == 0 && s.discarded == 0);
+              s.dropped_too_large == 0 && s.dropped_invalid_topic == 0 && s.discarded == 0 &&
+              s.lost_ring_replaced == 0);
     }
 
     /* ---------- rs_send / rs_send_at: frames that must arrive ---------- */
@@ -372,7 +380,10 @@ int main(int argc, char **argv) {
         CHECK_RC(rs_reserve(NULL, "x", 1, &r, &buf), RS_ERR_INVALID_ARGUMENT);
         CHECK(r == NULL && buf == NULL);
         CHECK_RC(rs_reserve(p, NULL, 1, &r, &buf), RS_ERR_INVALID_ARGUMENT);
+        buf = &buf;
         CHECK_RC(rs_reserve(p, "x", 1, NULL, &buf), RS_ERR_INVALID_ARGUMENT);
+        CHECK(buf == NULL);
+        r = (rs_reservation *)&r;
         CHECK_RC(rs_reserve(p, "x", 1, &r, NULL), RS_ERR_INVALID_ARGUMENT);
         CHECK(r == NULL);
         r = (rs_reservation *)&r;
@@ -400,7 +411,7 @@ int main(int argc, char **argv) {
         CHECK(s.discarded == expect_discarded);
         CHECK(s.dropped_not_connected == 0);
         CHECK(s.connected);
-        rs_stats junk;
+        rs_stats junk = RS_STATS_INIT;
         CHECK_RC(rs_producer_stats(NULL, &junk), RS_ERR_INVALID_ARGUMENT);
         CHECK_RC(rs_producer_stats(p, NULL), RS_ERR_INVALID_ARGUMENT);
     }

@@ -184,6 +184,7 @@ fn sum(ps: &[Arc<Producer>]) -> ProducerStats {
         t.dropped_invalid_topic += s.dropped_invalid_topic;
         t.discarded += s.discarded;
         t.reconnects += s.reconnects;
+        t.lost_ring_replaced += s.lost_ring_replaced;
     }
     t
 }

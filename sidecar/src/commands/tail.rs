@@ -71,6 +71,101 @@ fn text_preview(p: &[u8], max: usize) -> String {
     s
 }
 
+/// The frame's payload as a `ringside-tracing` record, when its topic is under `prefix`
+/// (non-empty) and it decodes.
+fn tracing_record(prefix: &str, f: &v1::Frame) -> Option<v1::TracingRecord> {
+    use prost::Message as _;
+    if prefix.is_empty() || !f.topic.starts_with(prefix) {
+        return None;
+    }
+    v1::TracingRecord::decode(&f.payload[..]).ok()
+}
+
+fn level_name(level: i32) -> &'static str {
+    use v1::tracing_record::Level;
+    match Level::try_from(level) {
+        Ok(Level::Trace) => "TRACE",
+        Ok(Level::Debug) => "DEBUG",
+        Ok(Level::Info) => "INFO",
+        Ok(Level::Warn) => "WARN",
+        Ok(Level::Error) => "ERROR",
+        _ => "?",
+    }
+}
+
+fn short_duration(ns: u64) -> String {
+    let ns_f = ns as f64;
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}µs", ns_f / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}ms", ns_f / 1e6),
+        _ => format!("{:.3}s", ns_f / 1e9),
+    }
+}
+
+fn field_value(field: &v1::TracingField) -> serde_json::Value {
+    use v1::tracing_field::Value;
+    match &field.value {
+        Some(Value::Str(s)) => s.as_str().into(),
+        Some(Value::I64(v)) => (*v).into(),
+        Some(Value::U64(v)) => (*v).into(),
+        Some(Value::F64(v)) => (*v).into(),
+        Some(Value::Bool(v)) => (*v).into(),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// One readable line: `INFO target: message k=v ...`, or for a closed span
+/// `INFO target: span NAME closed after 1.20ms (busy 0.80ms) k=v ...`.
+fn tracing_text(r: &v1::TracingRecord) -> String {
+    let mut line = format!("{:<5} {}:", level_name(r.level), r.target);
+    if r.kind == v1::tracing_record::Kind::SpanClose as i32 {
+        let _ = write!(
+            line,
+            " span {} closed after {} (busy {})",
+            r.name,
+            short_duration(r.duration_ns),
+            short_duration(r.busy_ns)
+        );
+    } else if !r.message.is_empty() {
+        let _ = write!(line, " {}", r.message);
+    }
+    for field in &r.fields {
+        let _ = write!(line, " {}={}", field.name, field_value(field));
+    }
+    if r.kind != v1::tracing_record::Kind::SpanClose as i32 && r.span_id != 0 {
+        let _ = write!(line, " [in span {}]", r.span_name);
+    }
+    if r.truncated {
+        line.push_str(" (truncated)");
+    }
+    line
+}
+
+fn tracing_json(r: &v1::TracingRecord) -> serde_json::Value {
+    let fields: serde_json::Map<String, serde_json::Value> = r
+        .fields
+        .iter()
+        .map(|f| (f.name.clone(), field_value(f)))
+        .collect();
+    serde_json::json!({
+        "kind": if r.kind == v1::tracing_record::Kind::SpanClose as i32 { "span_close" } else { "event" },
+        "level": level_name(r.level),
+        "target": r.target,
+        "name": r.name,
+        "message": r.message,
+        "fields": fields,
+        "file": r.file,
+        "line": r.line,
+        "span_id": r.span_id,
+        "parent_span_id": r.parent_span_id,
+        "duration_ns": r.duration_ns,
+        "busy_ns": r.busy_ns,
+        "span_name": r.span_name,
+        "truncated": r.truncated,
+    })
+}
+
 /// Runs `ringside tail`.
 pub fn run(args: TailArgs) -> ExitCode {
     let start = match parse_from(&args.from) {
@@ -190,27 +285,37 @@ async fn tail(args: TailArgs, start: v1::subscribe_request::Start) -> ExitCode {
             }
         }
         for f in &msg.frames {
+            let record = tracing_record(&args.tracing_prefix, f);
             let line = if args.json {
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "seq": f.seq,
                     "ts_ns": f.timestamp_ns,
                     "topic": f.topic,
                     "producer_id": f.producer_id,
                     "payload_len": f.payload.len(),
                     "payload_hex": hex(&f.payload),
-                })
-                .to_string()
+                });
+                if let Some(r) = &record {
+                    v["tracing"] = tracing_json(r);
+                }
+                v.to_string()
             } else {
                 let ts = humantime::format_rfc3339_nanos(
                     UNIX_EPOCH + Duration::from_nanos(f.timestamp_ns),
                 );
+                let body = match &record {
+                    Some(r) => tracing_text(r),
+                    None => format!(
+                        "{len}B {preview}",
+                        len = f.payload.len(),
+                        preview = text_preview(&f.payload, args.show_bytes)
+                    ),
+                };
                 format!(
-                    "{seq:>10} {ts} {topic} [{pid}] {len}B {preview}",
+                    "{seq:>10} {ts} {topic} [{pid}] {body}",
                     seq = f.seq,
                     topic = f.topic,
                     pid = f.producer_id,
-                    len = f.payload.len(),
-                    preview = text_preview(&f.payload, args.show_bytes)
                 )
             };
             if writeln!(out, "{line}").is_err() {
@@ -293,6 +398,54 @@ pub fn describe(e: &tonic::Status) -> String {
 mod tests {
     use super::*;
     use v1::subscribe_request::Start;
+
+    #[test]
+    fn tracing_records_print_readably() {
+        use prost::Message as _;
+        let record = v1::TracingRecord {
+            level: v1::tracing_record::Level::Info as i32,
+            target: "app::db".into(),
+            message: "query done".into(),
+            fields: vec![
+                v1::TracingField {
+                    name: "table".into(),
+                    value: Some(v1::tracing_field::Value::Str("users".into())),
+                },
+                v1::TracingField {
+                    name: "rows".into(),
+                    value: Some(v1::tracing_field::Value::U64(3)),
+                },
+            ],
+            ..Default::default()
+        };
+        let frame = v1::Frame {
+            seq: 1,
+            timestamp_ns: 0,
+            topic: "tracing/app::db".into(),
+            producer_id: 7,
+            payload: record.encode_to_vec().into(),
+        };
+        let decoded = tracing_record("tracing/", &frame).expect("decodes");
+        assert_eq!(
+            tracing_text(&decoded),
+            r#"INFO  app::db: query done table="users" rows=3"#
+        );
+        assert!(tracing_record("", &frame).is_none(), "empty prefix: off");
+        assert!(tracing_record("other/", &frame).is_none());
+        let span = v1::TracingRecord {
+            kind: v1::tracing_record::Kind::SpanClose as i32,
+            level: v1::tracing_record::Level::Debug as i32,
+            target: "app".into(),
+            name: "request".into(),
+            duration_ns: 1_500_000,
+            busy_ns: 800,
+            ..Default::default()
+        };
+        assert_eq!(
+            tracing_text(&span),
+            "DEBUG app: span request closed after 1.50ms (busy 800ns)"
+        );
+    }
 
     #[test]
     fn from_forms() {
