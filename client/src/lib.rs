@@ -10,9 +10,12 @@
 //! let producer = ringside_client::Producer::connect_default()?; // $RINGSIDE_SOCKET or /tmp/ringside.sock
 //! producer.send("cpu.load", b"0.42")?;                           // claim, copy, commit
 //!
-//! let mut frame = producer.reserve("frames.raw", 4096)?;          // zero-copy: fill it in place
+//! let mut frame = producer.reserve_borrowed("frames.raw", 4096)?; // zero-copy: fill it in place
 //! frame.fill(7);
 //! frame.commit();                                                 // dropped without commit = discarded
+//!
+//! let owned = producer.reserve("frames.raw", 16)?;                // the same, outliving the borrow
+//! owned.commit();
 //! # Ok(())
 //! # }
 //! ```
@@ -21,7 +24,7 @@
 //! `ringside-ring` crate; `docs/ring-format.md` is the contract. This crate depends on
 //! neither tokio nor tonic.
 
-mod clock;
+pub mod clock;
 mod error;
 mod producer;
 mod reservation;
@@ -30,7 +33,7 @@ mod stats;
 
 pub use error::SendError;
 pub use producer::{Producer, ProducerOptions};
-pub use reservation::Reservation;
+pub use reservation::{BorrowedReservation, Reservation};
 pub use ringside_ring::handshake::{ConnectError, HANDSHAKE_TIMEOUT, RefusalReason};
 pub use ringside_ring::layout::{FORMAT_VERSION, MAX_TOPIC_LEN};
 pub use ringside_ring::shm::RingError;

@@ -9,7 +9,7 @@ use std::sync::atomic::{Ordering, fence};
 use zerocopy::IntoBytes;
 
 use crate::layout::{
-    FRAME_HEADER_LEN, FrameHeader, RingConfig, STATE_COMMITTED, STATE_DISCARDED, frame_check,
+    FRAME_HEADER_LEN, FrameHeader, RingConfig, STATE_COMMITTED, STATE_DISCARDED, frame_check_body,
     frame_len,
 };
 use crate::shm::{Access, RingError, RingMapping, inspect_ring_fd_geometry};
@@ -34,14 +34,23 @@ pub struct Claim {
     pub pos: u64,
     /// The frame's sequence number.
     pub seq: u64,
-    topic_len: usize,
-    payload_len: usize,
+    /// Topic length (at most 255), narrow so a claim stays 24 bytes.
+    topic_len: u16,
+    /// Payload length (at most 64 MiB, the format's limit).
+    payload_len: u32,
 }
 
 impl Claim {
     /// Payload length this claim was made for.
+    #[inline]
     pub fn payload_len(&self) -> usize {
-        self.payload_len
+        self.payload_len as usize
+    }
+
+    /// Topic length this claim was made for.
+    #[inline]
+    pub fn topic_len(&self) -> usize {
+        usize::from(self.topic_len)
     }
 }
 
@@ -95,7 +104,9 @@ impl WritableRing {
 
     /// Claims a whole frame for a topic and payload of the given lengths, and the next
     /// sequence number, in one atomic 128-bit add. Never blocks; lock-free (a CAS loop on
-    /// x86_64). The caller has checked both lengths against the ring's limits.
+    /// x86_64). The caller has checked both lengths against the ring's limits (topic at most
+    /// [`MAX_TOPIC_LEN`](crate::layout::MAX_TOPIC_LEN), payload at most the ring's max
+    /// payload, which the format caps at 64 MiB).
     #[inline]
     pub fn claim(&self, topic_len: usize, payload_len: usize) -> Claim {
         let len = frame_len(topic_len, payload_len);
@@ -110,18 +121,19 @@ impl WritableRing {
         // Release fence: orders the claim before every byte we write next, so a reader that
         // sees any of our bytes and then re-reads the claim position sees this claim.
         fence(Ordering::Release);
+        debug_assert!(topic_len <= usize::from(u16::MAX) && payload_len <= u32::MAX as usize);
         Claim {
             pos: old as u64,
             seq: (old >> 64) as u64,
-            topic_len,
-            payload_len,
+            topic_len: topic_len as u16,
+            payload_len: payload_len as u32,
         }
     }
 
     /// Copies the topic into a claimed frame.
     #[inline]
     pub fn write_topic(&self, claim: &Claim, topic: &[u8]) {
-        debug_assert_eq!(topic.len(), claim.topic_len);
+        debug_assert_eq!(topic.len(), claim.topic_len());
         self.map
             .copy_in(claim.pos.wrapping_add(FRAME_HEADER_LEN as u64), topic);
     }
@@ -129,10 +141,10 @@ impl WritableRing {
     /// Copies the payload into a claimed frame.
     #[inline]
     pub fn write_payload(&self, claim: &Claim, payload: &[u8]) {
-        debug_assert_eq!(payload.len(), claim.payload_len);
+        debug_assert_eq!(payload.len(), claim.payload_len());
         let at = claim
             .pos
-            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len) as u64);
+            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len()) as u64);
         self.map.copy_in(at, payload);
     }
 
@@ -140,44 +152,49 @@ impl WritableRing {
     pub fn payload_mut<'a>(&'a self, claim: &'a mut Claim) -> &'a mut [u8] {
         let at = claim
             .pos
-            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len) as u64);
+            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len()) as u64);
         // SAFETY: the claim protocol gives this claim's range to its owner alone; `claim` is
         // neither Copy nor Clone and is borrowed mutably for the view's lifetime, so this is
         // the only view of these bytes in the process. The view cannot outlive `self`.
-        unsafe { self.map.slice_mut(at, claim.payload_len) }
+        unsafe { self.map.slice_mut(at, claim.payload_len()) }
     }
 
     /// The ring bytes of a claimed frame's payload, read-only.
     pub fn payload<'a>(&'a self, claim: &'a Claim) -> &'a [u8] {
         let at = claim
             .pos
-            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len) as u64);
+            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len()) as u64);
         // SAFETY: the range belongs to this claim alone (see payload_mut); a shared borrow of
         // the claim excludes the mutable view for as long as this one lives.
-        unsafe { self.map.slice(at, claim.payload_len) }
+        unsafe { self.map.slice(at, claim.payload_len()) }
+    }
+
+    /// The frame's body in the ring (topic, then payload), read-only: what the frame check
+    /// hashes.
+    #[inline]
+    fn body<'a>(&'a self, claim: &'a Claim) -> &'a [u8] {
+        let at = claim.pos.wrapping_add(FRAME_HEADER_LEN as u64);
+        // SAFETY: the range belongs to this claim alone (see payload_mut); a shared borrow of
+        // the claim excludes the mutable view for as long as this one lives.
+        unsafe { self.map.slice(at, claim.topic_len() + claim.payload_len()) }
     }
 
     /// Fills in the header and publishes the frame: the commit word is stored last, with
-    /// release ordering, so a reader that sees it sees everything written before. `topic`
-    /// and `payload` are the bytes the frame holds (hashed from the caller's buffers).
+    /// release ordering, so a reader that sees it sees everything written before. The topic
+    /// and payload must have been written ([`Self::write_topic`], [`Self::write_payload`] or
+    /// [`Self::payload_mut`]); the frame check hashes them where they lie in the ring, just
+    /// written and still in this core's cache.
     #[inline]
-    pub fn publish(&self, claim: Claim, fields: FrameHeaderFields, topic: &[u8], payload: &[u8]) {
+    pub fn publish(&self, claim: Claim, fields: FrameHeaderFields) {
         let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
-        header.check = frame_check(&header, topic, payload);
-        self.commit(claim, &header);
-    }
-
-    /// Publishes a frame whose payload was filled in place through [`Self::payload_mut`].
-    pub fn publish_in_place(&self, mut claim: Claim, fields: FrameHeaderFields, topic: &[u8]) {
-        let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
-        header.check = frame_check(&header, topic, self.payload_mut(&mut claim));
+        header.check = frame_check_body(&header, self.body(&claim));
         self.commit(claim, &header);
     }
 
     /// Publishes a claimed frame as discarded: readers skip it and count nothing lost.
     pub fn discard(&self, claim: Claim, fields: FrameHeaderFields) {
         let mut header = self.header_for(&claim, fields, STATE_DISCARDED);
-        header.check = frame_check(&header, &[], &[]);
+        header.check = frame_check_body(&header, &[]);
         self.commit(claim, &header);
     }
 
@@ -187,9 +204,9 @@ impl WritableRing {
             commit: claim.pos | state,
             seq: claim.seq,
             timestamp_ns: fields.timestamp_ns,
-            payload_len: claim.payload_len as u32,
+            payload_len: claim.payload_len,
             producer_id: fields.producer_id,
-            topic_len: claim.topic_len as u16,
+            topic_len: claim.topic_len,
             flags: fields.flags,
             check: 0,
         }

@@ -66,8 +66,6 @@ fn rig() -> &'static Rig {
                     timestamp_ns: 1_000 + i,
                     flags: 0,
                 },
-                topic.as_bytes(),
-                &payload,
             );
         }
         Rig {
