@@ -305,7 +305,7 @@ fn parts(c: &mut Criterion) {
                 let claim = ring.claim(TOPIC.len(), data.len());
                 ring.write_topic(&claim, TOPIC.as_bytes());
                 ring.write_payload(&claim, black_box(data));
-                ring.publish(claim, bench_fields());
+                ring.publish(claim, bench_fields(), TOPIC.as_bytes(), data);
             })
         },
     );

@@ -116,7 +116,7 @@ pub fn standalone_ring(config: RingConfig) -> Result<WritableRing, Box<dyn Error
         let claim = ring.claim(TOPIC.len(), payload.len());
         ring.write_topic(&claim, TOPIC.as_bytes());
         ring.write_payload(&claim, &payload);
-        ring.publish(claim, bench_fields());
+        ring.publish(claim, bench_fields(), TOPIC.as_bytes(), &payload);
     }
     Ok(ring)
 }

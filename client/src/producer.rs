@@ -177,16 +177,18 @@ impl Producer {
         let topic = topic.as_bytes();
         let shared = &*self.shared;
         let ring = self.admit(topic, payload.len())?;
-        let claim = ring.claim(topic.len(), payload.len());
-        ring.write_topic(&claim, topic);
-        ring.write_payload(&claim, payload);
+        let mut frame = ring.claim_frame(topic, payload.len());
+        frame.payload_mut().copy_from_slice(payload);
+        // The check hashes the caller's buffers, not the ring's copy (ring format §3).
         ring.publish(
-            claim,
+            frame.into_claim(),
             FrameHeaderFields {
                 producer_id: shared.producer_id.load(Ordering::Relaxed),
                 timestamp_ns,
                 flags: shared.frame_flags,
             },
+            topic,
+            payload,
         );
         shared.doorbell.ring();
         shared.counters.count_sent(payload.len());
@@ -252,12 +254,11 @@ impl Producer {
     ) -> Result<BorrowedReservation<'_>, SendError> {
         let topic = topic.as_bytes();
         let ring = self.admit(topic, len)?;
-        let claim = ring.claim(topic.len(), len);
-        ring.write_topic(&claim, topic);
+        let frame = ring.claim_frame(topic, len);
         Ok(BorrowedReservation::new(
             &self.shared,
             ring,
-            claim,
+            frame,
             now_ns(),
         ))
     }

@@ -85,9 +85,8 @@ fn step(world: &mut World, actor: usize, op: Op) {
             if let Some(claim) = world.claims[actor].take() {
                 let seq = claim.seq;
                 let payload = payload_for(actor);
-                world.ring.write_topic(&claim, b"t");
                 world.ring.write_payload(&claim, &payload);
-                world.ring.publish(claim, fields);
+                world.ring.publish(claim, fields, b"t", &payload);
                 world.published.push((seq, b'a' + actor as u8));
             }
         }

@@ -263,59 +263,71 @@ pub fn xxh3_64(bytes: &[u8]) -> u64 {
     XxHash3_64::oneshot(bytes)
 }
 
-/// Bytes the frame check seals: the header's first 36 bytes (commit replaced by the bare
-/// position, `check` left out) followed by the body hash, little-endian.
-const CHECK_BLOCK_LEN: usize = FRAME_HEADER_CHECKED_LEN + 8;
+/// Fixed part of the frame check's second input: the header's first 36 bytes (commit
+/// replaced by the bare position, `check` left out) and the payload hash, little-endian.
+const CHECK_BLOCK_FIXED: usize = FRAME_HEADER_CHECKED_LEN + 8;
 
-/// The frame check (format version 2), over a frame's body as it lies in the ring: the topic
-/// bytes, then the payload bytes (`body.len()` = `topic_len + payload_len`).
+/// The frame check (format version 2) of a frame with this header, topic and payload:
 ///
-/// `body_hash = xxh3_64(covered)`, where `covered` is the whole body for a committed frame,
-/// the topic alone with [`FLAG_PAYLOAD_UNCHECKED`], and nothing for a discarded frame; then
-/// `check = low32(xxh3_64(header[0..36] with commit := position ‖ le64(body_hash)))`.
+/// ```text
+/// payload_hash = xxh3_64(payload)          (the empty input when the frame is discarded
+///                                           or flagged FLAG_PAYLOAD_UNCHECKED)
+/// check = low32(xxh3_64(header[0..36] with commit := position ‖ le64(payload_hash) ‖ topic))
+///                                          (no topic when the frame is discarded)
+/// ```
 ///
 /// Binding position and sequence into the check means a stale frame from an earlier lap, or
-/// a frame copied elsewhere, never validates; a torn body or stray bytes change the body
-/// hash. The body is one contiguous hash input both for the producer (it hashes the bytes it
-/// has just copied into the ring, still in its L1 cache) and for a reader (it hashes its copy).
-/// `docs/ring-format.md` §3 says what this check does and does not protect against.
+/// a frame copied elsewhere, never validates; a torn copy or stray bytes change a hash input.
+/// Two hash calls whatever the sizes, each over one contiguous buffer: the payload (the
+/// producer's own buffer for `send`, the ring for a reservation, a reader's copy), and a
+/// small block on the stack. `docs/ring-format.md` §3 says what this check does and does not
+/// protect against.
 #[inline]
-pub fn frame_check_body(header: &FrameHeader, body: &[u8]) -> u32 {
-    let covered = if header.commit & STATE_MASK == STATE_DISCARDED {
-        &[][..]
-    } else if header.flags & FLAG_PAYLOAD_UNCHECKED != 0 {
-        body.get(..usize::from(header.topic_len)).unwrap_or(body)
-    } else {
-        body
-    };
-    seal(header, xxh3_64(covered))
-}
-
-/// [`frame_check_body`] for a topic and payload held in two buffers. Computes the same value
-/// with xxh3's streaming form (which allocates its buffer), so it is for tests, tools and
-/// fuzzers; the producer and the reader hash contiguous bodies with [`frame_check_body`].
 pub fn frame_check(header: &FrameHeader, topic: &[u8], payload: &[u8]) -> u32 {
-    use std::hash::Hasher as _;
-    let mut hasher = XxHash3_64::new();
-    if header.commit & STATE_MASK != STATE_DISCARDED {
-        hasher.write(topic);
-        if header.flags & FLAG_PAYLOAD_UNCHECKED == 0 {
-            hasher.write(payload);
-        }
+    let discarded = header.commit & STATE_MASK == STATE_DISCARDED;
+    let covered = if discarded || header.flags & FLAG_PAYLOAD_UNCHECKED != 0 {
+        &[][..]
+    } else {
+        payload
+    };
+    let topic = if discarded {
+        &[][..]
+    } else {
+        &topic[..topic.len().min(MAX_TOPIC_LEN)]
+    };
+    let payload_hash = xxh3_64(covered);
+    // Short topics (the common case) build the block in 64 bytes rather than 299: less to
+    // zero-initialise on every frame.
+    if topic.len() <= SHORT_TOPIC {
+        seal::<{ CHECK_BLOCK_FIXED + SHORT_TOPIC }>(header, payload_hash, topic)
+    } else {
+        seal::<{ CHECK_BLOCK_FIXED + MAX_TOPIC_LEN }>(header, payload_hash, topic)
     }
-    seal(header, hasher.finish())
 }
 
-/// The header half of the frame check: the bound header bytes and the body hash, hashed.
-#[inline]
-fn seal(header: &FrameHeader, body_hash: u64) -> u32 {
+/// Longest topic sealed in the short block.
+const SHORT_TOPIC: usize = 64 - CHECK_BLOCK_FIXED;
+
+/// The second hash of [`frame_check`], built in an `N`-byte block (`N` ≥ 44 + topic length).
+#[inline(always)]
+fn seal<const N: usize>(header: &FrameHeader, payload_hash: u64, topic: &[u8]) -> u32 {
     let mut bound = *header;
     bound.commit &= !STATE_MASK;
-    let mut block = [0u8; CHECK_BLOCK_LEN];
+    let mut block = [0u8; N];
     block[..FRAME_HEADER_CHECKED_LEN]
         .copy_from_slice(&bound.as_bytes()[..FRAME_HEADER_CHECKED_LEN]);
-    block[FRAME_HEADER_CHECKED_LEN..].copy_from_slice(&body_hash.to_le_bytes());
-    xxh3_64(&block) as u32
+    block[FRAME_HEADER_CHECKED_LEN..CHECK_BLOCK_FIXED].copy_from_slice(&payload_hash.to_le_bytes());
+    let len = (CHECK_BLOCK_FIXED + topic.len()).min(N);
+    block[CHECK_BLOCK_FIXED..len].copy_from_slice(&topic[..len - CHECK_BLOCK_FIXED]);
+    xxh3_64(&block[..len]) as u32
+}
+
+/// [`frame_check`] of a frame whose topic and payload lie back to back in `body`, as in the
+/// ring and in a reader's copy: the first `header.topic_len` bytes are the topic.
+#[inline]
+pub fn frame_check_body(header: &FrameHeader, body: &[u8]) -> u32 {
+    let (topic, payload) = body.split_at(usize::from(header.topic_len).min(body.len()));
+    frame_check(header, topic, payload)
 }
 
 /// Result of structurally checking a frame header copy against where it was found.
@@ -563,23 +575,30 @@ mod tests {
             flags: 0,
             check: 0,
         };
-        let block = |header: &FrameHeader, covered: &[u8]| {
+        // The spec's formula, with a second XXH3 implementation.
+        let spec = |header: &FrameHeader, topic: &[u8], payload: &[u8]| {
             let mut bytes = header.as_bytes()[..36].to_vec();
             bytes[..8].copy_from_slice(&(header.commit & !STATE_MASK).to_le_bytes());
-            bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(covered).to_le_bytes());
+            bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
+            bytes.extend_from_slice(topic);
             xxhash_rust::xxh3::xxh3_64(&bytes) as u32
         };
         let body = [&topic[..], &payload[..]].concat();
-        for (commit, flags, covered) in [
-            (4096 | STATE_COMMITTED, 0, &body[..]),
-            (4096 | STATE_COMMITTED, FLAG_PAYLOAD_UNCHECKED, &topic[..]),
-            (4096 | STATE_DISCARDED, 0, &[][..]),
+        for (commit, flags, covered_topic, covered_payload) in [
+            (4096 | STATE_COMMITTED, 0, &topic[..], &payload[..]),
+            (
+                4096 | STATE_COMMITTED,
+                FLAG_PAYLOAD_UNCHECKED,
+                &topic[..],
+                &[][..],
+            ),
+            (4096 | STATE_DISCARDED, 0, &[][..], &[][..]),
         ] {
             header.commit = commit;
             header.flags = flags;
-            let expected = block(&header, covered);
-            assert_eq!(frame_check_body(&header, &body), expected);
+            let expected = spec(&header, covered_topic, covered_payload);
             assert_eq!(frame_check(&header, topic, payload), expected);
+            assert_eq!(frame_check_body(&header, &body), expected);
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{Ordering, fence};
 use zerocopy::IntoBytes;
 
 use crate::layout::{
-    FRAME_HEADER_LEN, FrameHeader, RingConfig, STATE_COMMITTED, STATE_DISCARDED, frame_check_body,
+    FRAME_HEADER_LEN, FrameHeader, RingConfig, STATE_COMMITTED, STATE_DISCARDED, frame_check,
     frame_len,
 };
 use crate::shm::{Access, RingError, RingMapping, inspect_ring_fd_geometry};
@@ -51,6 +51,45 @@ impl Claim {
     #[inline]
     pub fn topic_len(&self) -> usize {
         usize::from(self.topic_len)
+    }
+}
+
+/// A claimed frame whose topic is written and whose payload bytes are borrowed from the ring,
+/// to be filled in place: what a zero-copy reservation holds. Made by
+/// [`WritableRing::claim_frame`] (one bounds computation for the whole body), published with
+/// [`WritableRing::publish_frame`] or [`WritableRing::discard_frame`], or turned back into its
+/// [`Claim`].
+#[derive(Debug)]
+pub struct ClaimedFrame<'r> {
+    claim: Claim,
+    topic: &'r [u8],
+    payload: &'r mut [u8],
+}
+
+impl ClaimedFrame<'_> {
+    /// The frame's payload bytes in the ring.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        self.payload
+    }
+
+    /// The frame's payload bytes in the ring, to fill.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.payload
+    }
+
+    /// The claim (position, sequence, lengths).
+    #[inline]
+    pub fn claim(&self) -> &Claim {
+        &self.claim
+    }
+
+    /// Gives up the borrowed bytes, keeping the claim (to publish with
+    /// [`WritableRing::publish`]).
+    #[inline]
+    pub fn into_claim(self) -> Claim {
+        self.claim
     }
 }
 
@@ -130,6 +169,39 @@ impl WritableRing {
         }
     }
 
+    /// Claims a frame for `topic` and a `payload_len`-byte payload (as [`Self::claim`]), writes
+    /// the topic, and lends out the payload bytes. The caller has checked both lengths.
+    #[inline]
+    pub fn claim_frame(&self, topic: &[u8], payload_len: usize) -> ClaimedFrame<'_> {
+        let claim = self.claim(topic.len(), payload_len);
+        let at = claim.pos.wrapping_add(FRAME_HEADER_LEN as u64);
+        // SAFETY: the claim protocol gives this claim's range to its owner alone, and the
+        // claim just made moves into the returned value together with the only view of its
+        // bytes; the view borrows `self`, so it cannot outlive the mapping.
+        let body = unsafe { self.map.slice_mut(at, topic.len() + payload_len) };
+        let (topic_bytes, payload) = body.split_at_mut(topic.len());
+        topic_bytes.copy_from_slice(topic);
+        ClaimedFrame {
+            claim,
+            topic: topic_bytes,
+            payload,
+        }
+    }
+
+    /// Publishes a frame filled in place: the check hashes its topic and payload where they
+    /// lie in the ring, then the header is written and the commit word stored (Release).
+    #[inline]
+    pub fn publish_frame(&self, frame: ClaimedFrame<'_>, fields: FrameHeaderFields) {
+        let mut header = self.header_for(&frame.claim, fields, STATE_COMMITTED);
+        header.check = frame_check(&header, frame.topic, frame.payload);
+        self.commit(frame.claim, &header);
+    }
+
+    /// Publishes a frame claimed with [`Self::claim_frame`] as discarded.
+    pub fn discard_frame(&self, frame: ClaimedFrame<'_>, fields: FrameHeaderFields) {
+        self.discard(frame.claim, fields);
+    }
+
     /// Copies the topic into a claimed frame.
     #[inline]
     pub fn write_topic(&self, claim: &Claim, topic: &[u8]) {
@@ -169,32 +241,41 @@ impl WritableRing {
         unsafe { self.map.slice(at, claim.payload_len()) }
     }
 
-    /// The frame's body in the ring (topic, then payload), read-only: what the frame check
-    /// hashes.
+    /// The frame's topic and payload in the ring, read-only.
     #[inline]
-    fn body<'a>(&'a self, claim: &'a Claim) -> &'a [u8] {
+    fn topic_and_payload<'a>(&'a self, claim: &'a Claim) -> (&'a [u8], &'a [u8]) {
         let at = claim.pos.wrapping_add(FRAME_HEADER_LEN as u64);
         // SAFETY: the range belongs to this claim alone (see payload_mut); a shared borrow of
         // the claim excludes the mutable view for as long as this one lives.
-        unsafe { self.map.slice(at, claim.topic_len() + claim.payload_len()) }
+        let body = unsafe { self.map.slice(at, claim.topic_len() + claim.payload_len()) };
+        body.split_at(claim.topic_len())
     }
 
     /// Fills in the header and publishes the frame: the commit word is stored last, with
-    /// release ordering, so a reader that sees it sees everything written before. The topic
-    /// and payload must have been written ([`Self::write_topic`], [`Self::write_payload`] or
-    /// [`Self::payload_mut`]); the frame check hashes them where they lie in the ring, just
-    /// written and still in this core's cache.
+    /// release ordering, so a reader that sees it sees everything written before. `topic`
+    /// and `payload` are the bytes the frame holds, hashed from the caller's buffers (not
+    /// re-read from the ring).
     #[inline]
-    pub fn publish(&self, claim: Claim, fields: FrameHeaderFields) {
+    pub fn publish(&self, claim: Claim, fields: FrameHeaderFields, topic: &[u8], payload: &[u8]) {
         let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
-        header.check = frame_check_body(&header, self.body(&claim));
+        header.check = frame_check(&header, topic, payload);
+        self.commit(claim, &header);
+    }
+
+    /// Publishes a frame whose topic and payload were written into the ring (a zero-copy
+    /// reservation filled through [`Self::payload_mut`]): the check hashes them in place.
+    #[inline]
+    pub fn publish_in_place(&self, claim: Claim, fields: FrameHeaderFields) {
+        let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
+        let (topic, payload) = self.topic_and_payload(&claim);
+        header.check = frame_check(&header, topic, payload);
         self.commit(claim, &header);
     }
 
     /// Publishes a claimed frame as discarded: readers skip it and count nothing lost.
     pub fn discard(&self, claim: Claim, fields: FrameHeaderFields) {
         let mut header = self.header_for(&claim, fields, STATE_DISCARDED);
-        header.check = frame_check_body(&header, &[]);
+        header.check = frame_check(&header, &[], &[]);
         self.commit(claim, &header);
     }
 

@@ -33,7 +33,7 @@ fn send(w: &WritableRing, n: u64, payload_base: u64) {
             timestamp_ns: 1,
             flags: 0,
         };
-        w.publish(claim, fields);
+        w.publish(claim, fields, TOPIC, &payload);
     }
 }
 

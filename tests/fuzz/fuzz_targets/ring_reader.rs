@@ -244,7 +244,7 @@ fuzz_target!(|data: &[u8]| {
             0 => rig.writer.discard(claim, fields),
             // 1: claimed, never committed (a dead producer): the claim is just left behind.
             1 => {}
-            _ => rig.writer.publish(claim, fields),
+            _ => rig.writer.publish(claim, fields, &topic, &payload),
         }
     }
 

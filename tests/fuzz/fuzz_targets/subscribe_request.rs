@@ -66,6 +66,8 @@ fn rig() -> &'static Rig {
                     timestamp_ns: 1_000 + i,
                     flags: 0,
                 },
+                topic.as_bytes(),
+                &payload,
             );
         }
         Rig {
