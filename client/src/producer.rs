@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::socket::{MsgFlags, Shutdown, shutdown};
 use ringside_ring::doorbell::DoorbellClient;
 use ringside_ring::handshake::{self, ConnectError, RingOffer, recv_message};
-use ringside_ring::layout::{FLAG_PAYLOAD_UNCHECKED, MAX_TOPIC_LEN};
+use ringside_ring::layout::{FLAG_PAYLOAD_UNCHECKED, MAX_TOPIC_LEN, payload_hash};
 use ringside_ring::writer::{FrameHeaderFields, WritableRing};
 
 use crate::clock::now_ns;
@@ -177,19 +177,18 @@ impl Producer {
         let topic = topic.as_bytes();
         let shared = &*self.shared;
         let ring = self.admit(topic, payload.len())?;
+        let fields = FrameHeaderFields {
+            producer_id: shared.producer_id.load(Ordering::Relaxed),
+            timestamp_ns,
+            flags: shared.frame_flags,
+        };
+        // Claim (which starts loading the claimed ring lines into the cache), hash the
+        // caller's payload meanwhile, then copy into lines that have arrived. The check
+        // hashes the caller's buffers, not the ring's copy (ring format §3).
         let mut frame = ring.claim_frame(topic, payload.len());
+        let hash = payload_hash(fields.flags, payload);
         frame.payload_mut().copy_from_slice(payload);
-        // The check hashes the caller's buffers, not the ring's copy (ring format §3).
-        ring.publish(
-            frame.into_claim(),
-            FrameHeaderFields {
-                producer_id: shared.producer_id.load(Ordering::Relaxed),
-                timestamp_ns,
-                flags: shared.frame_flags,
-            },
-            topic,
-            payload,
-        );
+        ring.publish_hashed(frame.into_claim(), fields, topic, hash);
         shared.doorbell.ring();
         shared.counters.count_sent(payload.len());
         Ok(())
@@ -232,8 +231,7 @@ impl Producer {
     pub fn reserve(&self, topic: &str, len: usize) -> Result<Reservation, SendError> {
         let topic = topic.as_bytes();
         let (ring_index, ring) = self.admit_indexed(topic, len)?;
-        let claim = ring.claim(topic.len(), len);
-        ring.write_topic(&claim, topic);
+        let claim = ring.claim_frame(topic, len).into_claim();
         Ok(Reservation::new(
             Arc::clone(&self.shared),
             ring_index,

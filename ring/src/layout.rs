@@ -284,18 +284,35 @@ const CHECK_BLOCK_FIXED: usize = FRAME_HEADER_CHECKED_LEN + 8;
 /// protect against.
 #[inline]
 pub fn frame_check(header: &FrameHeader, topic: &[u8], payload: &[u8]) -> u32 {
-    let discarded = header.commit & STATE_MASK == STATE_DISCARDED;
-    let covered = if discarded || header.flags & FLAG_PAYLOAD_UNCHECKED != 0 {
-        &[][..]
+    let hash = if header.commit & STATE_MASK == STATE_DISCARDED {
+        xxh3_64(&[])
     } else {
-        payload
+        payload_hash(header.flags, payload)
     };
-    let topic = if discarded {
+    frame_check_hashed(header, topic, hash)
+}
+
+/// The first half of [`frame_check`] for a committed frame with these flags: the payload's
+/// hash as the check covers it (the empty input's with [`FLAG_PAYLOAD_UNCHECKED`]). A
+/// producer can compute it before its frame is written.
+#[inline]
+pub fn payload_hash(flags: u16, payload: &[u8]) -> u64 {
+    if flags & FLAG_PAYLOAD_UNCHECKED != 0 {
+        xxh3_64(&[])
+    } else {
+        xxh3_64(payload)
+    }
+}
+
+/// The second half of [`frame_check`], given the payload hash ([`payload_hash`], or the
+/// empty input's hash for a discarded frame).
+#[inline]
+pub fn frame_check_hashed(header: &FrameHeader, topic: &[u8], payload_hash: u64) -> u32 {
+    let topic = if header.commit & STATE_MASK == STATE_DISCARDED {
         &[][..]
     } else {
         &topic[..topic.len().min(MAX_TOPIC_LEN)]
     };
-    let payload_hash = xxh3_64(covered);
     // Short topics (the common case) build the block in 64 bytes rather than 299: less to
     // zero-initialise on every frame.
     if topic.len() <= SHORT_TOPIC {

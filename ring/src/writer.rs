@@ -10,7 +10,7 @@ use zerocopy::IntoBytes;
 
 use crate::layout::{
     FRAME_HEADER_LEN, FrameHeader, RingConfig, STATE_COMMITTED, STATE_DISCARDED, frame_check,
-    frame_len,
+    frame_check_hashed, frame_len,
 };
 use crate::shm::{Access, RingError, RingMapping, inspect_ring_fd_geometry};
 use crate::view::{Tail, read_tail};
@@ -174,6 +174,8 @@ impl WritableRing {
     #[inline]
     pub fn claim_frame(&self, topic: &[u8], payload_len: usize) -> ClaimedFrame<'_> {
         let claim = self.claim(topic.len(), payload_len);
+        self.map
+            .prefetch(claim.pos, frame_len(topic.len(), payload_len));
         let at = claim.pos.wrapping_add(FRAME_HEADER_LEN as u64);
         // SAFETY: the claim protocol gives this claim's range to its owner alone, and the
         // claim just made moves into the returned value together with the only view of its
@@ -259,6 +261,23 @@ impl WritableRing {
     pub fn publish(&self, claim: Claim, fields: FrameHeaderFields, topic: &[u8], payload: &[u8]) {
         let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
         header.check = frame_check(&header, topic, payload);
+        self.commit(claim, &header);
+    }
+
+    /// [`Self::publish`] with the payload's hash computed beforehand
+    /// ([`payload_hash`](crate::layout::payload_hash) with these fields' flags):
+    /// a `send` hashes its payload while the ring lines it claimed are still on their way
+    /// into the cache, then copies.
+    #[inline]
+    pub fn publish_hashed(
+        &self,
+        claim: Claim,
+        fields: FrameHeaderFields,
+        topic: &[u8],
+        payload_hash: u64,
+    ) {
+        let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
+        header.check = frame_check_hashed(&header, topic, payload_hash);
         self.commit(claim, &header);
     }
 
