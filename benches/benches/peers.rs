@@ -27,6 +27,7 @@
 use std::error::Error;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -428,10 +429,24 @@ fn render(samples: &Samples, drained: &[String], load: &str) -> String {
     out
 }
 
+/// `cargo bench` runs benchmarks in the package directory: a relative path is taken from the
+/// workspace root, where the command is typed.
 fn write_block(path: &str, block: &str) -> Result<(), Box<dyn Error>> {
-    let doc = std::fs::read_to_string(path)?;
+    let path = Path::new(path);
+    let path = if path.is_relative() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    } else {
+        path.to_owned()
+    };
+    let path = path.as_path();
+    let doc = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
     let (Some(begin), Some(end)) = (doc.find(BEGIN_MARKER), doc.find(END_MARKER)) else {
-        return Err(format!("{path} has no {BEGIN_MARKER} … {END_MARKER} block").into());
+        return Err(format!(
+            "{} has no {BEGIN_MARKER} … {END_MARKER} block",
+            path.display()
+        )
+        .into());
     };
     let updated = format!("{}{BEGIN_MARKER}\n{block}{}", &doc[..begin], &doc[end..]);
     std::fs::write(path, updated)?;
