@@ -13,8 +13,10 @@
 //!   sees it; throughput counts both threads' bytes.
 //! - `producer_paths`: `send` while a `RingReader` drains the ring on another thread,
 //!   `send_at` with a caller timestamp, `send` by a producer connected with
-//!   `payload_check: false` (`send_unchecked`), and `reserve` + fill + `commit`.
-//! - `producer_parts`: the clock read (and the coarse clock), the xxh3 frame check, the 128-bit claim alone (one
+//!   `payload_check: false` (`send_unchecked`), `reserve` + fill + `commit`, and the same
+//!   with `reserve_borrowed` (no reference count).
+//! - `producer_parts`: the clock reads (CLOCK_REALTIME, the coarse clock, and the calibrated
+//!   TSC clock `send` uses), the frame check, the 128-bit claim alone (one
 //!   and two threads), a 64-bit `fetch_add` for comparison, and claim + copy + publish on a
 //!   bare ring without the `Producer` around it.
 
@@ -30,7 +32,7 @@ use ringside_benches::fixture::{
 use ringside_benches::table::{
     GROUP_ONE_THREAD, GROUP_PARTS, GROUP_PATHS, GROUP_TWO_THREADS, MEMCPY, SEND,
 };
-use ringside_ring::layout::{FrameHeader, STATE_COMMITTED, frame_check};
+use ringside_ring::layout::{FrameHeader, STATE_COMMITTED, frame_check_body};
 use ringside_ring::{ReadStep, ReaderOptions, RingReader, RingView, StartAt, VecSink};
 
 /// Payload sizes of the send-vs-memcpy tables.
@@ -196,6 +198,18 @@ fn write_paths(c: &mut Criterion, fx: &Fixture) {
                 }
             })
         });
+        group.bench_with_input(
+            BenchmarkId::new("reserve_borrowed_commit", len),
+            &data,
+            |b, data| {
+                b.iter(|| {
+                    if let Ok(mut frame) = fx.producer.reserve_borrowed(TOPIC, data.len()) {
+                        frame.copy_from_slice(black_box(data));
+                        frame.commit();
+                    }
+                })
+            },
+        );
     }
     group.finish();
 }
@@ -229,6 +243,10 @@ fn parts(c: &mut Criterion) {
     ] {
         group.bench_function(name, |b| b.iter(|| black_box(clock_ns(clock))));
     }
+    // What `send` stamps frames with: the calibrated TSC clock (ringside_client::clock).
+    group.bench_function("clock_tsc", |b| {
+        b.iter(|| black_box(ringside_client::clock::now_ns()))
+    });
 
     for len in [64, 4096] {
         let data = payload(len);
@@ -242,14 +260,9 @@ fn parts(c: &mut Criterion) {
             flags: 0,
             check: 0,
         };
-        group.bench_with_input(BenchmarkId::new("frame_check", len), &data, |b, data| {
-            b.iter(|| {
-                black_box(frame_check(
-                    black_box(&header),
-                    TOPIC.as_bytes(),
-                    black_box(data),
-                ))
-            })
+        let body = [TOPIC.as_bytes(), &data[..]].concat();
+        group.bench_with_input(BenchmarkId::new("frame_check", len), &body, |b, body| {
+            b.iter(|| black_box(frame_check_body(black_box(&header), black_box(body))))
         });
     }
 

@@ -254,7 +254,9 @@ pub fn render(ms: &[Measurement]) -> String {
              timestamp (no clock read). `send_unchecked`: a producer connected with \
              `ProducerOptions {{ payload_check: false }}` (the frame check skips the payload). \
              `reserve_commit`: `reserve`, fill the slice with \
-             `copy_from_slice`, `commit`. Compared with the one-thread `memcpy` of the same size.\n"
+             `copy_from_slice`, `commit`; `reserve_borrowed_commit`: the same through \
+             `reserve_borrowed` (no reference count). Compared with the one-thread `memcpy` of \
+             the same size.\n"
         );
         let _ = writeln!(
             out,
@@ -321,6 +323,21 @@ pub fn render(ms: &[Measurement]) -> String {
                 fmt_ns(send.median_ns),
                 fmt_ns(copy.median_ns),
                 verdict(factor <= GOAL_MEMCPY_FACTOR_64)
+            );
+        }
+    }
+    for len in ["64", "4096"] {
+        if let (Some(send), Some(zero_copy)) = (
+            index.get(GROUP_ONE_THREAD, SEND, len),
+            index.get(GROUP_PATHS, "reserve_borrowed_commit", len),
+        ) {
+            let _ = writeln!(
+                out,
+                "| {} `reserve_borrowed` + fill + `commit` below `send` of the same bytes | {} vs {} ns | {} |",
+                size_label(len),
+                fmt_ns(zero_copy.median_ns),
+                fmt_ns(send.median_ns),
+                verdict(zero_copy.median_ns < send.median_ns)
             );
         }
     }

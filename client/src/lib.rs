@@ -36,7 +36,7 @@
 
 #![deny(missing_docs)]
 #![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
-mod clock;
+pub mod clock;
 mod error;
 mod producer;
 mod reservation;
@@ -45,7 +45,7 @@ mod stats;
 
 pub use error::SendError;
 pub use producer::{Producer, ProducerOptions};
-pub use reservation::Reservation;
+pub use reservation::{BorrowedReservation, Reservation};
 pub use ringside_ring::handshake::{
     ConnectError, ConnectErrorKind, HANDSHAKE_TIMEOUT, RefusalReason,
 };

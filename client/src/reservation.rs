@@ -1,22 +1,99 @@
 //! Zero-copy reservations: a frame filled in place inside the ring.
+//!
+//! Two types with one behaviour:
+//! - [`BorrowedReservation`] borrows its [`Producer`](crate::Producer): no reference count
+//!   to take or release, the ring held by reference. The fast path
+//!   ([`Producer::reserve_borrowed`](crate::Producer::reserve_borrowed)).
+//! - [`Reservation`] owns a reference to the producer's shared state, so it can outlive the
+//!   `Producer` handle it came from, be stored anywhere and moved across threads: for
+//!   bindings (C, Python) whose reservations are not tied to a Rust borrow. It costs one
+//!   reference-count increment at reserve time and one decrement at commit.
+//!
+//! Neither copies the topic: it is written into the ring at reserve time, and the frame
+//! check hashes topic and payload where they lie in the ring (ring format §3).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ringside_ring::layout::MAX_TOPIC_LEN;
-use ringside_ring::writer::{Claim, FrameHeaderFields, WritableRing};
+use ringside_ring::writer::{Claim, ClaimedFrame, FrameHeaderFields, WritableRing};
 
 use crate::producer::Shared;
 
-/// A frame being filled in place. Derefs to the payload bytes inside the ring.
+/// A frame being filled in place, borrowed from its [`Producer`](crate::Producer). Derefs
+/// to the payload bytes inside the ring. [`commit`](Self::commit) publishes it; dropping it
+/// uncommitted publishes it as discarded (readers skip it; it never wedges the ring).
+///
+/// 80 bytes, `Send`; no allocation and no atomic read-modify-write besides the ring's claim.
+/// It holds the payload slice itself, so filling it costs no lookup.
+#[derive(Debug)]
+pub struct BorrowedReservation<'p> {
+    shared: &'p Shared,
+    ring: &'p WritableRing,
+    frame: Option<ClaimedFrame<'p>>,
+    timestamp_ns: u64,
+}
+
+/// A frame being filled in place, holding a counted reference to its producer's shared
+/// state, so it may outlive the [`Producer`](crate::Producer) handle and be stored anywhere
+/// (56 bytes, `Send`; it can be moved by value into caller-provided storage). Derefs to the
+/// payload bytes inside the ring. [`commit`](Self::commit) publishes it; dropping it
+/// uncommitted publishes it as discarded.
 #[derive(Debug)]
 pub struct Reservation {
     shared: Arc<Shared>,
     ring_index: usize,
     claim: Option<Claim>,
-    topic: [u8; MAX_TOPIC_LEN],
-    topic_len: u8,
     timestamp_ns: u64,
+}
+
+impl<'p> BorrowedReservation<'p> {
+    #[inline]
+    pub(crate) fn new(
+        shared: &'p Shared,
+        ring: &'p WritableRing,
+        frame: ClaimedFrame<'p>,
+        timestamp_ns: u64,
+    ) -> Self {
+        BorrowedReservation {
+            shared,
+            ring,
+            frame: Some(frame),
+            timestamp_ns,
+        }
+    }
+
+    /// Publishes the frame.
+    #[inline]
+    pub fn commit(mut self) {
+        if let Some(frame) = self.frame.take() {
+            let len = frame.claim().payload_len();
+            self.ring
+                .publish_frame(frame, fields(self.shared, self.timestamp_ns));
+            self.shared.doorbell.ring();
+            self.shared.counters.count_sent(len);
+        }
+    }
+
+    /// Publishes the frame as discarded (readers skip it; not counted as sent).
+    pub fn discard(mut self) {
+        self.discard_frame();
+    }
+
+    /// Sets the frame's timestamp (ns since the Unix epoch); default: reserve time.
+    pub fn set_timestamp(&mut self, timestamp_ns: u64) {
+        self.timestamp_ns = timestamp_ns;
+    }
+
+    fn discard_frame(&mut self) {
+        if let Some(frame) = self.frame.take() {
+            self.ring
+                .discard_frame(frame, fields(self.shared, self.timestamp_ns));
+            self.shared
+                .counters
+                .discarded
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Reservation {
@@ -24,17 +101,12 @@ impl Reservation {
         shared: Arc<Shared>,
         ring_index: usize,
         claim: Claim,
-        topic: &[u8],
         timestamp_ns: u64,
     ) -> Reservation {
-        let mut topic_copy = [0u8; MAX_TOPIC_LEN];
-        topic_copy[..topic.len()].copy_from_slice(topic);
         Reservation {
             shared,
             ring_index,
             claim: Some(claim),
-            topic: topic_copy,
-            topic_len: topic.len() as u8,
             timestamp_ns,
         }
     }
@@ -45,47 +117,72 @@ impl Reservation {
 
     /// Publishes the frame.
     pub fn commit(mut self) {
-        let Some(claim) = self.claim.take() else {
-            return;
-        };
-        let fields = self.fields();
-        let len = claim.payload_len();
-        if let Some(ring) = self.ring() {
-            ring.publish_in_place(claim, fields, &self.topic[..usize::from(self.topic_len)]);
+        if let Some(claim) = self.claim.take() {
+            publish(&self.shared, self.ring(), claim, self.timestamp_ns);
         }
-        self.shared.doorbell.ring();
-        self.shared.counters.count_sent(len);
     }
 
     /// Publishes the frame as discarded (readers skip it; not counted as sent).
     pub fn discard(mut self) {
-        self.discard_claim();
+        if let Some(claim) = self.claim.take() {
+            discard(&self.shared, self.ring(), claim, self.timestamp_ns);
+        }
     }
 
     /// Sets the frame's timestamp (ns since the Unix epoch); default: reserve time.
     pub fn set_timestamp(&mut self, timestamp_ns: u64) {
         self.timestamp_ns = timestamp_ns;
     }
+}
 
-    fn fields(&self) -> FrameHeaderFields {
-        FrameHeaderFields {
-            producer_id: self.shared.producer_id.load(Ordering::Relaxed),
-            timestamp_ns: self.timestamp_ns,
-            flags: self.shared.frame_flags,
-        }
+#[inline]
+fn fields(shared: &Shared, timestamp_ns: u64) -> FrameHeaderFields {
+    FrameHeaderFields {
+        producer_id: shared.producer_id.load(Ordering::Relaxed),
+        timestamp_ns,
+        flags: shared.frame_flags,
     }
+}
 
-    fn discard_claim(&mut self) {
-        if let Some(claim) = self.claim.take() {
-            let fields = self.fields();
-            if let Some(ring) = self.ring() {
-                ring.discard(claim, fields);
-            }
-            self.shared
-                .counters
-                .discarded
-                .fetch_add(1, Ordering::Relaxed);
-        }
+/// Publishes a reserved frame (hashing its payload in place), rings the doorbell, counts it.
+/// `ring` is None only if the producer's ring table lost the slot, which it never does.
+#[inline]
+fn publish(shared: &Shared, ring: Option<&WritableRing>, claim: Claim, timestamp_ns: u64) {
+    let len = claim.payload_len();
+    if let Some(ring) = ring {
+        ring.publish_in_place(claim, fields(shared, timestamp_ns));
+    }
+    shared.doorbell.ring();
+    shared.counters.count_sent(len);
+}
+
+fn discard(shared: &Shared, ring: Option<&WritableRing>, claim: Claim, timestamp_ns: u64) {
+    if let Some(ring) = ring {
+        ring.discard(claim, fields(shared, timestamp_ns));
+    }
+    shared.counters.discarded.fetch_add(1, Ordering::Relaxed);
+}
+
+impl std::ops::Deref for BorrowedReservation<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        self.frame.as_ref().map_or(&[], ClaimedFrame::payload)
+    }
+}
+
+impl std::ops::DerefMut for BorrowedReservation<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.frame
+            .as_mut()
+            .map_or(&mut [], ClaimedFrame::payload_mut)
+    }
+}
+
+impl Drop for BorrowedReservation<'_> {
+    fn drop(&mut self) {
+        self.discard_frame();
     }
 }
 
@@ -111,6 +208,30 @@ impl std::ops::DerefMut for Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.discard_claim();
+        if let Some(claim) = self.claim.take() {
+            discard(&self.shared, self.ring(), claim, self.timestamp_ns);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_stay_small_and_sendable() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Reservation>();
+        assert_send::<BorrowedReservation<'static>>();
+        assert!(
+            size_of::<Reservation>() <= 56,
+            "{}",
+            size_of::<Reservation>()
+        );
+        assert!(
+            size_of::<BorrowedReservation<'static>>() <= 80,
+            "{}",
+            size_of::<BorrowedReservation<'static>>()
+        );
     }
 }

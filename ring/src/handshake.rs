@@ -21,7 +21,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::layout::{FORMAT_VERSION, RingConfig};
 use crate::shm::{RingError, adopt_received_fds};
 
-/// Version of the handshake messages.
+/// Version of the handshake messages (their layout and meaning). The ring format a producer
+/// writes travels separately, in [`Hello::ring_format`], so a producer of another ring
+/// format still reads this sidecar's refusal.
 pub const HANDSHAKE_VERSION: u32 = 1;
 /// Magic of a Hello.
 pub const HELLO_MAGIC: [u8; 8] = *b"RSHELLO\0";
@@ -175,12 +177,21 @@ impl Hello {
                 "bad hello magic: not a ringside producer".to_owned(),
             ));
         }
-        if hello.version != HANDSHAKE_VERSION || hello.ring_format != FORMAT_VERSION {
+        if hello.ring_format != FORMAT_VERSION {
             return Err((
                 RefusalReason::VersionMismatch,
                 format!(
-                    "producer speaks handshake v{} / ring format v{}, this sidecar speaks v{} / v{}; upgrade the producer library or the sidecar",
-                    hello.version, hello.ring_format, HANDSHAKE_VERSION, FORMAT_VERSION
+                    "producer writes ring format v{}, this sidecar reads ring format v{}; run the producer library (ringside-client, libringside) and the sidecar from the same release",
+                    hello.ring_format, FORMAT_VERSION
+                ),
+            ));
+        }
+        if hello.version != HANDSHAKE_VERSION {
+            return Err((
+                RefusalReason::VersionMismatch,
+                format!(
+                    "producer speaks handshake v{}, this sidecar speaks handshake v{}; run the producer library (ringside-client, libringside) and the sidecar from the same release",
+                    hello.version, HANDSHAKE_VERSION
                 ),
             ));
         }

@@ -3,7 +3,7 @@
 //! Everything in this module is plain, safe data handling: it never touches shared
 //! memory. Callers copy bytes out of the ring first and validate the copy here.
 
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use twox_hash::XxHash3_64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 #[cfg(not(target_endian = "little"))]
@@ -11,8 +11,13 @@ compile_error!("the ring format is little-endian; big-endian hosts are not suppo
 
 /// Magic bytes at offset 0 of every ring.
 pub const RING_MAGIC: [u8; 8] = *b"RINGSIDE";
-/// Version of the ring byte layout. Readers refuse any other value.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the ring byte layout and its frame check. Readers refuse any other value.
+///
+/// Version 2 (this one) computes the frame check as two xxh3 calls: one over the frame's
+/// body (topic and payload, contiguous in the ring and in a reader's copy), one over the
+/// header with the body's hash appended. Version 1 chained three calls (header, topic,
+/// payload).
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes before the data region: the ring header page.
 pub const HEADER_REGION_LEN: u64 = 4096;
 /// Offset of the 128-bit claim word (byte position low, frame sequence high).
@@ -260,26 +265,96 @@ const _: () = assert!(size_of::<FrameHeader>() == FRAME_HEADER_LEN);
 const _: () = assert!(size_of::<RingHeader>() == 64);
 const FRAME_HEADER_CHECKED_LEN: usize = 36;
 
-/// The frame check: xxh3-64 of the payload, seeded with xxh3-64 of the topic, seeded with
-/// xxh3-64 of the header's first 36 bytes with the commit word replaced by the bare position;
-/// truncated to 32 bits. With [`FLAG_PAYLOAD_UNCHECKED`] the payload step is left out.
+/// XXH3-64 (default secret, seed 0) of `bytes`, as specified by the xxHash project. Inputs
+/// longer than 240 bytes use AVX2 (or NEON) when the CPU has it, detected at run time, and
+/// SSE2 otherwise; every path computes the same value.
+#[inline]
+pub fn xxh3_64(bytes: &[u8]) -> u64 {
+    XxHash3_64::oneshot(bytes)
+}
+
+/// Fixed part of the frame check's second input: the header's first 36 bytes (commit
+/// replaced by the bare position, `check` left out) and the payload hash, little-endian.
+const CHECK_BLOCK_FIXED: usize = FRAME_HEADER_CHECKED_LEN + 8;
+
+/// The frame check (format version 2) of a frame with this header, topic and payload:
+///
+/// ```text
+/// payload_hash = xxh3_64(payload)          (the empty input when the frame is discarded
+///                                           or flagged FLAG_PAYLOAD_UNCHECKED)
+/// check = low32(xxh3_64(header[0..36] with commit := position ‖ le64(payload_hash) ‖ topic))
+///                                          (no topic when the frame is discarded)
+/// ```
 ///
 /// Binding position and sequence into the check means a stale frame from an earlier lap, or
-/// a frame copied elsewhere, never validates. Chaining topic then payload lets a producer hash
-/// its own source buffers (no re-read of the ring). A discarded frame's check covers the
-/// header only.
+/// a frame copied elsewhere, never validates; a torn copy or stray bytes change a hash input.
+/// Two hash calls whatever the sizes, each over one contiguous buffer: the payload (the
+/// producer's own buffer for `send`, the ring for a reservation, a reader's copy), and a
+/// small block on the stack. `docs/ring-format.md` §3 says what this check does and does not
+/// protect against.
+#[inline]
 pub fn frame_check(header: &FrameHeader, topic: &[u8], payload: &[u8]) -> u32 {
+    let hash = if header.commit & STATE_MASK == STATE_DISCARDED {
+        xxh3_64(&[])
+    } else {
+        payload_hash(header.flags, payload)
+    };
+    frame_check_hashed(header, topic, hash)
+}
+
+/// The first half of [`frame_check`] for a committed frame with these flags: the payload's
+/// hash as the check covers it (the empty input's with [`FLAG_PAYLOAD_UNCHECKED`]). A
+/// producer can compute it before its frame is written.
+#[inline]
+pub fn payload_hash(flags: u16, payload: &[u8]) -> u64 {
+    if flags & FLAG_PAYLOAD_UNCHECKED != 0 {
+        xxh3_64(&[])
+    } else {
+        xxh3_64(payload)
+    }
+}
+
+/// The second half of [`frame_check`], given the payload hash ([`payload_hash`], or the
+/// empty input's hash for a discarded frame).
+#[inline]
+pub fn frame_check_hashed(header: &FrameHeader, topic: &[u8], payload_hash: u64) -> u32 {
+    let topic = if header.commit & STATE_MASK == STATE_DISCARDED {
+        &[][..]
+    } else {
+        &topic[..topic.len().min(MAX_TOPIC_LEN)]
+    };
+    // Short topics (the common case) build the block in 64 bytes rather than 299: less to
+    // zero-initialise on every frame.
+    if topic.len() <= SHORT_TOPIC {
+        seal::<{ CHECK_BLOCK_FIXED + SHORT_TOPIC }>(header, payload_hash, topic)
+    } else {
+        seal::<{ CHECK_BLOCK_FIXED + MAX_TOPIC_LEN }>(header, payload_hash, topic)
+    }
+}
+
+/// Longest topic sealed in the short block.
+const SHORT_TOPIC: usize = 64 - CHECK_BLOCK_FIXED;
+
+/// The second hash of [`frame_check`], built in an `N`-byte block (`N` ≥ 44 + topic length).
+#[inline(always)]
+fn seal<const N: usize>(header: &FrameHeader, payload_hash: u64, topic: &[u8]) -> u32 {
     let mut bound = *header;
     bound.commit &= !STATE_MASK;
-    let seed = xxh3_64(&bound.as_bytes()[..FRAME_HEADER_CHECKED_LEN]);
-    let full = if header.commit & STATE_MASK == STATE_DISCARDED {
-        seed
-    } else if header.flags & FLAG_PAYLOAD_UNCHECKED != 0 {
-        xxh3_64_with_seed(topic, seed)
-    } else {
-        xxh3_64_with_seed(payload, xxh3_64_with_seed(topic, seed))
-    };
-    full as u32
+    let mut block = [0u8; N];
+    block[..FRAME_HEADER_CHECKED_LEN]
+        .copy_from_slice(&bound.as_bytes()[..FRAME_HEADER_CHECKED_LEN]);
+    block[FRAME_HEADER_CHECKED_LEN..CHECK_BLOCK_FIXED].copy_from_slice(&payload_hash.to_le_bytes());
+    let len = (CHECK_BLOCK_FIXED + topic.len()).min(N);
+    block[CHECK_BLOCK_FIXED..len].copy_from_slice(&topic[..len - CHECK_BLOCK_FIXED]);
+    xxh3_64(&block[..len]) as u32
+}
+
+/// [`frame_check`] of a frame whose topic and payload lie back to back in `body`, as in the
+/// ring and in a reader's copy: the first `header.topic_len` bytes are the topic.
+#[inline]
+pub fn frame_check_body(header: &FrameHeader, body: &[u8]) -> u32 {
+    let (topic, payload) = body.split_at(usize::from(header.topic_len).min(body.len()));
+    frame_check(header, topic, payload)
 }
 
 /// Result of structurally checking a frame header copy against where it was found.
@@ -392,11 +467,10 @@ pub fn decode_frame(
     let body = bytes
         .get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + meta.body_len())
         .ok_or(HeaderCheck::Malformed)?;
-    let (topic, payload) = body.split_at(usize::from(meta.topic_len));
-    if frame_check(&header, topic, payload) != header.check {
+    if frame_check_body(&header, body) != header.check {
         return Err(HeaderCheck::Malformed);
     }
-    if std::str::from_utf8(topic).is_err() {
+    if std::str::from_utf8(&body[..usize::from(meta.topic_len)]).is_err() {
         return Err(HeaderCheck::Malformed);
     }
     Ok(meta)
@@ -504,7 +578,84 @@ mod tests {
         );
     }
 
+    #[test]
+    fn xxh3_matches_a_second_implementation_on_every_path() {
+        // Lengths cover every XXH3 branch (0, 1-3, 4-8, 9-16, 17-128, 129-240, and the
+        // long, vectorised path with its stripe and block boundaries).
+        let data: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in (0..=300).chain([511, 512, 513, 1023, 1024, 1025, 4096, 4105, 5000]) {
+            assert_eq!(
+                xxh3_64(&data[..len]),
+                xxhash_rust::xxh3::xxh3_64(&data[..len]),
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn v2_check_is_the_spec_formula() {
+        let topic = b"cpu";
+        let payload = b"hello world";
+        let mut header = FrameHeader {
+            commit: 4096 | STATE_COMMITTED,
+            seq: 9,
+            timestamp_ns: 7,
+            payload_len: payload.len() as u32,
+            producer_id: 3,
+            topic_len: topic.len() as u16,
+            flags: 0,
+            check: 0,
+        };
+        // The spec's formula, with a second XXH3 implementation.
+        let spec = |header: &FrameHeader, topic: &[u8], payload: &[u8]| {
+            let mut bytes = header.as_bytes()[..36].to_vec();
+            bytes[..8].copy_from_slice(&(header.commit & !STATE_MASK).to_le_bytes());
+            bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
+            bytes.extend_from_slice(topic);
+            xxhash_rust::xxh3::xxh3_64(&bytes) as u32
+        };
+        let body = [&topic[..], &payload[..]].concat();
+        for (commit, flags, covered_topic, covered_payload) in [
+            (4096 | STATE_COMMITTED, 0, &topic[..], &payload[..]),
+            (
+                4096 | STATE_COMMITTED,
+                FLAG_PAYLOAD_UNCHECKED,
+                &topic[..],
+                &[][..],
+            ),
+            (4096 | STATE_DISCARDED, 0, &[][..], &[][..]),
+        ] {
+            header.commit = commit;
+            header.flags = flags;
+            let expected = spec(&header, covered_topic, covered_payload);
+            assert_eq!(frame_check(&header, topic, payload), expected);
+            assert_eq!(frame_check_body(&header, &body), expected);
+        }
+    }
+
     proptest! {
+        #[test]
+        fn two_buffer_and_contiguous_checks_agree(
+            topic in proptest::collection::vec(any::<u8>(), 1..255),
+            payload in proptest::collection::vec(any::<u8>(), 0..3000),
+            unchecked in any::<bool>(),
+        ) {
+            let header = FrameHeader {
+                commit: 8192 | STATE_COMMITTED,
+                seq: 1,
+                timestamp_ns: 2,
+                payload_len: payload.len() as u32,
+                producer_id: 4,
+                topic_len: topic.len() as u16,
+                flags: if unchecked { FLAG_PAYLOAD_UNCHECKED } else { 0 },
+                check: 0,
+            };
+            let body = [&topic[..], &payload[..]].concat();
+            prop_assert_eq!(frame_check(&header, &topic, &payload), frame_check_body(&header, &body));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), pos in 0u64..1<<20) {
             let position = pos & !STATE_MASK;

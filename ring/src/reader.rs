@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::layout::{
     FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameMeta, HeaderCheck, MAX_TOPIC_LEN,
-    check_header, frame_check, frame_len, names_position, parse_frame_header,
+    check_header, frame_check_body, frame_len, names_position, parse_frame_header,
 };
 use crate::view::{RingView, Tail};
 
@@ -491,9 +491,8 @@ impl RingReader {
             sink.abort();
             return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
         }
-        let (topic_copy, payload_copy) = body.split_at(topic_len);
-        if frame_check(&header, topic_copy, payload_copy) != header.check
-            || std::str::from_utf8(topic_copy).is_err()
+        if frame_check_body(&header, body) != header.check
+            || std::str::from_utf8(&body[..topic_len]).is_err()
         {
             sink.abort();
             return Step::Deliver(self.resync(tail, LossReason::Corrupt));

@@ -296,6 +296,34 @@ impl RingMapping {
         unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) }
     }
 
+    /// Asks the CPU to start loading the cache lines of `[position, position + len)` (a hint;
+    /// no memory is read into the program). A producer issues it right after its claim, so
+    /// that the ring lines it is about to overwrite (long out of cache in a large ring) arrive
+    /// while it hashes the payload, instead of stalling the copy line by line.
+    #[inline]
+    pub fn prefetch(&self, position: u64, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let len = len.min(self.capacity);
+            let start = self.at(position, len);
+            let mut offset = 0;
+            while offset < len {
+                // SAFETY: prefetch is a hint that never faults and reads nothing into the
+                // program; the address is inside the mapping anyway (see `at`).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset).cast::<i8>()) };
+                offset += 64;
+            }
+            // The last line, when the range does not start on a line boundary.
+            // SAFETY: as above; start + len - 1 is the range's last byte.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(len.saturating_sub(1)).cast::<i8>())
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (position, len);
+    }
+
     /// Copies `src` into the ring at `position`. Writable mappings only; the caller owns the
     /// range through a claim.
     ///

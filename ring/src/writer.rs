@@ -10,7 +10,7 @@ use zerocopy::IntoBytes;
 
 use crate::layout::{
     FRAME_HEADER_LEN, FrameHeader, RingConfig, STATE_COMMITTED, STATE_DISCARDED, frame_check,
-    frame_len,
+    frame_check_hashed, frame_len,
 };
 use crate::shm::{Access, RingError, RingMapping, inspect_ring_fd_geometry};
 use crate::view::{Tail, read_tail};
@@ -34,14 +34,62 @@ pub struct Claim {
     pub pos: u64,
     /// The frame's sequence number.
     pub seq: u64,
-    topic_len: usize,
-    payload_len: usize,
+    /// Topic length (at most 255), narrow so a claim stays 24 bytes.
+    topic_len: u16,
+    /// Payload length (at most 64 MiB, the format's limit).
+    payload_len: u32,
 }
 
 impl Claim {
     /// Payload length this claim was made for.
+    #[inline]
     pub fn payload_len(&self) -> usize {
-        self.payload_len
+        self.payload_len as usize
+    }
+
+    /// Topic length this claim was made for.
+    #[inline]
+    pub fn topic_len(&self) -> usize {
+        usize::from(self.topic_len)
+    }
+}
+
+/// A claimed frame whose topic is written and whose payload bytes are borrowed from the ring,
+/// to be filled in place: what a zero-copy reservation holds. Made by
+/// [`WritableRing::claim_frame`] (one bounds computation for the whole body), published with
+/// [`WritableRing::publish_frame`] or [`WritableRing::discard_frame`], or turned back into its
+/// [`Claim`].
+#[derive(Debug)]
+pub struct ClaimedFrame<'r> {
+    claim: Claim,
+    topic: &'r [u8],
+    payload: &'r mut [u8],
+}
+
+impl ClaimedFrame<'_> {
+    /// The frame's payload bytes in the ring.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        self.payload
+    }
+
+    /// The frame's payload bytes in the ring, to fill.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.payload
+    }
+
+    /// The claim (position, sequence, lengths).
+    #[inline]
+    pub fn claim(&self) -> &Claim {
+        &self.claim
+    }
+
+    /// Gives up the borrowed bytes, keeping the claim (to publish with
+    /// [`WritableRing::publish`]).
+    #[inline]
+    pub fn into_claim(self) -> Claim {
+        self.claim
     }
 }
 
@@ -100,7 +148,9 @@ impl WritableRing {
 
     /// Claims a whole frame for a topic and payload of the given lengths, and the next
     /// sequence number, in one atomic 128-bit add. Never blocks; lock-free (a CAS loop on
-    /// x86_64). The caller has checked both lengths against the ring's limits.
+    /// x86_64). The caller has checked both lengths against the ring's limits (topic at most
+    /// [`MAX_TOPIC_LEN`](crate::layout::MAX_TOPIC_LEN), payload at most the ring's max
+    /// payload, which the format caps at 64 MiB).
     #[inline]
     pub fn claim(&self, topic_len: usize, payload_len: usize) -> Claim {
         let len = frame_len(topic_len, payload_len);
@@ -115,18 +165,54 @@ impl WritableRing {
         // Release fence: orders the claim before every byte we write next, so a reader that
         // sees any of our bytes and then re-reads the claim position sees this claim.
         fence(Ordering::Release);
+        debug_assert!(topic_len <= usize::from(u16::MAX) && payload_len <= u32::MAX as usize);
         Claim {
             pos: old as u64,
             seq: (old >> 64) as u64,
-            topic_len,
-            payload_len,
+            topic_len: topic_len as u16,
+            payload_len: payload_len as u32,
         }
+    }
+
+    /// Claims a frame for `topic` and a `payload_len`-byte payload (as [`Self::claim`]), writes
+    /// the topic, and lends out the payload bytes. The caller has checked both lengths.
+    #[inline]
+    pub fn claim_frame(&self, topic: &[u8], payload_len: usize) -> ClaimedFrame<'_> {
+        let claim = self.claim(topic.len(), payload_len);
+        self.map
+            .prefetch(claim.pos, frame_len(topic.len(), payload_len));
+        let at = claim.pos.wrapping_add(FRAME_HEADER_LEN as u64);
+        // SAFETY: the claim protocol gives this claim's range to its owner alone, and the
+        // claim just made moves into the returned value together with the only view of its
+        // bytes; the view borrows `self`, so it cannot outlive the mapping.
+        let body = unsafe { self.map.slice_mut(at, topic.len() + payload_len) };
+        let (topic_bytes, payload) = body.split_at_mut(topic.len());
+        topic_bytes.copy_from_slice(topic);
+        ClaimedFrame {
+            claim,
+            topic: topic_bytes,
+            payload,
+        }
+    }
+
+    /// Publishes a frame filled in place: the check hashes its topic and payload where they
+    /// lie in the ring, then the header is written and the commit word stored (Release).
+    #[inline]
+    pub fn publish_frame(&self, frame: ClaimedFrame<'_>, fields: FrameHeaderFields) {
+        let mut header = self.header_for(&frame.claim, fields, STATE_COMMITTED);
+        header.check = frame_check(&header, frame.topic, frame.payload);
+        self.commit(frame.claim, &header);
+    }
+
+    /// Publishes a frame claimed with [`Self::claim_frame`] as discarded.
+    pub fn discard_frame(&self, frame: ClaimedFrame<'_>, fields: FrameHeaderFields) {
+        self.discard(frame.claim, fields);
     }
 
     /// Copies the topic into a claimed frame.
     #[inline]
     pub fn write_topic(&self, claim: &Claim, topic: &[u8]) {
-        debug_assert_eq!(topic.len(), claim.topic_len);
+        debug_assert_eq!(topic.len(), claim.topic_len());
         self.map
             .copy_in(claim.pos.wrapping_add(FRAME_HEADER_LEN as u64), topic);
     }
@@ -134,10 +220,10 @@ impl WritableRing {
     /// Copies the payload into a claimed frame.
     #[inline]
     pub fn write_payload(&self, claim: &Claim, payload: &[u8]) {
-        debug_assert_eq!(payload.len(), claim.payload_len);
+        debug_assert_eq!(payload.len(), claim.payload_len());
         let at = claim
             .pos
-            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len) as u64);
+            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len()) as u64);
         self.map.copy_in(at, payload);
     }
 
@@ -145,26 +231,37 @@ impl WritableRing {
     pub fn payload_mut<'a>(&'a self, claim: &'a mut Claim) -> &'a mut [u8] {
         let at = claim
             .pos
-            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len) as u64);
+            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len()) as u64);
         // SAFETY: the claim protocol gives this claim's range to its owner alone; `claim` is
         // neither Copy nor Clone and is borrowed mutably for the view's lifetime, so this is
         // the only view of these bytes in the process. The view cannot outlive `self`.
-        unsafe { self.map.slice_mut(at, claim.payload_len) }
+        unsafe { self.map.slice_mut(at, claim.payload_len()) }
     }
 
     /// The ring bytes of a claimed frame's payload, read-only.
     pub fn payload<'a>(&'a self, claim: &'a Claim) -> &'a [u8] {
         let at = claim
             .pos
-            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len) as u64);
+            .wrapping_add((FRAME_HEADER_LEN + claim.topic_len()) as u64);
         // SAFETY: the range belongs to this claim alone (see payload_mut); a shared borrow of
         // the claim excludes the mutable view for as long as this one lives.
-        unsafe { self.map.slice(at, claim.payload_len) }
+        unsafe { self.map.slice(at, claim.payload_len()) }
+    }
+
+    /// The frame's topic and payload in the ring, read-only.
+    #[inline]
+    fn topic_and_payload<'a>(&'a self, claim: &'a Claim) -> (&'a [u8], &'a [u8]) {
+        let at = claim.pos.wrapping_add(FRAME_HEADER_LEN as u64);
+        // SAFETY: the range belongs to this claim alone (see payload_mut); a shared borrow of
+        // the claim excludes the mutable view for as long as this one lives.
+        let body = unsafe { self.map.slice(at, claim.topic_len() + claim.payload_len()) };
+        body.split_at(claim.topic_len())
     }
 
     /// Fills in the header and publishes the frame: the commit word is stored last, with
     /// release ordering, so a reader that sees it sees everything written before. `topic`
-    /// and `payload` are the bytes the frame holds (hashed from the caller's buffers).
+    /// and `payload` are the bytes the frame holds, hashed from the caller's buffers (not
+    /// re-read from the ring).
     #[inline]
     pub fn publish(&self, claim: Claim, fields: FrameHeaderFields, topic: &[u8], payload: &[u8]) {
         let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
@@ -172,10 +269,30 @@ impl WritableRing {
         self.commit(claim, &header);
     }
 
-    /// Publishes a frame whose payload was filled in place through [`Self::payload_mut`].
-    pub fn publish_in_place(&self, mut claim: Claim, fields: FrameHeaderFields, topic: &[u8]) {
+    /// [`Self::publish`] with the payload's hash computed beforehand
+    /// ([`payload_hash`](crate::layout::payload_hash) with these fields' flags):
+    /// a `send` hashes its payload while the ring lines it claimed are still on their way
+    /// into the cache, then copies.
+    #[inline]
+    pub fn publish_hashed(
+        &self,
+        claim: Claim,
+        fields: FrameHeaderFields,
+        topic: &[u8],
+        payload_hash: u64,
+    ) {
         let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
-        header.check = frame_check(&header, topic, self.payload_mut(&mut claim));
+        header.check = frame_check_hashed(&header, topic, payload_hash);
+        self.commit(claim, &header);
+    }
+
+    /// Publishes a frame whose topic and payload were written into the ring (a zero-copy
+    /// reservation filled through [`Self::payload_mut`]): the check hashes them in place.
+    #[inline]
+    pub fn publish_in_place(&self, claim: Claim, fields: FrameHeaderFields) {
+        let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
+        let (topic, payload) = self.topic_and_payload(&claim);
+        header.check = frame_check(&header, topic, payload);
         self.commit(claim, &header);
     }
 
@@ -192,9 +309,9 @@ impl WritableRing {
             commit: claim.pos | state,
             seq: claim.seq,
             timestamp_ns: fields.timestamp_ns,
-            payload_len: claim.payload_len as u32,
+            payload_len: claim.payload_len,
             producer_id: fields.producer_id,
-            topic_len: claim.topic_len as u16,
+            topic_len: claim.topic_len,
             flags: fields.flags,
             check: 0,
         }
