@@ -208,6 +208,11 @@ class Subscription:
             self._streams += 1
             self._failed(err)
             return None
+        except ValueError:
+            # grpcio refuses calls on a channel that close() closed meanwhile.
+            if self._stop.is_set():
+                return None
+            raise
         with self._lock:
             if self._stop.is_set():
                 call.cancel()

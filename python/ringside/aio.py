@@ -171,6 +171,11 @@ class AsyncSubscription:
             self._streams += 1
             await self._failed(err)
             return None
+        except (ValueError, grpc.aio.UsageError):
+            # A channel that aclose() closed meanwhile.
+            if self._closed:
+                return None
+            raise
         if self._closed:
             call.cancel()
             return None

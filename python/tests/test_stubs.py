@@ -4,6 +4,7 @@ generates today (regenerate with `python python/tools/gen_stubs.py`)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
 
 import pytest
@@ -29,8 +30,13 @@ def test_shipped_stubs_are_not_stale(tmp_path):
 
 
 def test_the_installed_package_ships_the_stubs():
+    import ringside
     import ringside.v1.ringside_pb2 as pb
     import ringside.v1.ringside_pb2_grpc as pb_grpc
 
     assert pb.DESCRIPTOR.package == "ringside.v1"
     assert hasattr(pb_grpc, "RingsideStub")
+    if os.environ.get("RINGSIDE_TEST_INSTALLED_WHEEL"):
+        # run-tests.sh: what is tested is the pip-installed wheel.
+        for module in (ringside, pb, ringside._native):
+            assert "site-packages" in module.__file__, module.__file__
