@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import pathlib
@@ -25,6 +26,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -117,6 +119,44 @@ def loop_reserve(n, size, ctx):
     return time.perf_counter_ns() - t
 
 
+def loop_pack_send(n, size, ctx):
+    send, pack, vals = ctx["producer"].send, ctx["struct"].pack, ctx["values"]
+    t = time.perf_counter_ns()
+    for _ in range(n):
+        send("bench", pack(*vals))
+    return time.perf_counter_ns() - t
+
+
+def loop_reserve_pack_into(n, size, ctx):
+    reserve, pack_into, vals = ctx["producer"].reserve, ctx["struct"].pack_into, ctx["values"]
+    t = time.perf_counter_ns()
+    for _ in range(n):
+        with reserve("bench", size) as buf:
+            pack_into(buf, 0, *vals)
+    return time.perf_counter_ns() - t
+
+
+def loop_read_send(n, size, ctx):
+    send, stream = ctx["producer"].send, ctx["stream"]
+    seek, read = stream.seek, stream.read
+    t = time.perf_counter_ns()
+    for _ in range(n):
+        seek(0)
+        send("bench", read(size))
+    return time.perf_counter_ns() - t
+
+
+def loop_reserve_readinto(n, size, ctx):
+    reserve, stream = ctx["producer"].reserve, ctx["stream"]
+    seek, readinto = stream.seek, stream.readinto
+    t = time.perf_counter_ns()
+    for _ in range(n):
+        seek(0)
+        with reserve("bench", size) as buf:
+            readinto(buf)
+    return time.perf_counter_ns() - t
+
+
 def loop_nats(n, size, ctx):
     return ctx["loop"].run_until_complete(_nats(ctx["nats"], n, ctx["payload"]))
 
@@ -150,6 +190,10 @@ OPERATIONS = [
     ("slice_send", "`producer.send(topic, data[0:size])`", 1),
     ("memoryview_send", "`producer.send(topic, view[0:size])` (memoryview slice)", 1),
     ("reserve", "`with producer.reserve(topic, size) as buf: buf[:] = payload`", 1),
+    ("pack_send", "`producer.send(topic, st.pack(*values))` (payload built from size/8 ints)", 1),
+    ("reserve_pack_into", "`with producer.reserve(topic, size) as buf: st.pack_into(buf, 0, *values)`", 1),
+    ("read_send", "`stream.seek(0); producer.send(topic, stream.read(size))` (io.BytesIO)", 1),
+    ("reserve_readinto", "`stream.seek(0); with producer.reserve(topic, size) as buf: stream.readinto(buf)`", 1),
     ("nats", "nats-py `await nc.publish(subject, payload)` (+ one flush)", 1),
     ("jetstream", "nats-py JetStream `await js.publish(subject, payload)` (waits for the ack)", 100),
 ]
@@ -160,6 +204,10 @@ LOOPS = {
     "slice_send": loop_slice_send,
     "memoryview_send": loop_memoryview_send,
     "reserve": loop_reserve,
+    "pack_send": loop_pack_send,
+    "read_send": loop_read_send,
+    "reserve_readinto": loop_reserve_readinto,
+    "reserve_pack_into": loop_reserve_pack_into,
     "nats": loop_nats,
     "jetstream": loop_jetstream,
 }
@@ -169,7 +217,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--sizes", default="64,1024")
+    ap.add_argument("--sizes", default="64,1024,65536")
     ap.add_argument("--ringside-bin")
     ap.add_argument("--nats-server", default=shutil.which("nats-server") or "/usr/sbin/nats-server")
     ap.add_argument("--no-nats", action="store_true", help="skip nats (when nats-server is missing)")
@@ -223,6 +271,9 @@ def main() -> int:
         for size in sizes:
             ctx["payload"] = os.urandom(size)
             ctx["data"] = os.urandom(size * 2)
+            ctx["struct"] = struct.Struct(f"<{size // 8}q")
+            ctx["values"] = tuple(range(size // 8))
+            ctx["stream"] = io.BytesIO(os.urandom(size))
             samples = {key: [] for key, _, _ in ops}
             for key, _, div in ops:  # warm-up
                 LOOPS[key](max(1, args.iterations // (10 * div)), size, ctx)
@@ -273,7 +324,9 @@ def print_table(results, ops, args, stats) -> None:
         m = med[s]
         line = (f"{s} B: send / slicing = {m['send'] / m['slice']:.2f}x, "
                 f"send minus empty loop = {m['send'] - m['empty']:.0f} ns, "
-                f"reserve / send = {m['reserve'] / m['send']:.2f}x")
+                f"reserve / send = {m['reserve'] / m['send']:.2f}x, "
+                f"reserve+pack_into / send(pack()) = {m['reserve_pack_into'] / m['pack_send']:.2f}x, "
+                f"reserve+readinto / send(read()) = {m['reserve_readinto'] / m['read_send']:.2f}x")
         if "nats" in m:
             line += (f", nats publish / send = {m['nats'] / m['send']:.2f}x, "
                      f"jetstream publish / send = {m['jetstream'] / m['send']:.0f}x")

@@ -13,9 +13,10 @@ use crate::payload::with_payload;
 use crate::reservation::Reservation;
 
 /// Payloads at least this long are copied into the ring with the interpreter released, so
-/// other Python threads run during the copy. Below it, releasing and re-taking the GIL
-/// costs more than the whole send (python/bench/bench_send.py, docs/benchmarks-python.md).
-pub const DETACH_AT: usize = 64 * 1024;
+/// other Python threads run during the copy (and the hash). Releasing and re-taking the GIL
+/// cost about as much as a whole small send; at 16 KiB it is a few percent of the send
+/// (docs/benchmarks-python.md, "Releasing the GIL").
+pub const DETACH_AT: usize = 16 * 1024;
 
 /// A producer: writes frames into the sidecar's shared-memory ring. Never blocks on the
 /// sidecar; while none is connected, frames are dropped and counted and `send` returns
