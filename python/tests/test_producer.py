@@ -303,3 +303,38 @@ def test_no_sidecar_never_blocks_and_counts(tmp_path):
     # The oversized reservation was refused for want of a ring first (Rust counts it so).
     assert p.stats().dropped_not_connected == 3
     p.close()
+
+
+def test_threads_sending_large_frames_while_another_closes(sidecar, producer):
+    """Sends of 16 KiB and more release the GIL: close() from another thread must neither
+    deadlock with them nor pull the ring from under a copy."""
+    import threading
+
+    assert ringside._native.DETACH_AT == 16 * 1024
+    payload = bytes(range(256)) * 128  # 32 KiB: copied with the GIL released
+    outcomes: list = []
+
+    def run():
+        sent = 0
+        try:
+            while True:
+                producer.send("big", payload)
+                sent += 1
+        except ValueError as e:
+            outcomes.append((sent, str(e)))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    import time
+
+    time.sleep(0.3)
+    producer.close()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert len(outcomes) == 3 and all("closed" in text for _, text in outcomes)
+    total = sum(sent for sent, _ in outcomes)
+    assert total > 0
+    frames = collect(sidecar.endpoint, 5)
+    assert all(f.payload == payload for f in frames)

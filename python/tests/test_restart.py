@@ -100,15 +100,16 @@ def test_subscriber_resumes_across_restarts_with_exact_accounting(sidecar, produ
     done = threading.Event()
     total = {}
 
+    accounted = [0]
+
     def consume():
-        accounted = 0
         for item in sub:
             items.append(item)
             if isinstance(item, ringside.Frame):
-                accounted += 1
+                accounted[0] += 1
             elif isinstance(item, (ringside.Loss, ringside.Gap)):
-                accounted += item.frames
-            if "sequences" in total and accounted >= total["sequences"]:
+                accounted[0] += item.frames
+            if "sequences" in total and accounted[0] >= total["sequences"]:
                 break
         done.set()
 
@@ -118,6 +119,14 @@ def test_subscriber_resumes_across_restarts_with_exact_accounting(sidecar, produ
     sender.start()
     for k, mark in enumerate(sorted(sender.marks)[:2], start=1):
         assert sender.marks[mark].wait(30)
+        # The sender waits at its gate: let the subscriber take everything written so far
+        # on this stream, so the kill interrupts a stream that delivered, and the resume
+        # must continue exactly after it.
+        written = len(sender.results) + sender.discards
+        deadline = time.monotonic() + 30
+        while accounted[0] < written and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert accounted[0] == written, (accounted[0], written, sub.last_error)
         sidecar.kill()
         # Frames written while no sidecar runs land in the ring all the same.
         sender.gates[mark].set()
