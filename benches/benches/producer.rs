@@ -30,8 +30,8 @@ use ringside_benches::fixture::{
 use ringside_benches::table::{
     GROUP_ONE_THREAD, GROUP_PARTS, GROUP_PATHS, GROUP_TWO_THREADS, MEMCPY, SEND,
 };
-use ringside_client::raw::{FrameHeader, STATE_COMMITTED, frame_check};
-use ringside_client::{ReadStep, ReaderOptions, RingReader, RingView, StartAt, VecSink};
+use ringside_ring::layout::{FrameHeader, STATE_COMMITTED, frame_check};
+use ringside_ring::{ReadStep, ReaderOptions, RingReader, RingView, StartAt, VecSink};
 
 /// Payload sizes of the send-vs-memcpy tables.
 const SIZES: [usize; 4] = [64, 1024, 4096, 16 * 1024];

@@ -7,8 +7,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ringside_client::raw::{FrameHeaderFields, RingHeader, WritableRing, create_ring_memfd};
-use ringside_client::{HostOptions, Producer, ProducerOptions, RingConfig, RingHost, frame_len};
+use ringside_client::{Producer, ProducerOptions};
+use ringside_ring::layout::RingHeader;
+use ringside_ring::shm::create_ring_memfd;
+use ringside_ring::writer::{FrameHeaderFields, WritableRing};
+use ringside_ring::{HostOptions, RingConfig, RingHost, frame_len};
 
 /// Topic every benchmark frame is written under (9 bytes, a typical metric name length).
 pub const TOPIC: &str = "telemetry";

@@ -1,6 +1,6 @@
 //! ringside benchmarks.
 //!
-//! - [`fixture`]: a real [`ringside_client::RingHost`] on a temporary socket with a connected
+//! - [`fixture`]: a real [`ringside_ring::RingHost`] on a temporary socket with a connected
 //!   [`ringside_client::Producer`], plus the `memcpy` baseline the producer is compared with.
 //! - [`table`]: turns criterion's output (`target/criterion/**/new/*.json`) into the markdown
 //!   table of `docs/benchmarks-producer.md`.

@@ -1,64 +1,53 @@
 //! # ringside-client
 //!
-//! The producer side of ringside, and the ring itself: a fixed-size shared-memory frame
-//! ring that producers write with a claim, a copy and a commit (no lock, no syscall, never
-//! blocking), and that the sidecar reads through a read-only mapping, trusting nothing.
+//! The producer side of ringside: write telemetry frames into the sidecar's fixed-size
+//! shared-memory ring with a claim, a copy and a commit. No lock, no syscall, never
+//! blocking, never waiting for the sidecar or its subscribers; a missing or restarting
+//! sidecar costs a producer nothing but counted drops.
 //!
-//! - [`Producer`]: connect to the sidecar's Unix socket, then [`Producer::send`] or
-//!   [`Producer::reserve`] frames.
-//! - [`RingReader`]: a cursor that yields validated frames or explicit [`Loss`] records.
-//! - [`RingHost`]: the sidecar's side of the socket: ring creation, adoption after a
-//!   restart, admission by peer credentials.
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let socket = dir.path().join("ringside.sock");
+//! # // SAFETY: set before any other thread exists in this doctest.
+//! # unsafe { std::env::set_var(ringside_client::SOCKET_ENV, &socket) };
+//! # let _sidecar = ringside_ring::RingHost::start(ringside_ring::HostOptions {
+//! #     socket_path: socket,
+//! #     adopt_grace: std::time::Duration::ZERO,
+//! #     ..Default::default()
+//! # })?;
+//! # let (payload, bytes) = (b"0.42".to_vec(), vec![7u8; 4096]);
+//! let producer = ringside_client::Producer::connect_default()?; // $RINGSIDE_SOCKET or /tmp/ringside.sock
+//! producer.send("cpu.load", &payload)?;                          // claim, copy, commit
 //!
-//! The byte layout and protocols are specified in `docs/ring-format.md`.
-//! This crate depends on neither tokio nor tonic.
+//! let mut frame = producer.reserve("frames.raw", 4096)?;         // zero-copy: fill it in place
+//! frame.copy_from_slice(&bytes);
+//! frame.commit();                                                // dropped without commit = discarded
+//! # assert_eq!(producer.stats().sent, 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! (This example is the README's; `tests/readme.rs` keeps the two the same.)
+//!
+//! The ring itself (format, reader, the sidecar's socket host) lives in the
+//! `ringside-ring` crate; `docs/ring-format.md` is the contract. This crate depends on
+//! neither tokio nor tonic.
 
+#![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+mod clock;
 mod error;
-mod handshake;
-mod host;
-mod layout;
 mod producer;
-mod reader;
-mod ring;
-mod shm;
-#[cfg(feature = "test-hooks")]
-pub mod test_hooks;
-mod wake;
+mod reservation;
+mod slots;
+mod stats;
 
-pub use error::{ConfigError, ConnectError, HostError, ReadError, RingError, SendError};
-pub use handshake::{HANDSHAKE_VERSION, RefusalReason};
-pub use host::{HostOptions, HostStats, ProducerInfo, RingHost};
-pub use layout::{
-    FORMAT_VERSION, FRAME_HEADER_LEN, FrameMeta, MAX_TOPIC_LEN, RingConfig, decode_frame, frame_len,
-};
-pub use producer::{Producer, ProducerOptions, ProducerStats, Reservation};
-pub use reader::{
-    FrameSink, Loss, LossReason, ReadStep, ReaderOptions, RingBounds, RingReader, StartAt, VecSink,
-};
-pub use ring::{RingView, Tail};
-pub use wake::RingWaiter;
-
-/// Socket path used when neither an explicit path nor `$RINGSIDE_SOCKET` is given.
-pub const DEFAULT_SOCKET_PATH: &str = "/tmp/ringside.sock";
-/// Environment variable naming the sidecar's socket.
-pub const SOCKET_ENV: &str = "RINGSIDE_SOCKET";
-
-/// The socket path from `$RINGSIDE_SOCKET`, or [`DEFAULT_SOCKET_PATH`].
-pub fn socket_path_from_env() -> std::path::PathBuf {
-    std::env::var_os(SOCKET_ENV)
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_SOCKET_PATH))
-}
-
-/// Low-level access for tests, fuzzers and benchmarks: the raw ring and its layout.
-pub mod raw {
-    pub use crate::layout::{
-        CLAIM_OFFSET, FLAG_PAYLOAD_UNCHECKED, FRAME_ALIGN, FrameHeader, HEADER_REGION_LEN,
-        HeaderCheck, RingHeader, STATE_COMMITTED, STATE_DISCARDED, check_header, frame_check,
-    };
-    pub use crate::ring::{Claim, FrameHeaderFields, WritableRing};
-    pub use crate::shm::{
-        RING_SEALS, create_ring_memfd, inspect_ring_fd, inspect_ring_fd_geometry,
-    };
-}
+pub use error::SendError;
+pub use producer::{Producer, ProducerOptions};
+pub use reservation::Reservation;
+pub use ringside_ring::handshake::{ConnectError, HANDSHAKE_TIMEOUT, RefusalReason};
+pub use ringside_ring::layout::{FORMAT_VERSION, MAX_TOPIC_LEN};
+pub use ringside_ring::shm::RingError;
+pub use ringside_ring::{DEFAULT_SOCKET_PATH, SOCKET_ENV, socket_path_from_env};
+pub use stats::ProducerStats;

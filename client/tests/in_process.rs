@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringside_client::{
-    HostOptions, LossReason, Producer, ReadStep, ReaderOptions, RingConfig, RingHost, RingReader,
-    StartAt, VecSink,
+use ringside_client::Producer;
+use ringside_ring::{
+    HostOptions, LossReason, ReadStep, ReaderOptions, RingConfig, RingHost, RingReader, StartAt,
+    VecSink,
 };
 
 fn socket_path(name: &str) -> PathBuf {
@@ -49,7 +50,7 @@ fn drain(reader: &mut RingReader) -> (Vec<(u64, Vec<u8>)>, u64) {
 fn send_and_read_back() {
     let (host, path) = host("roundtrip", 1 << 16);
     let producer = Producer::connect(&path).expect("connects");
-    assert!(producer.is_connected());
+    assert!(producer.ring_mapped());
     for i in 0u32..100 {
         producer.send("t.a", &i.to_le_bytes()).expect("send");
     }
@@ -165,7 +166,7 @@ fn disconnected_producer_drops_and_counts() {
     let path = socket_path("nosidecar");
     let _ = std::fs::remove_file(&path);
     let producer = Producer::connect(&path).expect("no sidecar is not an error");
-    assert!(!producer.is_connected());
+    assert!(!producer.ring_mapped());
     assert!(producer.send("t", b"x").is_err());
     assert_eq!(producer.stats().dropped_not_connected, 1);
 }
@@ -177,12 +178,12 @@ struct AppendSink {
     open: Vec<u8>,
 }
 
-impl ringside_client::FrameSink for AppendSink {
-    fn begin(&mut self, meta: &ringside_client::FrameMeta) -> &mut [u8] {
+impl ringside_ring::FrameSink for AppendSink {
+    fn begin(&mut self, meta: &ringside_ring::FrameMeta) -> &mut [u8] {
         self.open = vec![0; meta.body_len()];
         &mut self.open
     }
-    fn commit(&mut self, _meta: &ringside_client::FrameMeta) {
+    fn commit(&mut self, _meta: &ringside_ring::FrameMeta) {
         self.committed.push(std::mem::take(&mut self.open));
     }
     fn abort(&mut self) {

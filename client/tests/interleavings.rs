@@ -16,10 +16,10 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringside_client::raw::{Claim, FrameHeaderFields, RingHeader, WritableRing, create_ring_memfd};
-use ringside_client::{
-    ReadStep, ReaderOptions, RingConfig, RingReader, RingView, StartAt, VecSink,
-};
+use ringside_ring::layout::RingHeader;
+use ringside_ring::shm::create_ring_memfd;
+use ringside_ring::writer::{Claim, FrameHeaderFields, WritableRing};
+use ringside_ring::{ReadStep, ReaderOptions, RingConfig, RingReader, RingView, StartAt, VecSink};
 
 const PAYLOAD: usize = 12_000;
 
@@ -104,10 +104,10 @@ fn read_once(
 ) -> ReadStep {
     let step = reader.read(sink);
     match step {
-        ReadStep::Loss(loss) if loss.reason == ringside_client::LossReason::Lapped => {
+        ReadStep::Loss(loss) if loss.reason == ringside_ring::LossReason::Lapped => {
             seen.lapped += loss.frames
         }
-        ReadStep::Loss(loss) if loss.reason == ringside_client::LossReason::Abandoned => {
+        ReadStep::Loss(loss) if loss.reason == ringside_ring::LossReason::Abandoned => {
             seen.abandoned += loss.frames
         }
         ReadStep::Frame(_) => seen.delivered += 1,

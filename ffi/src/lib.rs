@@ -66,6 +66,8 @@
 //! `panic = "unwind"`, the default; do not rebuild it with `panic = "abort"`
 //! unless you accept aborting the process instead.)
 
+#![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 use std::ffi::{CStr, OsStr, c_char, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::SocketAddr;
@@ -539,7 +541,7 @@ pub unsafe extern "C" fn rs_producer_stats(p: *const rs_producer, out: *mut rs_s
             producer_id: producer.producer_id().map_or(-1, i64::from),
             max_payload: producer.max_payload().map_or(-1, i64::from),
             ring_id: producer.ring_id().unwrap_or(0),
-            connected: producer.is_connected(),
+            connected: producer.ring_mapped(),
             sidecar_connected: producer.sidecar_connected(),
         };
         // SAFETY: non-NULL and writable for one `rs_stats` per the contract;
@@ -678,6 +680,11 @@ pub unsafe extern "C" fn rs_version(
 /// can test their handling of `RS_ERR_PANIC`, which correct use of the other
 /// functions should never produce. (The panic message is also printed to
 /// stderr by the Rust runtime.)
+///
+/// # Panics
+///
+/// Always, on purpose, inside the library's panic guard: the test that a panic becomes
+/// `RS_ERR_PANIC` instead of unwinding into C.
 #[unsafe(no_mangle)]
 pub extern "C" fn rs_selftest_panic() -> rs_status {
     guard(|| panic!("rs_selftest_panic: deliberate panic to exercise the C boundary guard"))
@@ -697,7 +704,7 @@ mod tests {
 
     #[test]
     fn topic_limit_matches_client() {
-        assert_eq!(RS_MAX_TOPIC_LEN, ringside_client::MAX_TOPIC_LEN);
+        assert_eq!(RS_MAX_TOPIC_LEN, ringside_ring::MAX_TOPIC_LEN);
     }
 
     #[test]

@@ -171,8 +171,12 @@ impl From<ConnectError> for Failure {
                 RefusalReason::RingRejected => rs_status::RS_ERR_REFUSED_RING,
                 RefusalReason::ShuttingDown => rs_status::RS_ERR_REFUSED_SHUTTING_DOWN,
             },
-            ConnectError::Protocol(_) => rs_status::RS_ERR_PROTOCOL,
-            ConnectError::Io { .. } => rs_status::RS_ERR_IO,
+            ConnectError::Protocol(_) | ConnectError::NotRingside { .. } => {
+                rs_status::RS_ERR_PROTOCOL
+            }
+            ConnectError::Io { .. } | ConnectError::HandshakeTimedOut { .. } => {
+                rs_status::RS_ERR_IO
+            }
             ConnectError::Ring(RingError::NoWideAtomics) => rs_status::RS_ERR_UNSUPPORTED,
             ConnectError::Ring(RingError::Sys { .. }) => rs_status::RS_ERR_IO,
             ConnectError::Ring(_) => rs_status::RS_ERR_BAD_RING,

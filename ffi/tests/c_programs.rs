@@ -4,7 +4,7 @@
 //! a real ring, and checks through a real reader that every frame arrived
 //! intact with the C program's topics, timestamps and payloads.
 //!
-//! The sidecar side is `ringside_client::RingHost` in this test process: a
+//! The sidecar side is `ringside_ring::RingHost` in this test process: a
 //! real Unix socket, a real sealed memfd handed over with SCM_RIGHTS, and a
 //! real `RingReader` over the read-only mapping. When the `ringside` binary is
 //! built (`target/<profile>/ringside`, or `$RINGSIDE_BIN`), the
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ringside_client::{
+use ringside_ring::{
     HostOptions, ReadStep, ReaderOptions, RingConfig, RingHost, RingReader, RingView, StartAt,
     VecSink,
 };
@@ -47,29 +47,37 @@ fn crate_dir() -> PathBuf {
 
 /// `target/<profile>`: this test binary lives in `target/<profile>/deps`.
 fn profile_dir() -> PathBuf {
+    lib_dir()
+        .parent()
+        .expect("deps dir has a parent")
+        .to_path_buf()
+}
+
+/// `target/<profile>/deps`: where cargo puts the C libraries it builds for this test run
+/// (every crate type of the library, this test binary's own directory).
+fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test binary has a parent dir");
-    deps.parent().expect("deps dir has a parent").to_path_buf()
+    exe.parent()
+        .expect("test binary has a parent dir")
+        .to_path_buf()
+}
+
+fn built_lib(name: &str) -> PathBuf {
+    let lib = lib_dir().join(name);
+    assert!(
+        lib.exists(),
+        "{} not found: cargo builds it with this test (`cargo test -p ringside-ffi`)",
+        lib.display()
+    );
+    lib
 }
 
 fn shared_lib() -> PathBuf {
-    let lib = profile_dir().join("libringside.so");
-    assert!(
-        lib.exists(),
-        "{} not found; build it with `cargo build -p ringside-ffi`",
-        lib.display()
-    );
-    lib
+    built_lib("libringside.so")
 }
 
 fn static_lib() -> PathBuf {
-    let lib = profile_dir().join("libringside.a");
-    assert!(
-        lib.exists(),
-        "{} not found; build it with `cargo build -p ringside-ffi`",
-        lib.display()
-    );
-    lib
+    built_lib("libringside.a")
 }
 
 /// How a C program is linked.
@@ -99,7 +107,7 @@ fn run_checked(cmd: &mut Command) -> Output {
 
 /// Writes `ringside.pc` for the build tree into `dir` with `ffi/gen-pc.sh`.
 fn write_pc(dir: &Path) {
-    let lib_dir = profile_dir();
+    let lib_dir = lib_dir();
     let out = run_checked(
         Command::new("sh")
             .arg(crate_dir().join("gen-pc.sh"))
@@ -167,7 +175,7 @@ fn compile(src: &Path, dir: &Path, link: Link) -> PathBuf {
                 );
             }
             cmd.args(&flags)
-                .arg(format!("-Wl,-rpath,{}", profile_dir().display()));
+                .arg(format!("-Wl,-rpath,{}", lib_dir().display()));
         }
     }
     run_checked(&mut cmd);
@@ -306,7 +314,7 @@ fn read_all(view: Arc<RingView>) -> Vec<Seen> {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length in {s:?}");
+    assert!(s.len().is_multiple_of(2), "odd hex length in {s:?}");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
@@ -733,7 +741,7 @@ impl Serve {
             .args([
                 "--ring-size",
                 "4MiB",
-                "--max-frame",
+                "--max-payload",
                 "4KiB",
                 "--adopt-grace",
                 "0s",

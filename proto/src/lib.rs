@@ -8,6 +8,8 @@
 //!   reflection.
 //! - [`PROTO_SOURCE`] is the `.proto` text itself, for docs and tooling.
 
+#![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 /// `ringside.v1`: messages, client and server.
 #[allow(
     missing_docs,
@@ -17,6 +19,30 @@
 )]
 pub mod v1 {
     tonic::include_proto!("ringside.v1");
+}
+
+impl From<ringside_ring::LossReason> for v1::LossReason {
+    fn from(reason: ringside_ring::LossReason) -> Self {
+        match reason {
+            ringside_ring::LossReason::Lapped => v1::LossReason::Lapped,
+            ringside_ring::LossReason::Abandoned => v1::LossReason::Abandoned,
+            ringside_ring::LossReason::Corrupt => v1::LossReason::Corrupt,
+        }
+    }
+}
+
+impl TryFrom<v1::LossReason> for ringside_ring::LossReason {
+    type Error = v1::LossReason;
+    /// The ring's reason for a wire reason; `Unspecified` (or any reason this build does
+    /// not know) is returned as the error.
+    fn try_from(reason: v1::LossReason) -> Result<Self, v1::LossReason> {
+        match reason {
+            v1::LossReason::Lapped => Ok(ringside_ring::LossReason::Lapped),
+            v1::LossReason::Abandoned => Ok(ringside_ring::LossReason::Abandoned),
+            v1::LossReason::Corrupt => Ok(ringside_ring::LossReason::Corrupt),
+            other => Err(other),
+        }
+    }
 }
 
 /// Encoded `google.protobuf.FileDescriptorSet` of `ringside.v1`, for

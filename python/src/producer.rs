@@ -149,8 +149,8 @@ impl Producer {
 
     /// True once a ring is mapped: frames land in it, even while the sidecar restarts.
     #[getter]
-    fn connected(&self) -> PyResult<bool> {
-        self.with_open(|producer| producer.is_connected())
+    fn ring_mapped(&self) -> PyResult<bool> {
+        self.with_open(|producer| producer.ring_mapped())
     }
 
     /// True while a sidecar is connected right now.
@@ -235,7 +235,7 @@ impl Producer {
         let state = match guard.as_ref() {
             None => "closed".to_owned(),
             Some(p) if p.sidecar_connected() => "connected".to_owned(),
-            Some(p) if p.is_connected() => "sidecar away, writing into its ring".to_owned(),
+            Some(p) if p.ring_mapped() => "sidecar away, writing into its ring".to_owned(),
             Some(_) => "not connected yet".to_owned(),
         };
         format!(

@@ -291,7 +291,7 @@ def test_a_socket_that_can_never_work_is_a_connect_error(tmp_path):
 
 def test_no_sidecar_never_blocks_and_counts(tmp_path):
     p = ringside.Producer(str(tmp_path / "nobody.sock"))
-    assert not p.connected and p.max_payload is None
+    assert not p.ring_mapped and p.max_payload is None
     assert p.send("t", b"x") is False
     r = p.reserve("t", 32)
     with r as buf:

@@ -17,7 +17,7 @@ def index(frame: ringside.Frame) -> int:
 def test_no_sidecar_at_start_then_it_appears(sidecar_factory):
     s = sidecar_factory()  # not started yet
     p = ringside.Producer(s.socket)
-    assert not p.connected
+    assert not p.ring_mapped
     early = [p.send("early", struct.pack("<Q", i)) for i in range(100)]
     assert early == [False] * 100
     assert p.stats().dropped_not_connected == 100

@@ -30,35 +30,19 @@
 
 use crate::wire::{self, GRPC_PREFIX_LEN, MAX_VARINT_LEN, WIRE_FIXED64};
 use bytes::{Bytes, BytesMut};
+use ringside_proto::v1;
+use ringside_ring::{FrameMeta, LossReason};
 
-/// Why frames were lost, as numbered in `ringside.v1.LossReason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum WireLossReason {
-    /// Overwritten before this subscriber read them.
-    Lapped = 1,
-    /// Claimed by a producer that never committed them.
-    Abandoned = 2,
-    /// Failed validation.
-    Corrupt = 3,
-}
-
-impl WireLossReason {
-    /// Lower-case name used in logs, metrics and `tail --json`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Lapped => "lapped",
-            Self::Abandoned => "abandoned",
-            Self::Corrupt => "corrupt",
-        }
-    }
+/// The `ringside.v1.LossReason` number of a reason.
+fn reason_code(reason: LossReason) -> u64 {
+    v1::LossReason::from(reason) as i32 as u64
 }
 
 /// A run of consecutive lost sequence numbers with one reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LossRun {
     /// Why.
-    pub reason: WireLossReason,
+    pub reason: LossReason,
     /// How many frames.
     pub frames: u64,
     /// First lost sequence number.
@@ -78,7 +62,7 @@ impl LossRun {
     }
 
     fn body_len(&self) -> usize {
-        wire::varint_field_len(self.reason as u64)
+        wire::varint_field_len(reason_code(self.reason))
             + wire::varint_field_len(self.frames)
             + wire::varint_field_len(self.first_seq)
     }
@@ -100,25 +84,10 @@ pub fn min_batch_bytes(max_topic: usize, max_payload: usize) -> usize {
     HEADER_LEN + MAX_LOSS_LEN + MAX_FRAME_OVERHEAD + max_topic + max_payload + MAX_TRAILER_LEN
 }
 
-/// Metadata of the frame being copied, as the ring reader reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameHeader {
-    /// Ring sequence.
-    pub seq: u64,
-    /// Producer timestamp.
-    pub timestamp_ns: u64,
-    /// Producer id.
-    pub producer_id: u32,
-    /// Topic length in bytes.
-    pub topic_len: usize,
-    /// Payload length in bytes.
-    pub payload_len: usize,
-}
-
 /// Where the frame being copied sits in the buffer.
 #[derive(Debug, Clone, Copy)]
 struct OpenFrame {
-    header: FrameHeader,
+    header: FrameMeta,
     /// Offset of the frame's key in the buffer.
     start: usize,
     /// Offset where the reader copies the topic (scratch, just before the payload).
@@ -284,7 +253,7 @@ impl BatchEncoder {
         let body = loss.body_len();
         let mut tmp = [0u8; MAX_LOSS_LEN];
         let mut n = wire::write_len_prefix(&mut tmp, wire::batch::LOSSES, body);
-        n += wire::write_varint_field(&mut tmp[n..], wire::loss::REASON, loss.reason as u64);
+        n += wire::write_varint_field(&mut tmp[n..], wire::loss::REASON, reason_code(loss.reason));
         n += wire::write_varint_field(&mut tmp[n..], wire::loss::FRAMES, loss.frames);
         n += wire::write_varint_field(&mut tmp[n..], wire::loss::FIRST_SEQ, loss.first_seq);
         self.buf.extend_from_slice(&tmp[..n]);
@@ -296,16 +265,16 @@ impl BatchEncoder {
     ///
     /// Call only after [`has_room`](Self::has_room) returned true, for a frame
     /// no larger than the maximum this encoder was built for.
-    pub fn begin_frame(&mut self, h: FrameHeader) -> &mut [u8] {
+    pub fn begin_frame(&mut self, h: &FrameMeta) -> &mut [u8] {
         self.open_batch();
         self.flush_loss();
-        let (total, payload_at_rel) = frame_layout(&h);
+        let (total, payload_at_rel) = frame_layout(h);
         let start = self.buf.len();
         self.buf.resize(start + total, 0);
         let payload_at = start + payload_at_rel;
-        let copy_at = payload_at - h.topic_len;
+        let copy_at = payload_at - usize::from(h.topic_len);
         self.cur = Some(OpenFrame {
-            header: h,
+            header: *h,
             start,
             copy_at,
         });
@@ -319,7 +288,7 @@ impl BatchEncoder {
             return CommitOutcome::Filtered;
         };
         let h = f.header;
-        let t = h.topic_len;
+        let t = usize::from(h.topic_len);
         let copied_topic = f.copy_at..f.copy_at + t;
         if std::str::from_utf8(&self.buf[copied_topic.clone()]).is_err() {
             self.buf.truncate(f.start);
@@ -344,10 +313,10 @@ impl BatchEncoder {
         let rel_copy = f.copy_at - f.start;
         b.copy_within(rel_copy..rel_copy + t, i);
         i += t;
-        i += wire::write_len_prefix(&mut b[i..], wire::frame::PAYLOAD, h.payload_len);
+        i += wire::write_len_prefix(&mut b[i..], wire::frame::PAYLOAD, h.payload_len as usize);
         debug_assert_eq!(i, rel_copy + t, "payload must already sit in place");
         self.frames += 1;
-        self.payload_bytes += h.payload_len as u64;
+        self.payload_bytes += u64::from(h.payload_len);
         CommitOutcome::Kept
     }
 
@@ -389,20 +358,20 @@ impl BatchEncoder {
 }
 
 /// Encoded length of a frame's message body.
-fn frame_body_len(h: &FrameHeader) -> usize {
+fn frame_body_len(h: &FrameMeta) -> usize {
     wire::varint_field_len(h.seq)
         + wire::varint_field_len(h.timestamp_ns)
         + wire::varint_field_len(u64::from(h.producer_id))
-        + wire::len_field_len(h.topic_len)
-        + wire::len_field_len(h.payload_len)
+        + wire::len_field_len(usize::from(h.topic_len))
+        + wire::len_field_len(h.payload_len as usize)
 }
 
 /// Total encoded length of a frame entry (key + length + body) and the offset
 /// of its payload bytes from the entry's start.
-fn frame_layout(h: &FrameHeader) -> (usize, usize) {
+fn frame_layout(h: &FrameMeta) -> (usize, usize) {
     let body = frame_body_len(h);
     let total = 1 + wire::varint_len(body as u64) + body;
-    (total, total - h.payload_len)
+    (total, total - h.payload_len as usize)
 }
 
 #[cfg(test)]
@@ -410,7 +379,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use prost::Message;
-    use ringside_proto::v1;
+
+    fn meta(
+        seq: u64,
+        timestamp_ns: u64,
+        producer_id: u32,
+        topic_len: usize,
+        payload_len: usize,
+    ) -> FrameMeta {
+        FrameMeta {
+            seq,
+            position: 0,
+            timestamp_ns,
+            producer_id,
+            topic_len: topic_len as u16,
+            payload_len: payload_len as u32,
+        }
+    }
 
     fn decode(chunk: &Bytes) -> v1::Batch {
         assert_eq!(chunk[0], 0, "uncompressed");
@@ -420,14 +405,14 @@ mod tests {
     }
 
     fn put(enc: &mut BatchEncoder, seq: u64, topic: &str, payload: &[u8]) -> CommitOutcome {
-        let h = FrameHeader {
+        let h = meta(
             seq,
-            timestamp_ns: seq * 1000 + 7,
-            producer_id: (seq % 5) as u32,
-            topic_len: topic.len(),
-            payload_len: payload.len(),
-        };
-        let dst = enc.begin_frame(h);
+            seq * 1000 + 7,
+            (seq % 5) as u32,
+            topic.len(),
+            payload.len(),
+        );
+        let dst = enc.begin_frame(&h);
         dst[..topic.len()].copy_from_slice(topic.as_bytes());
         dst[topic.len()..].copy_from_slice(payload);
         enc.commit_frame(|_| true)
@@ -437,12 +422,12 @@ mod tests {
     fn frames_and_losses_decode_with_prost() {
         let mut enc = BatchEncoder::new(42, 64 * 1024, 0, 255, 1024);
         enc.record_loss(LossRun {
-            reason: WireLossReason::Lapped,
+            reason: LossReason::Lapped,
             frames: 3,
             first_seq: 0,
         });
         enc.record_loss(LossRun {
-            reason: WireLossReason::Lapped,
+            reason: LossReason::Lapped,
             frames: 2,
             first_seq: 3,
         });
@@ -468,7 +453,7 @@ mod tests {
         let mut enc = BatchEncoder::new(1, 64 * 1024, 0, 255, 1024);
         put(&mut enc, 0, "a", b"x");
         enc.record_loss(LossRun {
-            reason: WireLossReason::Abandoned,
+            reason: LossReason::Abandoned,
             frames: 1,
             first_seq: 1,
         });
@@ -487,17 +472,11 @@ mod tests {
     #[test]
     fn abort_and_bad_topic_leave_no_trace() {
         let mut enc = BatchEncoder::new(1, 64 * 1024, 0, 255, 1024);
-        let h = FrameHeader {
-            seq: 0,
-            timestamp_ns: 0,
-            producer_id: 0,
-            topic_len: 1,
-            payload_len: 3,
-        };
-        enc.begin_frame(h).copy_from_slice(b"tabc");
+        let h = meta(0, 0, 0, 1, 3);
+        enc.begin_frame(&h).copy_from_slice(b"tabc");
         enc.abort_frame();
-        let h = FrameHeader { seq: 1, ..h };
-        enc.begin_frame(h).copy_from_slice(&[0xff, 1, 2, 3]);
+        let h = FrameMeta { seq: 1, ..h };
+        enc.begin_frame(&h).copy_from_slice(&[0xff, 1, 2, 3]);
         assert_eq!(enc.commit_frame(|_| true), CommitOutcome::CorruptTopic);
         assert!(enc.finish(2).is_none(), "nothing to send");
     }
@@ -565,8 +544,8 @@ mod tests {
                 }
                 match op {
                     Op::Frame(t, p, id, ts) => {
-                        let h = FrameHeader { seq, timestamp_ns: ts, producer_id: id, topic_len: t.len(), payload_len: p.len() };
-                        let dst = enc.begin_frame(h);
+                        let h = meta(seq, ts, id, t.len(), p.len());
+                        let dst = enc.begin_frame(&h);
                         dst[..t.len()].copy_from_slice(t.as_bytes());
                         dst[t.len()..].copy_from_slice(&p);
                         prop_assert_eq!(enc.commit_frame(|_| true), CommitOutcome::Kept);
@@ -574,12 +553,12 @@ mod tests {
                         seq += 1;
                     }
                     Op::Abort(n) => {
-                        let h = FrameHeader { seq, timestamp_ns: 1, producer_id: 1, topic_len: 0, payload_len: n };
-                        enc.begin_frame(h).fill(0xAA);
+                        let h = meta(seq, 1, 1, 0, n);
+                        enc.begin_frame(&h).fill(0xAA);
                         enc.abort_frame();
                     }
                     Op::Loss(r, n) => {
-                        let reason = match r { 1 => WireLossReason::Lapped, 2 => WireLossReason::Abandoned, _ => WireLossReason::Corrupt };
+                        let reason = match r { 1 => LossReason::Lapped, 2 => LossReason::Abandoned, _ => LossReason::Corrupt };
                         enc.record_loss(LossRun { reason, frames: n, first_seq: seq });
                         want_lost += n;
                         seq += n;

@@ -273,6 +273,11 @@ impl Budget {
     }
 
     /// Checks the budget against a limit.
+    ///
+    /// # Errors
+    ///
+    /// [`OverBudget`] when the total exceeds the limit, with both figures and the limit's
+    /// source.
     pub fn check(&self, limit: Option<&MemoryLimit>) -> Result<(), OverBudget> {
         let Some(limit) = limit else {
             return Ok(());
@@ -307,7 +312,7 @@ impl Budget {
 
 /// Ring retention estimate: how long a frame stays in the ring at a few
 /// ingest rates, and how many frames it holds at a few payload sizes.
-pub fn retention_table(capacity: u64, frame_header: u64, typical_topic: u64) -> String {
+pub fn retention_table(capacity: u64, typical_topic: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -320,7 +325,7 @@ pub fn retention_table(capacity: u64, frame_header: u64, typical_topic: u64) -> 
         "payload", "frames held", "at 10k/s", "at 100k/s"
     );
     for payload in [64u64, 256, 1024, 4096] {
-        let frame = (frame_header + typical_topic + payload).div_ceil(8) * 8;
+        let frame = ringside_ring::frame_len(typical_topic, payload as usize) as u64;
         let held = capacity / frame;
         let _ = writeln!(
             s,
@@ -423,7 +428,7 @@ mod tests {
 
     #[test]
     fn retention_mentions_rates() {
-        let t = retention_table(64 << 20, 40, 16);
+        let t = retention_table(64 << 20, 16);
         assert!(t.contains("at 10k/s"));
     }
 }

@@ -7,9 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Default producer socket (the client crate's `DEFAULT_SOCKET_PATH`).
-pub const DEFAULT_SOCKET: &str = "/tmp/ringside.sock";
-
 /// ringside: serve telemetry from a shared-memory ring over gRPC, in bounded memory.
 #[derive(Debug, Parser)]
 #[command(name = "ringside", version, about, long_about = None, propagate_version = true)]
@@ -35,6 +32,10 @@ pub enum Command {
 }
 
 /// Parses a byte size with units (`64MiB`, `65536`, `1 GB`).
+///
+/// # Errors
+///
+/// A text naming the value and the accepted forms.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     s.trim()
         .parse::<bytesize::ByteSize>()
@@ -43,6 +44,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// Parses a duration (`100ms`, `1s`, `2m`).
+///
+/// # Errors
+///
+/// A text naming the value and the accepted forms.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 100ms, 1s or 2m"))
@@ -53,6 +58,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub struct OptionalAddr(pub Option<SocketAddr>);
 
 /// Parses a socket address, or `off` for none.
+///
+/// # Errors
+///
+/// A text naming the value when it is neither `off` nor a socket address.
 pub fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     match s.trim() {
         "" | "off" | "none" => Ok(OptionalAddr(None)),
@@ -82,11 +91,18 @@ pub struct ServeArgs {
     /// Data bytes of the shared-memory ring (power of two, >= 64KiB).
     #[arg(long, env = "RINGSIDE_RING_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub ring_size: u64,
-    /// Largest payload a producer may write in one frame.
-    #[arg(long, env = "RINGSIDE_MAX_FRAME", default_value = "64KiB", value_parser = parse_bytes)]
-    pub max_frame: u64,
+    /// Largest payload a producer may write in one frame (the topic comes on top).
+    /// `--max-frame` is the old spelling.
+    #[arg(
+        long,
+        visible_alias = "max-frame",
+        env = "RINGSIDE_MAX_PAYLOAD",
+        default_value = "64KiB",
+        value_parser = parse_bytes
+    )]
+    pub max_payload: u64,
     /// Unix socket where producers connect.
-    #[arg(long, env = "RINGSIDE_SOCKET", default_value = DEFAULT_SOCKET)]
+    #[arg(long, env = "RINGSIDE_SOCKET", default_value = ringside_ring::DEFAULT_SOCKET_PATH)]
     pub socket: PathBuf,
     /// gRPC listen address.
     #[arg(long, env = "RINGSIDE_LISTEN", default_value = "127.0.0.1:50051")]
@@ -184,13 +200,24 @@ pub struct ServeArgs {
     /// Frames per second the demo producer writes.
     #[arg(long, env = "RINGSIDE_DEMO_RATE", default_value_t = 1000)]
     pub demo_rate: u64,
+    /// Serve the live console (a web page over grpc-web) at `/` on the gRPC
+    /// address; `--console false` turns it off.
+    #[arg(
+        long,
+        env = "RINGSIDE_CONSOLE",
+        default_value = "true",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub console: bool,
 }
 
 /// Flags of `ringside load`.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// The sidecar's producer socket.
-    #[arg(long, env = "RINGSIDE_SOCKET", default_value = DEFAULT_SOCKET)]
+    #[arg(long, env = "RINGSIDE_SOCKET", default_value = ringside_ring::DEFAULT_SOCKET_PATH)]
     pub socket: PathBuf,
     /// Frames per second over all producers (0 = as fast as possible).
     #[arg(long, env = "RINGSIDE_LOAD_RATE", default_value_t = 10_000)]
@@ -317,9 +344,24 @@ mod tests {
             panic!("serve expected");
         };
         assert_eq!(s.ring_size, 64 << 20);
-        assert_eq!(s.max_frame, 64 << 10);
+        assert_eq!(s.max_payload, 64 << 10);
         assert_eq!(s.metrics_listen, OptionalAddr(None));
         assert_eq!(s.stall_timeout, Duration::from_millis(100));
+        assert!(s.console);
+    }
+
+    #[test]
+    fn console_can_be_turned_off() {
+        let serve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let Command::Serve(s) = cli.command else {
+                panic!("serve expected");
+            };
+            s.console
+        };
+        assert!(!serve(&["ringside", "serve", "--console", "false"]));
+        assert!(!serve(&["ringside", "serve", "--console=off"]));
+        assert!(serve(&["ringside", "serve", "--console"]));
     }
 
     #[test]

@@ -7,8 +7,8 @@ use thiserror::Error;
 pub const MAX_FILTER_TOPICS: usize = 64;
 /// Most topic prefixes one subscription may list.
 pub const MAX_FILTER_PREFIXES: usize = 64;
-/// Longest topic name or prefix, in bytes (the ring's topic limit).
-pub const MAX_FILTER_LEN: usize = 255;
+/// Longest topic name or prefix, in bytes: the ring's topic limit.
+pub const MAX_FILTER_LEN: usize = ringside_ring::MAX_TOPIC_LEN;
 
 /// A filter the client asked for that we refuse (answered with INVALID_ARGUMENT).
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -65,6 +65,10 @@ pub struct TopicFilter {
 impl TopicFilter {
     /// Validates and builds a filter from the request's lists. The lists were
     /// already bounded by the request size limit; this bounds them further.
+    ///
+    /// # Errors
+    ///
+    /// [`FilterError`] for too many names or prefixes, or an empty or over-long one.
     pub fn new(topics: &[String], prefixes: &[String]) -> Result<Self, FilterError> {
         if topics.len() > MAX_FILTER_TOPICS {
             return Err(FilterError::TooManyTopics {

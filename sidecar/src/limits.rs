@@ -304,11 +304,20 @@ impl LimitedListener {
     }
 
     /// The address bound.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `getsockname`.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
     /// Next admitted connection. Connections past the limit are closed here.
+    ///
+    /// # Errors
+    ///
+    /// A fatal listener error; transient ones (EMFILE, ENOBUFS, aborted connections) are logged
+    /// and retried.
     pub async fn accept(&self) -> io::Result<LimitedConn> {
         loop {
             let (stream, peer) = match self.listener.accept().await {
@@ -368,12 +377,13 @@ impl LimitedListener {
 
     /// The listener as a stream of admitted connections, for tonic.
     pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<LimitedConn>> + Send {
-        let this = Arc::new(self);
-        futures_unfold(this)
+        spawn_accept_task(Arc::new(self))
     }
 }
 
-fn futures_unfold(
+/// Runs the accept loop in its own task and hands admitted connections to tonic through a
+/// one-slot channel: at most one accepted connection waits for tonic to take it.
+fn spawn_accept_task(
     this: Arc<LimitedListener>,
 ) -> impl tokio_stream::Stream<Item = io::Result<LimitedConn>> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<LimitedConn>>(1);
@@ -470,11 +480,11 @@ impl AsyncRead for LimitedConn {
                 "closed by ringside: a subscriber on this connection stopped reading",
             )));
         }
-        if let Some((_, close_at)) = &mut self.over_limit {
-            if close_at.as_mut().poll(cx).is_ready() {
-                // End of stream: hyper closes the refusal connection.
-                return Poll::Ready(Ok(()));
-            }
+        if let Some((_, close_at)) = &mut self.over_limit
+            && close_at.as_mut().poll(cx).is_ready()
+        {
+            // End of stream: hyper closes the refusal connection.
+            return Poll::Ready(Ok(()));
         }
         if let Some(handshake) = &mut self.handshake {
             // Polled before the read so that its timer wakes this task too.

@@ -8,8 +8,9 @@
 //! period: under heavy ingest the per-topic counts are a sample, and the
 //! observer skips ahead rather than spend a core keeping up.
 
-use ringside_client::{
-    FrameMeta, FrameSink, ReadStep, ReaderOptions, RingBounds, RingReader, RingView, StartAt,
+use ringside_ring::{
+    FrameMeta, FrameSink, LossReason, PerReason, ReadStep, ReaderOptions, RingBounds, RingReader,
+    RingView, StartAt,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,8 +51,9 @@ pub struct Observed {
     pub ring_bytes_per_sec: f64,
     /// Seconds a frame stays in the ring at the recent rate (0 when idle).
     pub retention_seconds: f64,
-    /// Abandoned and corrupt frames the observer came across: [abandoned, corrupt] (sampled).
-    pub ring_losses: [u64; 2],
+    /// Abandoned and corrupt frames the observer came across (sampled; its own lapping is
+    /// not a loss of the ring's, so `Lapped` stays 0).
+    pub ring_losses: PerReason<u64>,
     /// Topics, bounded by [`MAX_TOPICS`]; counts are sampled under heavy ingest.
     pub topics: HashMap<Box<str>, TopicStats>,
     /// More topics were seen than the table holds.
@@ -95,6 +97,10 @@ impl FrameSink for TopicSink {
 
 impl Observer {
     /// Starts following `ring` from its current end.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the thread cannot be spawned.
     pub fn start(ring: Arc<RingView>) -> std::io::Result<Observer> {
         let state = Arc::new(Mutex::new(Observed::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -164,10 +170,10 @@ fn run(ring: Arc<RingView>, state: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) 
         local.frames_in = tail.seq.saturating_sub(start.seq);
         local.ring_bytes_in = tail.pos.saturating_sub(start.pos);
         // Topic sampling: skip ahead instead of chasing a fast ring.
-        if reader.lag_bytes() > capacity / 4 {
-            if let Some(r) = new_reader() {
-                reader = r;
-            }
+        if reader.lag_bytes() > capacity / 4
+            && let Some(r) = new_reader()
+        {
+            reader = r;
         }
         for _ in 0..MAX_STEPS {
             match reader.read(&mut sink) {
@@ -187,11 +193,11 @@ fn run(ring: Arc<RingView>, state: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) 
                         t.last_timestamp_ns = t.last_timestamp_ns.max(meta.timestamp_ns);
                     }
                 }
-                ReadStep::Loss(l) => match l.reason {
-                    ringside_client::LossReason::Lapped => {}
-                    ringside_client::LossReason::Abandoned => local.ring_losses[0] += l.frames,
-                    ringside_client::LossReason::Corrupt => local.ring_losses[1] += l.frames,
-                },
+                ReadStep::Loss(l) => {
+                    if l.reason != LossReason::Lapped {
+                        local.ring_losses[l.reason] += l.frames;
+                    }
+                }
                 ReadStep::Idle | ReadStep::Pending => break,
             }
         }

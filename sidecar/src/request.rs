@@ -9,8 +9,8 @@
 
 use crate::filter::{FilterError, TopicFilter};
 use prost::Message;
-use ringside_client::StartAt;
 use ringside_proto::v1;
+use ringside_ring::StartAt;
 use thiserror::Error;
 
 /// gRPC length-prefixed message header: 1 byte compressed flag, 4 bytes big-endian length.
@@ -67,6 +67,11 @@ pub struct Subscription {
 }
 
 /// Decodes one gRPC-framed `SubscribeRequest` of at most `max` message bytes.
+///
+/// # Errors
+///
+/// [`RequestError`]: empty body, broken gRPC framing, compressed message, over `max` bytes, or
+/// protobuf that does not decode.
 pub fn decode_framed(body: &[u8], max: usize) -> Result<v1::SubscribeRequest, RequestError> {
     let Some((prefix, message)) = body.split_first_chunk::<GRPC_PREFIX_LEN>() else {
         return Err(RequestError::Empty);
@@ -92,6 +97,11 @@ pub fn decode_framed(body: &[u8], max: usize) -> Result<v1::SubscribeRequest, Re
 }
 
 /// Validates a decoded request: the filter's bounds and the start position.
+///
+/// # Errors
+///
+/// [`RequestError::Filter`] for a filter over its bounds, and the start-position errors listed
+/// on [`RequestError`].
 pub fn subscription(request: &v1::SubscribeRequest) -> Result<Subscription, RequestError> {
     let filter = TopicFilter::new(&request.topics, &request.topic_prefixes)?;
     let start = match request.start {

@@ -7,6 +7,7 @@
 use crate::state::Shared;
 use ringside_proto::v1;
 use ringside_proto::v1::ringside_server::{Ringside, RingsideServer};
+use ringside_ring::LossReason;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -97,13 +98,40 @@ pub fn info(shared: &Shared) -> v1::InfoResponse {
         subscribers_reaped: shared.slots.reaped(),
         frames_out: c.frames_out.load(Ordering::Relaxed),
         bytes_out: c.bytes_out.load(Ordering::Relaxed),
-        lost_lapped: c.lost[0].load(Ordering::Relaxed),
-        lost_abandoned: c.lost[1].load(Ordering::Relaxed),
-        lost_corrupt: c.lost[2].load(Ordering::Relaxed),
+        lost_lapped: c.lost[LossReason::Lapped].load(Ordering::Relaxed),
+        lost_abandoned: c.lost[LossReason::Abandoned].load(Ordering::Relaxed),
+        lost_corrupt: c.lost[LossReason::Corrupt].load(Ordering::Relaxed),
         memory_budget_bytes: shared.budget_bytes,
         memory_limit_bytes: shared.memory_limit_bytes,
         uptime_seconds: shared.started.elapsed().as_secs_f64(),
+        rss_anon_bytes: crate::metrics::rss_anon_bytes().unwrap_or(0),
+        subscribers: subscribers(shared),
     }
+}
+
+/// Most subscribers listed in one Info response.
+pub const MAX_SUBSCRIBERS_LISTED: usize = 64;
+
+/// The active subscribers, largest lag first, at most [`MAX_SUBSCRIBERS_LISTED`].
+fn subscribers(shared: &Shared) -> Vec<v1::SubscriberInfo> {
+    let mut listed: Vec<v1::SubscriberInfo> = Vec::with_capacity(MAX_SUBSCRIBERS_LISTED + 1);
+    for (slot, s) in shared.slots.stats().iter().enumerate() {
+        if !s.active.load(Ordering::Relaxed) {
+            continue;
+        }
+        let entry = v1::SubscriberInfo {
+            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+            lag_bytes: s.lag_bytes.load(Ordering::Relaxed),
+            frames_out: s.frames_out.load(Ordering::Relaxed),
+        };
+        // Keep the list sorted and cut, so it never holds more than the cap + 1.
+        let at = listed.partition_point(|e| e.lag_bytes >= entry.lag_bytes);
+        if at < MAX_SUBSCRIBERS_LISTED {
+            listed.insert(at, entry);
+            listed.truncate(MAX_SUBSCRIBERS_LISTED);
+        }
+    }
+    listed
 }
 
 type Unary = InterceptedService<RingsideServer<UnaryApi>, crate::auth::TokenCheck>;

@@ -4,7 +4,7 @@ use crate::auth::TokenCheck;
 use crate::limits::SubscriberSlots;
 use crate::observer::Observer;
 use crate::wake::{WaitRegistry, WakeState};
-use ringside_client::{RingHost, RingView};
+use ringside_ring::{PerReason, RingHost, RingView};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
@@ -28,8 +28,8 @@ pub struct Counters {
     pub frames_out: AtomicU64,
     /// Payload bytes sent.
     pub bytes_out: AtomicU64,
-    /// Frames lost by reason: [lapped, abandoned, corrupt].
-    pub lost: [AtomicU64; 3],
+    /// Frames lost, by reason.
+    pub lost: PerReason<AtomicU64>,
 }
 
 /// Everything a handler needs.

@@ -14,7 +14,7 @@
 //! Owning the `BytesMut` gives the same single copy with safe truncation. The
 //! gRPC framing (5-byte prefix, trailers with `grpc-status`) is written here.
 
-use crate::batch::{BatchEncoder, CommitOutcome, FrameHeader, LossRun, WireLossReason};
+use crate::batch::{BatchEncoder, CommitOutcome, LossRun};
 use crate::filter::TopicFilter;
 use crate::limits::SlotGuard;
 use crate::request::{GRPC_PREFIX_LEN, RequestError, Subscription};
@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use ringside_client::{FrameMeta, FrameSink, LossReason, ReadStep, ReaderOptions, RingReader};
+use ringside_ring::{FrameMeta, FrameSink, LossReason, ReadStep, ReaderOptions, RingReader};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -76,12 +76,12 @@ async fn start(
     shared.auth.check(req.headers())?;
     let peer = crate::limits::peer_addr(&req);
     let kill = crate::limits::connect_info(&req).map(|i| Arc::clone(&i.kill));
-    if let Some(enc) = req.headers().get("grpc-encoding") {
-        if enc.as_bytes() != b"identity" {
-            return Err(Status::unimplemented(
-                "compressed Subscribe requests are not supported; send the request uncompressed",
-            ));
-        }
+    if let Some(enc) = req.headers().get("grpc-encoding")
+        && enc.as_bytes() != b"identity"
+    {
+        return Err(Status::unimplemented(
+            "compressed Subscribe requests are not supported; send the request uncompressed",
+        ));
     }
     let body = read_body(req.into_body(), shared.limits.max_request).await?;
     let request = crate::request::decode_framed(&body, shared.limits.max_request)
@@ -121,7 +121,7 @@ async fn start(
         shared.ring.ring_id(),
         max_bytes,
         max_batch_frames,
-        ringside_client::MAX_TOPIC_LEN,
+        ringside_ring::MAX_TOPIC_LEN,
         shared.ring.max_payload() as usize,
     );
     tracing::debug!(
@@ -244,13 +244,7 @@ impl FrameSink for Sink<'_> {
     }
 
     fn begin(&mut self, meta: &FrameMeta) -> &mut [u8] {
-        self.enc.begin_frame(FrameHeader {
-            seq: meta.seq,
-            timestamp_ns: meta.timestamp_ns,
-            producer_id: meta.producer_id,
-            topic_len: usize::from(meta.topic_len),
-            payload_len: meta.payload_len as usize,
-        })
+        self.enc.begin_frame(meta)
     }
 
     fn commit(&mut self, _meta: &FrameMeta) {
@@ -260,14 +254,6 @@ impl FrameSink for Sink<'_> {
 
     fn abort(&mut self) {
         self.enc.abort_frame();
-    }
-}
-
-fn wire_reason(r: LossReason) -> WireLossReason {
-    match r {
-        LossReason::Lapped => WireLossReason::Lapped,
-        LossReason::Abandoned => WireLossReason::Abandoned,
-        LossReason::Corrupt => WireLossReason::Corrupt,
     }
 }
 
@@ -290,15 +276,15 @@ impl SubscribeBody {
             match step {
                 ReadStep::Frame(meta) => match outcome {
                     CommitOutcome::Kept => {}
-                    CommitOutcome::CorruptTopic => self.loss(WireLossReason::Corrupt, 1, meta.seq),
+                    CommitOutcome::CorruptTopic => self.loss(LossReason::Corrupt, 1, meta.seq),
                     CommitOutcome::Filtered => {}
                 },
                 ReadStep::Filtered(meta) => {
                     if bad_topic {
-                        self.loss(WireLossReason::Corrupt, 1, meta.seq);
+                        self.loss(LossReason::Corrupt, 1, meta.seq);
                     }
                 }
-                ReadStep::Loss(l) => self.loss(wire_reason(l.reason), l.frames, l.first_seq),
+                ReadStep::Loss(l) => self.loss(l.reason, l.frames, l.first_seq),
                 ReadStep::Idle => return Fill::Idle,
                 ReadStep::Pending => return Fill::Pending,
             }
@@ -306,10 +292,9 @@ impl SubscribeBody {
         Fill::Yield
     }
 
-    fn loss(&mut self, reason: WireLossReason, frames: u64, first_seq: u64) {
-        let i = reason as usize - 1;
-        self.shared.counters.lost[i].fetch_add(frames, Ordering::Relaxed);
-        metrics::counter!("ringside_frames_lost_total", "reason" => reason.name())
+    fn loss(&mut self, reason: LossReason, frames: u64, first_seq: u64) {
+        self.shared.counters.lost[reason].fetch_add(frames, Ordering::Relaxed);
+        metrics::counter!("ringside_frames_lost_total", "reason" => reason.as_str())
             .increment(frames);
         self.enc.record_loss(LossRun {
             reason,

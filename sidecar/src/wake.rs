@@ -13,7 +13,7 @@
 //! wait), and the thread publishes whenever the tail differs from what it last
 //! published, so no change can slip between the two.
 
-use ringside_client::{RingWaiter, Tail};
+use ringside_ring::{RingWaiter, Tail};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::thread::JoinHandle;
@@ -68,6 +68,10 @@ impl WaitRegistry {
 
 impl Wake {
     /// Starts the waker thread.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the thread cannot be spawned.
     pub fn start(waiter: RingWaiter, initial: Tail) -> std::io::Result<Wake> {
         let (tx, _rx) = watch::channel(WakeState {
             tail: initial,

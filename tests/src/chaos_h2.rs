@@ -8,8 +8,7 @@
 //! Whether the sidecar closed a connection is read from `/proc/net/tcp` (the socket left
 //! ESTABLISHED: the peer sent FIN or RST), so the client never has to write (a write or a
 //! PING would count as activity) or drain what the sidecar queued for it.
-//!
-//! Included with `#[path = "../src/chaos_h2.rs"] mod chaos_h2;`.
+
 #![allow(dead_code)]
 
 use std::io::{Read, Write};

@@ -242,7 +242,15 @@ pub fn run_producer(socket: &Path, index: u32, burst: u64, pause: Duration) -> !
                     },
                 );
                 if park.swap(false, Ordering::SeqCst) {
-                    ringside_client::test_hooks::park_next_send();
+                    // Claim, write the whole frame, never commit: the state a producer
+                    // killed between claim and commit leaves behind.
+                    if let Ok(mut reservation) = producer.reserve(TOPIC, len) {
+                        reservation.copy_from_slice(payload);
+                        say("PARKED");
+                        loop {
+                            std::thread::park();
+                        }
+                    }
                 }
                 let t0 = Instant::now();
                 let result = producer.send(TOPIC, payload);
@@ -294,57 +302,17 @@ pub fn find_c_compiler() -> Result<String, String> {
 }
 
 /// Builds `tests/c/chaos_producer.c` into `out_dir`, statically linked against the
-/// `libringside.a` that `cargo build -p ringside-ffi --lib` puts next to this test binary
-/// (`target/<profile>/`): run here, because `cargo test` does not build the ffi crate's
-/// library for this crate. `Err` says why not (no compiler, build failure), for a SKIP line.
+/// `libringside.a` that cargo builds for this test run (`ringside-ffi` is a dev-dependency
+/// of this crate; cargo puts its C libraries in `target/<profile>/deps`, next to this test
+/// binary). `Err` says why not (no compiler, build failure), for a SKIP line.
 pub fn build_c_producer(out_dir: &Path) -> Result<std::path::PathBuf, String> {
     let cc = find_c_compiler()?;
-    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
-    // .../target/<profile>/deps/<test-exe>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("test binary is not in target/<profile>/deps")?
-        .to_path_buf();
-    let target_dir = profile_dir.parent().ok_or("no target dir")?.to_path_buf();
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = std::process::Command::new(cargo);
-    build
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "ringside-ffi",
-            "--lib",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let out = build
-        .output()
-        .map_err(|e| format!("cannot run cargo build -p ringside-ffi: {e}"))?;
-    let lib = profile_dir.join("libringside.a");
-    if !out.status.success() {
-        if lib.exists() {
-            eprintln!(
-                "warning: cargo build -p ringside-ffi failed; linking the existing {}:\n{}",
-                lib.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        } else {
-            return Err(format!(
-                "cargo build -p ringside-ffi failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-    }
+    let lib = crate::sidecar::bin_dir().join("deps").join("libringside.a");
     if !lib.exists() {
-        return Err(format!("{} missing after the build", lib.display()));
+        return Err(format!(
+            "{} missing: run the tests with `cargo test -p ringside-tests`, which builds the ffi crate's libraries",
+            lib.display()
+        ));
     }
     let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let src = tests_dir.join("c/chaos_producer.c");

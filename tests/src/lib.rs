@@ -1,5 +1,14 @@
-//! Shared code of the ringside end-to-end tests: helpers for the ring tests
-//! (`ring_support`) and the sidecar tests.
+//! Shared support of the ringside end-to-end tests: the ring tests' payload format and
+//! tally (`ring_support`), the sidecar harness (`sidecar`: start a real `ringside serve`,
+//! producers and gRPC subscribers), the chaos harness (`chaos_support`, `chaos_h2`), and
+//! memory measurement (`memory`: RssAnon, cgroup v1 memory groups).
+//!
+//! The binaries of this crate are the processes the tests run: `ring_producer`,
+//! `ring_hostile`, `ring_host`, and `ringside-under-test`, which is the `ringside` command
+//! line itself (`ringside_sidecar::run`), built here so that `cargo test` builds it with the
+//! tests instead of the tests running a nested `cargo build`.
+pub mod chaos_h2;
 pub mod chaos_support;
 pub mod memory;
 pub mod ring_support;
+pub mod sidecar;

@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use ringside_client::{FrameMeta, Loss, LossReason, ReadStep, RingReader, VecSink};
+use ringside_ring::{FrameMeta, Loss, LossReason, ReadStep, RingReader, VecSink};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Topic every test producer writes.
@@ -129,16 +129,16 @@ pub fn socket_path(test: &str) -> PathBuf {
 
 /// Starts an in-process ring host on a fresh socket path: a ring of `capacity` bytes, 4 KiB
 /// max payload, no adoption wait.
-pub fn start_host(test: &str, capacity: u64) -> (ringside_client::RingHost, PathBuf) {
+pub fn start_host(test: &str, capacity: u64) -> (ringside_ring::RingHost, PathBuf) {
     let path = socket_path(test);
-    let host = ringside_client::RingHost::start(ringside_client::HostOptions {
+    let host = ringside_ring::RingHost::start(ringside_ring::HostOptions {
         socket_path: path.clone(),
-        ring: ringside_client::RingConfig {
+        ring: ringside_ring::RingConfig {
             capacity,
             max_payload: 4096,
         },
         adopt_grace: Duration::ZERO,
-        ..ringside_client::HostOptions::default()
+        ..ringside_ring::HostOptions::default()
     })
     .expect("host starts");
     (host, path)
@@ -533,5 +533,39 @@ mod tests {
                 assert!(decode_payload(&bad).is_err(), "damage at {i} not detected");
             }
         }
+    }
+}
+
+/// A hostile producer: admitted through the real handshake, holding the raw writable
+/// mapping of the ring, so it can write anything anywhere (as any admitted producer could).
+#[derive(Debug)]
+pub struct HostileProducer {
+    /// The ring, mapped writable.
+    pub ring: ringside_ring::WritableRing,
+    /// The ring's memfd (for ftruncate/fallocate attempts).
+    pub ring_fd: std::os::fd::OwnedFd,
+    /// The open handshake connection: while it lives the sidecar counts this producer.
+    _connection: std::os::fd::OwnedFd,
+}
+
+impl HostileProducer {
+    /// Connects to the sidecar (or [`ringside_ring::RingHost`]) at `socket`.
+    pub fn attach(socket: &Path) -> Result<HostileProducer, ringside_ring::ConnectError> {
+        let admission = ringside_ring::handshake::connect(socket, None)?;
+        let ring_fd = admission
+            .ring
+            .try_clone()
+            .map_err(|e| ringside_ring::ConnectError::Protocol(format!("dup ring fd: {e}")))?;
+        let welcome = admission.welcome;
+        let ring = ringside_ring::WritableRing::open(
+            admission.ring,
+            welcome.ring_id,
+            welcome.ring_config(),
+        )?;
+        Ok(HostileProducer {
+            ring,
+            ring_fd,
+            _connection: admission.connection,
+        })
     }
 }

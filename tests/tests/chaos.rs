@@ -31,10 +31,8 @@
 //!
 //! Run: `RINGSIDE_CHAOS_SECS=60 cargo test -p ringside-tests --test chaos -- --nocapture`.
 
-#[path = "../src/chaos_h2.rs"]
-mod chaos_h2;
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::chaos_h2;
+use ringside_tests::sidecar as harness;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -70,7 +68,7 @@ const MAX_CONNECTIONS: u64 = 16;
 const FLAGS: &[&str] = &[
     "--ring-size",
     "1MiB",
-    "--max-frame",
+    "--max-payload",
     "1KiB",
     "--max-subscribers",
     "12",
@@ -750,7 +748,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
 
     let dir = TempDir::new("chaos");
     // C producers: every third producer process, when a C compiler is there.
-    let c_bin = match build_c_producer(&dir.0) {
+    let c_bin = match build_c_producer(dir.path()) {
         Ok(bin) => Some(bin),
         Err(why) => {
             println!("SKIP C producers: {why}");

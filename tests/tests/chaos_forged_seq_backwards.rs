@@ -15,12 +15,10 @@
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use ringside_client::raw::{
-    CLAIM_OFFSET, FrameHeaderFields, RingHeader, WritableRing, create_ring_memfd,
-};
-use ringside_client::{
-    ReadStep, ReaderOptions, RingConfig, RingReader, RingView, StartAt, VecSink,
-};
+use ringside_ring::layout::{CLAIM_OFFSET, RingHeader};
+use ringside_ring::shm::create_ring_memfd;
+use ringside_ring::writer::{FrameHeaderFields, WritableRing};
+use ringside_ring::{ReadStep, ReaderOptions, RingConfig, RingReader, RingView, StartAt, VecSink};
 
 const TOPIC: &[u8] = b"t";
 

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use ringside_client::raw::{CLAIM_OFFSET, RingHeader, create_ring_memfd};
-use ringside_client::{ReaderOptions, RingConfig, RingReader, RingView, StartAt};
+use ringside_ring::layout::{CLAIM_OFFSET, RingHeader};
+use ringside_ring::shm::create_ring_memfd;
+use ringside_ring::{ReaderOptions, RingConfig, RingReader, RingView, StartAt};
 
 /// Generous bound: the constructor does at most one 64 KiB scan per probe here, microseconds
 /// of work; 30 s only separates "returned" from "never returns".
@@ -76,15 +77,14 @@ fn reader_start_latest_with_unaligned_claim_returns() {
 /// position, then one `Subscribe` from earliest never gets an answer (the request's
 /// `RingReader::new` spins on a tokio worker thread; with as many such requests as worker
 /// threads, the whole gRPC server stops answering).
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::sidecar as harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_answers_subscribe_after_unaligned_claim_forgery() {
     use ringside_proto::v1;
     let dir = harness::TempDir::new("unaligned-claim");
     let mut sidecar =
-        harness::Sidecar::start(&dir, &["--ring-size", "64KiB", "--max-frame", "1KiB"]);
+        harness::Sidecar::start(&dir, &["--ring-size", "64KiB", "--max-payload", "1KiB"]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ring_hostile"))
         .arg("claim")
         .arg("--socket")

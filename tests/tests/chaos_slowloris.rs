@@ -12,10 +12,8 @@
 //! has not sent the preface and its first frame header by then is closed. Both tests failed
 //! before the fix (they were committed `#[ignore]`d).
 
-#[path = "../src/chaos_h2.rs"]
-mod chaos_h2;
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::chaos_h2;
+use ringside_tests::sidecar as harness;
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64};

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ringside_client::{HostOptions, RingConfig, RingHost};
+use ringside_ring::{HostOptions, RingConfig, RingHost};
 use ringside_tests::ring_support::{Proc, socket_path};
 
 const PRODUCER: &str = env!("CARGO_BIN_EXE_ring_producer");

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use ringside_client::raw::{FrameHeader, STATE_COMMITTED, frame_check};
-use ringside_client::{
-    FRAME_HEADER_LEN, HostOptions, Producer, ReaderOptions, RingConfig, RingHost, RingReader,
-    StartAt, VecSink, decode_frame,
+use ringside_client::Producer;
+use ringside_ring::layout::{FrameHeader, STATE_COMMITTED, frame_check};
+use ringside_ring::{
+    FRAME_HEADER_LEN, HostOptions, ReaderOptions, RingConfig, RingHost, RingReader, StartAt,
+    VecSink, decode_frame,
 };
 use ringside_tests::ring_support::{
-    FLAG_AFTER, TOPIC, Tally, TestPayload, encode_payload, payload_len, socket_path,
+    FLAG_AFTER, HostileProducer, TOPIC, Tally, TestPayload, encode_payload, payload_len,
+    socket_path,
 };
 /// The header's bytes, little-endian `repr(C)` as in docs/ring-format.md (this crate does
 /// not depend on zerocopy).
@@ -158,7 +160,8 @@ proptest! {
         if read_between {
             prop_assert!(tally.drain(&mut reader, &mut sink, Duration::from_secs(5)));
         }
-        prop_assert!(ringside_client::test_hooks::overwrite_ring(&producer, offset, &garbage));
+        let hostile = HostileProducer::attach(&path).expect("hostile producer attaches");
+        hostile.ring.overwrite(offset, &garbage);
         for seq in 0..after {
             send(&producer, 1, seq, FLAG_AFTER);
         }

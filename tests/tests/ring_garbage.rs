@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringside_client::{
+use ringside_ring::{
     HostOptions, ReadStep, ReaderOptions, RingConfig, RingHost, RingReader, StartAt, VecSink,
 };
 use ringside_tests::ring_support::{Proc, Tally, field, prime_ring, socket_path, start_host};
@@ -283,7 +283,7 @@ fn garbage_over_the_header_page_and_claim_word_no_panic_no_invalid_frame() {
     );
 }
 
-fn tally_has_frames(ring: &ringside_client::RingView, frames: u64) -> bool {
+fn tally_has_frames(ring: &ringside_ring::RingView, frames: u64) -> bool {
     ring.tail().seq >= frames
 }
 

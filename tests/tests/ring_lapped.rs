@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringside_client::{LossReason, ReadStep, ReaderOptions, RingReader, StartAt, VecSink};
+use ringside_ring::{LossReason, ReadStep, ReaderOptions, RingReader, StartAt, VecSink};
 use ringside_tests::ring_support::{Proc, Tally, field, prime_ring, start_host};
 
 const PRODUCER: &str = env!("CARGO_BIN_EXE_ring_producer");

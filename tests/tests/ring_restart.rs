@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringside_client::{
+use ringside_ring::{
     HostOptions, ReaderOptions, RingConfig, RingHost, RingReader, StartAt, VecSink,
 };
 use ringside_tests::ring_support::{Proc, Tally, field, socket_path};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringside_client::{LossReason, ReaderOptions, RingReader, StartAt, VecSink};
+use ringside_ring::{LossReason, ReaderOptions, RingReader, StartAt, VecSink};
 use ringside_tests::ring_support::{Proc, Tally, field, start_host};
 
 const PRODUCER: &str = env!("CARGO_BIN_EXE_ring_producer");
@@ -104,7 +104,7 @@ fn ftruncate_fallocate_and_reseal_are_refused_and_the_reader_survives() {
     assert_eq!(field(&size_line, "before"), field(&size_line, "after"));
     assert_eq!(field(&size_line, "before"), Some(capacity + 4096));
     // The host's ring fd still passes the reader's own admission checks.
-    ringside_client::raw::inspect_ring_fd(ring.fd()).expect("seals and size intact");
+    ringside_ring::shm::inspect_ring_fd(ring.fd()).expect("seals and size intact");
 
     // The reader is alive and keeps reading; enough is written to wrap the ring several
     // times, so every page of the mapping is touched again (a truncation would SIGBUS here).

@@ -2,8 +2,7 @@
 //! close, many past `--max-subscribers`. Limits hold (RESOURCE_EXHAUSTED, never
 //! a queue) and the sidecar's RssAnon does not grow with the churn.
 
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::sidecar as harness;
 
 use harness::*;
 use ringside_proto::v1::subscribe_request::Start;

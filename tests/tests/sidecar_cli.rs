@@ -1,8 +1,7 @@
 //! The commands around the service, run as real processes: `serve --demo`,
 //! `tail --json`, `stats`, metrics, and TLS/mTLS.
 
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::sidecar as harness;
 
 use harness::*;
 use std::io::{BufRead, BufReader, Read};
@@ -164,7 +163,7 @@ fn tail_json_stats_and_metrics() {
 fn openssl(args: &[&str], dir: &TempDir) -> bool {
     Command::new("openssl")
         .args(args)
-        .current_dir(&dir.0)
+        .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()

@@ -1,8 +1,7 @@
 //! End-to-end tests of `ringside serve` with real producer processes
 //! (`ringside load`) and real tonic clients over loopback.
 
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::sidecar as harness;
 
 use harness::*;
 use ringside_proto::v1;

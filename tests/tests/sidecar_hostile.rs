@@ -3,8 +3,7 @@
 //! bytes written over the ring never crash the sidecar or reach a subscriber
 //! as a frame with a non-UTF-8 topic, and service continues.
 
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::sidecar as harness;
 
 use harness::*;
 use ringside_proto::v1;
@@ -70,7 +69,7 @@ async fn producer_killed_mid_frame_is_reported_abandoned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_over_the_ring_does_not_hurt_the_sidecar() {
     let dir = TempDir::new("garbage");
-    let sidecar = Sidecar::start(&dir, &["--ring-size", "256KiB", "--max-frame", "4KiB"]);
+    let sidecar = Sidecar::start(&dir, &["--ring-size", "256KiB", "--max-payload", "4KiB"]);
     run_load(
         &sidecar.socket,
         &["--rate", "0", "--count", "2000", "--size", "32"],

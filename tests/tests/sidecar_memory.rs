@@ -7,8 +7,7 @@
 //! Skipped, with a message, where a memory cgroup cannot be created (not root,
 //! cgroup v2 only, read-only cgroupfs).
 
-#[path = "../src/sidecar_harness.rs"]
-mod harness;
+use ringside_tests::sidecar as harness;
 
 use harness::*;
 use ringside_proto::v1::subscribe_request::Start;
@@ -20,7 +19,7 @@ use std::time::Duration;
 const FLAGS: &[&str] = &[
     "--ring-size",
     "4MiB",
-    "--max-frame",
+    "--max-payload",
     "4KiB",
     "--subscriber-buffer",
     "64KiB",
@@ -69,11 +68,10 @@ async fn rss_stays_flat_within_budget_under_100x_ring_with_slow_and_stalled_subs
         err.contains("cgroup memory limit"),
         "names the cgroup: {err}"
     );
-    if let Err(why) = cg.write("memory.limit_in_bytes", &budget.to_string()) {
+    if let Err(why) = cg.set_limit(budget) {
         println!("SKIP sidecar memory test: {why}");
         return;
     }
-    let _ = cg.write("memory.memsw.limit_in_bytes", &budget.to_string());
     println!("cgroup {} limit = budget = {budget} bytes", cg.0.display());
 
     let dir = TempDir::new("mem");

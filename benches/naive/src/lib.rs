@@ -6,8 +6,10 @@
 //!   and every subscriber gets its own **unbounded** channel of decoded frames
 //!   that are cloned and re-encoded per subscriber.
 //! - `naive-load`: pushes frames to it as fast as the client stream allows.
-//! - `e2e`: runs ringside and the naive server through the same burst and
-//!   writes `docs/benchmarks.md`, CSV samples and an SVG plot.
+//! - `preencoded-server`: a plain tonic server streaming `Batch` messages encoded once.
+//! - `dgram-server`, `dgram-load`: the Unix-datagram (DogStatsD-style) producer path.
+//!
+//! The harness that runs them next to ringside is the `e2e` binary of `benches/e2e`.
 
 /// `naive.v1`: messages, client and server.
 #[allow(

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ringside_client::{HostOptions, Producer, RingConfig, RingHost};
+use ringside_client::Producer;
+use ringside_ring::{HostOptions, RingConfig, RingHost};
 
 const PAYLOAD: usize = 64;
 const BATCHES: usize = 31;

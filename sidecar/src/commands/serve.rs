@@ -9,7 +9,7 @@ use crate::service::RingsideService;
 use crate::state::{CallLimits, Counters, Shared};
 use crate::wake::Wake;
 use crate::{budget, cgroup};
-use ringside_client::{HostOptions, RingConfig, RingHost};
+use ringside_ring::{HostOptions, RingConfig, RingHost};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +36,7 @@ pub enum ServeError {
         /// The socket path.
         socket: String,
         /// Why.
-        source: ringside_client::HostError,
+        source: ringside_ring::HostError,
     },
     /// Something at run time.
     #[error("{0}")]
@@ -68,11 +68,16 @@ pub struct Resolved {
 }
 
 /// Validates the flags and computes the budget.
+///
+/// # Errors
+///
+/// [`ServeError`] for flags that cannot work together (ring geometry, a subscriber buffer below
+/// one maximum frame, limits), with the flag to change.
 pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
-    let max_payload = u32::try_from(args.max_frame).map_err(|_| {
+    let max_payload = u32::try_from(args.max_payload).map_err(|_| {
         ServeError::Config(format!(
-            "--max-frame {} is too large; at most 4GiB (and in practice far less than --ring-size)",
-            human_bytes(args.max_frame)
+            "--max-payload {} is too large; at most 4GiB (and in practice far less than --ring-size)",
+            human_bytes(args.max_payload)
         ))
     })?;
     let ring = RingConfig {
@@ -81,14 +86,14 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
     };
     ring.validate().map_err(|e| {
         ServeError::Config(format!(
-            "invalid ring geometry: {e}; check --ring-size and --max-frame"
+            "invalid ring geometry: {e}; check --ring-size and --max-payload"
         ))
     })?;
     let min_buf =
-        crate::batch::min_batch_bytes(ringside_client::MAX_TOPIC_LEN, max_payload as usize) as u64;
+        crate::batch::min_batch_bytes(ringside_ring::MAX_TOPIC_LEN, max_payload as usize) as u64;
     if args.subscriber_buffer < min_buf {
         return Err(ServeError::Config(format!(
-            "--subscriber-buffer {} cannot hold one maximum-size frame; raise it to at least {} or lower --max-frame",
+            "--subscriber-buffer {} cannot hold one maximum-size frame; raise it to at least {} or lower --max-payload",
             human_bytes(args.subscriber_buffer),
             human_bytes(min_buf)
         )));
@@ -153,14 +158,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     if args.print_budget {
         print!("{table}");
         println!();
-        print!(
-            "{}",
-            retention_table(
-                resolved.ring.capacity,
-                ringside_client::FRAME_HEADER_LEN as u64,
-                16
-            )
-        );
+        print!("{}", retention_table(resolved.ring.capacity, 16));
         if let Err(e) = resolved.budget.check(resolved.limit.as_ref()) {
             println!();
             println!("note: `serve` would refuse to start with these flags: {e}");
@@ -413,6 +411,7 @@ async fn serve_async(
             .max_connection_age_grace(Duration::from_secs(10));
     }
     let router = builder
+        .layer(crate::console::ConsoleLayer::new(args.console))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(crate::limits::OverLimitLayer)
         .add_service(health)
@@ -428,6 +427,10 @@ async fn serve_async(
         tls = args.tls_cert.is_some(),
         "serving gRPC (ringside.v1.Ringside, health, reflection, grpc-web)"
     );
+    if args.console {
+        let url = crate::console::url(local, args.tls_cert.is_some());
+        tracing::info!(%url, "live console: open {url} in a browser (--console false turns it off)");
+    }
 
     if args.demo {
         crate::commands::demo::spawn(&args, local, Arc::clone(&shared));

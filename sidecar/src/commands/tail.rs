@@ -9,6 +9,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Parses `--from`.
+///
+/// # Errors
+///
+/// A text listing the accepted forms when `s` is none of them.
 pub fn parse_from(s: &str) -> Result<v1::subscribe_request::Start, String> {
     use v1::subscribe_request::Start;
     let s = s.trim();
@@ -39,12 +43,10 @@ pub fn parse_from(s: &str) -> Result<v1::subscribe_request::Start, String> {
 }
 
 fn reason_name(r: i32) -> &'static str {
-    match v1::LossReason::try_from(r) {
-        Ok(v1::LossReason::Lapped) => "lapped",
-        Ok(v1::LossReason::Abandoned) => "abandoned",
-        Ok(v1::LossReason::Corrupt) => "corrupt",
-        _ => "unspecified",
-    }
+    v1::LossReason::try_from(r)
+        .ok()
+        .and_then(|wire| ringside_ring::LossReason::try_from(wire).ok())
+        .map_or("unspecified", |reason| reason.as_str())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,4 +1,4 @@
-//! `frame_decode`: arbitrary bytes through `ringside_client::decode_frame` at an arbitrary
+//! `frame_decode`: arbitrary bytes through `ringside_ring::decode_frame` at an arbitrary
 //! 8-aligned position and an arbitrary (valid) max payload.
 //!
 //! Input layout: `[mode u8][position u64 LE][max_payload u32 LE][rest]`.
@@ -13,8 +13,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringside_client::raw::{FrameHeader, STATE_COMMITTED, STATE_DISCARDED, frame_check};
-use ringside_client::{FRAME_HEADER_LEN, FrameMeta, MAX_TOPIC_LEN, decode_frame};
+use ringside_ring::layout::{FrameHeader, STATE_COMMITTED, STATE_DISCARDED, frame_check};
+use ringside_ring::{FRAME_HEADER_LEN, FrameMeta, MAX_TOPIC_LEN, decode_frame};
 
 /// The largest max payload the format allows (64 MiB).
 const MAX_PAYLOAD_LIMIT: u32 = 64 * 1024 * 1024;

@@ -30,7 +30,8 @@ use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, connect, recv, sendmsg,
     setsockopt, socket, sockopt,
 };
-use ringside_client::{HostOptions, Producer, RingConfig, RingHost, RingView};
+use ringside_client::Producer;
+use ringside_ring::{HostOptions, RingConfig, RingHost, RingView};
 
 const CONFIG: RingConfig = RingConfig {
     capacity: 64 * 1024,

@@ -24,14 +24,10 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use nix::sys::uio::{pread, pwrite};
-use ringside_client::raw::{
-    CLAIM_OFFSET, FrameHeaderFields, HEADER_REGION_LEN, RingHeader, WritableRing, create_ring_memfd,
-};
-use ringside_client::{
-    FRAME_HEADER_LEN, LossReason, ReadStep, ReaderOptions, RingConfig, RingReader, RingView,
-    StartAt, VecSink,
-    decode_frame,
-};
+use ringside_ring::layout::{CLAIM_OFFSET, HEADER_REGION_LEN, RingHeader};
+use ringside_ring::shm::create_ring_memfd;
+use ringside_ring::writer::{FrameHeaderFields, WritableRing};
+use ringside_ring::{FRAME_HEADER_LEN, LossReason, ReadStep, ReaderOptions, RingConfig, RingReader, RingView, StartAt, VecSink, decode_frame};
 
 const CAPACITY: u64 = 64 * 1024;
 const MAX_PAYLOAD: u32 = 1024;

@@ -1,10 +1,9 @@
 //! `subscribe_request`: arbitrary bytes as a Subscribe request body, through the sidecar's
 //! own request checks.
 //!
-//! The sidecar (`sidecar/`) is a binary with no library target, so its request handling is
-//! compiled into this target verbatim with `#[path]`: `sidecar/src/request.rs` (gRPC framing,
-//! decoding, filter validation, start position; pure, no I/O) and `sidecar/src/filter.rs`.
-//! The Subscribe handler calls exactly these functions after collecting the body (bounded to
+//! The sidecar library's request handling: `ringside_sidecar::request` (gRPC framing,
+//! decoding, filter validation, start position; pure, no I/O) and
+//! `ringside_sidecar::filter`. The Subscribe handler calls exactly these functions after collecting the body (bounded to
 //! `--max-request` + 5 bytes). `RingReader::new` then runs for real against a small ring
 //! holding a few frames.
 //!
@@ -17,20 +16,16 @@
 //! reader is positioned or refused with `SequenceInFuture` only for a future sequence.
 #![no_main]
 
-#[allow(dead_code, clippy::all)]
-#[path = "../../../sidecar/src/filter.rs"]
-mod filter;
-#[allow(dead_code, clippy::all)]
-#[path = "../../../sidecar/src/request.rs"]
-mod request;
-
 use std::sync::{Arc, OnceLock};
 
-use filter::{MAX_FILTER_LEN, MAX_FILTER_PREFIXES, MAX_FILTER_TOPICS};
+use ringside_sidecar::filter::{MAX_FILTER_LEN, MAX_FILTER_PREFIXES, MAX_FILTER_TOPICS};
+use ringside_sidecar::request;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use ringside_client::raw::{FrameHeaderFields, RingHeader, WritableRing, create_ring_memfd};
-use ringside_client::{ReadError, ReaderOptions, RingConfig, RingReader, RingView, StartAt};
+use ringside_ring::layout::RingHeader;
+use ringside_ring::shm::create_ring_memfd;
+use ringside_ring::writer::{FrameHeaderFields, WritableRing};
+use ringside_ring::{ReadError, ReaderOptions, RingConfig, RingReader, RingView, StartAt};
 use ringside_proto::v1;
 
 /// The sidecar's default `--max-request` (16KiB: bytes of one Subscribe request).

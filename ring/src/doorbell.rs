@@ -1,0 +1,147 @@
+//! Waking the sidecar without a syscall on the producer's hot path while it is busy.
+//!
+//! The sidecar owns a doorbell page (a memfd sealed with F_SEAL_FUTURE_WRITE, so producers
+//! can map it only read-only) holding one word, `sleeping`, and an eventfd. Before it
+//! blocks, the sidecar sets `sleeping` and re-checks the claim counter; after publishing, a
+//! producer loads `sleeping` and writes the eventfd only if it is set. This is a Dekker
+//! handshake: the producer's claim (a SeqCst RMW) and its SeqCst load of `sleeping`, against
+//! the sidecar's SeqCst store of `sleeping` and its load of the claim counter after a SeqCst
+//! fence. In the single total order of SeqCst operations, either the sidecar sees the
+//! claim and does not sleep, or the producer sees `sleeping` set and rings.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::shm::RingError;
+use crate::shm::{DoorbellMapping, DoorbellSlot};
+use crate::view::{RingView, Tail};
+
+/// The sidecar's side of the doorbell.
+#[derive(Debug)]
+pub struct Doorbell {
+    page: DoorbellMapping,
+    page_fd: OwnedFd,
+    event: OwnedFd,
+}
+
+impl Doorbell {
+    /// Creates the doorbell page and eventfd.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Sys`] when the memfd, its seals, its mapping or the eventfd cannot be
+    /// created.
+    pub fn create() -> Result<Doorbell, RingError> {
+        let (page_fd, page) = DoorbellMapping::create()?;
+        let event = new_eventfd().map_err(|source| RingError::Sys {
+            op: "eventfd",
+            source,
+        })?;
+        Ok(Doorbell {
+            page,
+            page_fd,
+            event,
+        })
+    }
+
+    /// The fds producers receive: doorbell page, eventfd.
+    pub fn fds(&self) -> [impl AsFd + '_; 2] {
+        [&self.page_fd, &self.event]
+    }
+}
+
+/// Blocks one sidecar thread until new frames may be readable. Use one waiter per ring.
+#[derive(Debug, Clone)]
+pub struct RingWaiter {
+    view: Arc<RingView>,
+    doorbell: Arc<Doorbell>,
+}
+
+impl RingWaiter {
+    pub(crate) fn new(view: Arc<RingView>, doorbell: Arc<Doorbell>) -> RingWaiter {
+        RingWaiter { view, doorbell }
+    }
+
+    /// Returns when the claim position moved past `seen_pos`, or after `timeout`.
+    pub fn wait(&self, seen_pos: u64, timeout: Duration) -> Tail {
+        let tail = self.view.tail();
+        if tail.pos != seen_pos {
+            return tail;
+        }
+        let sleeping = self.doorbell.page.sleeping();
+        sleeping.store(1, Ordering::SeqCst);
+        // SeqCst fence between our store of `sleeping` and the load of the claim counter:
+        // the load may not be satisfied before the store is globally visible.
+        fence(Ordering::SeqCst);
+        let tail = self.view.tail();
+        if tail.pos == seen_pos {
+            let millis = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
+            let mut fds = [PollFd::new(self.doorbell.event.as_fd(), PollFlags::POLLIN)];
+            // An interrupted or failed poll just means an early return; callers loop.
+            let _ = poll(&mut fds, PollTimeout::from(millis));
+            let mut drain = [0u8; 8];
+            let _ = nix::unistd::read(&self.doorbell.event, &mut drain);
+        }
+        sleeping.store(0, Ordering::Relaxed);
+        self.view.tail()
+    }
+}
+
+/// A producer's side of the doorbell. Lives as long as the producer; reconnects re-point it.
+#[derive(Debug)]
+pub struct DoorbellClient {
+    slot: DoorbellSlot,
+}
+
+impl DoorbellClient {
+    /// A detached doorbell (rings nobody until attached).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Sys`] when the placeholder eventfd or page cannot be created.
+    pub fn new() -> Result<DoorbellClient, RingError> {
+        let placeholder = new_eventfd().map_err(|source| RingError::Sys {
+            op: "eventfd",
+            source,
+        })?;
+        Ok(DoorbellClient {
+            slot: DoorbellSlot::new(placeholder)?,
+        })
+    }
+
+    /// Points at the doorbell page and eventfd received from a sidecar.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] when the page is not a sealed one-page memfd or the mapping fails; the
+    /// doorbell then stays detached (producers keep writing, the sidecar polls).
+    pub fn attach(&self, page_fd: &OwnedFd, event: &OwnedFd) -> Result<(), RingError> {
+        self.slot.attach(page_fd, event)
+    }
+
+    /// Stops ringing a sidecar that went away.
+    pub fn detach(&self) {
+        self.slot.detach();
+    }
+
+    /// After a publish: wakes the sidecar if it is asleep. One load when it is awake.
+    #[inline]
+    pub fn ring(&self) {
+        // SeqCst load: the other half of the handshake described at the top of this module
+        // (a plain load instruction on x86_64 and aarch64, sound on the read-only page).
+        if self.slot.sleeping().load(Ordering::SeqCst) != 0 {
+            // Non-blocking eventfd; EAGAIN (counter saturated) means it is already rung.
+            let _ = nix::unistd::write(self.slot.event(), &1u64.to_ne_bytes());
+        }
+    }
+}
+
+fn new_eventfd() -> nix::Result<OwnedFd> {
+    EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map(OwnedFd::from)
+}
