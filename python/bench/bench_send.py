@@ -234,7 +234,7 @@ def main() -> int:
         procs.append(
             subprocess.Popen(
                 [rs_bin, "serve", "--socket", sock, "--listen", f"127.0.0.1:{rs_port}",
-                 "--ring-size", "64MiB", "--max-frame", "64KiB"],
+                 "--ring-size", "64MiB", "--max-payload", "64KiB"],
                 stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "wb"),
             )
         )

@@ -89,7 +89,7 @@ def main() -> int:
     port = bench.free_port()
     serve = subprocess.Popen(
         [bench.find_ringside(args.ringside_bin), "serve", "--socket", sock,
-         "--listen", f"127.0.0.1:{port}", "--ring-size", "64MiB", "--max-frame", "64KiB"],
+         "--listen", f"127.0.0.1:{port}", "--ring-size", "64MiB", "--max-payload", "64KiB"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -67,7 +67,7 @@ class Sidecar:
             "--socket", self.socket,
             "--listen", f"127.0.0.1:{self.port}",
             "--ring-size", RING_SIZE,
-            "--max-frame", str(MAX_FRAME),
+            "--max-payload", str(MAX_FRAME),
             "--adopt-grace", "1s",
             *self.extra,
             *extra,

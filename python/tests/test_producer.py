@@ -85,7 +85,7 @@ def test_bad_topic_and_size_raise_value_error_with_the_rust_text(producer):
     with pytest.raises(
         ValueError,
         match=rf"^payload of {MAX_FRAME + 1} bytes exceeds the ring's max payload of {MAX_FRAME} bytes; "
-        r"nothing was published \(split the payload or raise --max-frame on the sidecar\)$",
+        r"nothing was published \(split the payload or raise --max-payload on the sidecar\)$",
     ):
         producer.send("t", bytes(MAX_FRAME + 1))
     with pytest.raises(ValueError, match="exceeds the ring's max payload"):
@@ -281,7 +281,9 @@ def test_a_socket_that_can_never_work_is_a_connect_error(tmp_path):
     stream.bind(path)
     stream.listen()
     try:
-        with pytest.raises(ringside.ConnectError, match="cannot use the ringside socket"):
+        with pytest.raises(
+            ringside.ConnectError, match=r"stream.sock is not a ringside socket \(expected SOCK_SEQPACKET\)"
+        ):
             ringside.Producer(path)
     finally:
         stream.close()

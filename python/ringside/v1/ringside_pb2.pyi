@@ -79,7 +79,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("version", "ring_id", "ring_capacity_bytes", "max_payload_bytes", "ring_adopted", "oldest_seq", "oldest_timestamp_ns", "newest_seq", "next_seq", "write_position", "ingest_frames_per_sec", "ingest_bytes_per_sec", "retention_seconds", "producers_connected", "producers_admitted", "producers_refused", "subscribers_active", "subscribers_max", "subscribers_refused", "frames_out", "bytes_out", "lost_lapped", "lost_abandoned", "lost_corrupt", "memory_budget_bytes", "memory_limit_bytes", "uptime_seconds", "subscribers_reaped")
+    __slots__ = ("version", "ring_id", "ring_capacity_bytes", "max_payload_bytes", "ring_adopted", "oldest_seq", "oldest_timestamp_ns", "newest_seq", "next_seq", "write_position", "ingest_frames_per_sec", "ingest_bytes_per_sec", "retention_seconds", "producers_connected", "producers_admitted", "producers_refused", "subscribers_active", "subscribers_max", "subscribers_refused", "frames_out", "bytes_out", "lost_lapped", "lost_abandoned", "lost_corrupt", "memory_budget_bytes", "memory_limit_bytes", "uptime_seconds", "subscribers_reaped", "rss_anon_bytes", "subscribers")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RING_ID_FIELD_NUMBER: _ClassVar[int]
     RING_CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,8 @@ class InfoResponse(_message.Message):
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBERS_REAPED_FIELD_NUMBER: _ClassVar[int]
+    RSS_ANON_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
     version: str
     ring_id: int
     ring_capacity_bytes: int
@@ -136,7 +138,19 @@ class InfoResponse(_message.Message):
     memory_limit_bytes: int
     uptime_seconds: float
     subscribers_reaped: int
-    def __init__(self, version: _Optional[str] = ..., ring_id: _Optional[int] = ..., ring_capacity_bytes: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., ring_adopted: _Optional[bool] = ..., oldest_seq: _Optional[int] = ..., oldest_timestamp_ns: _Optional[int] = ..., newest_seq: _Optional[int] = ..., next_seq: _Optional[int] = ..., write_position: _Optional[int] = ..., ingest_frames_per_sec: _Optional[float] = ..., ingest_bytes_per_sec: _Optional[float] = ..., retention_seconds: _Optional[float] = ..., producers_connected: _Optional[int] = ..., producers_admitted: _Optional[int] = ..., producers_refused: _Optional[int] = ..., subscribers_active: _Optional[int] = ..., subscribers_max: _Optional[int] = ..., subscribers_refused: _Optional[int] = ..., frames_out: _Optional[int] = ..., bytes_out: _Optional[int] = ..., lost_lapped: _Optional[int] = ..., lost_abandoned: _Optional[int] = ..., lost_corrupt: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., subscribers_reaped: _Optional[int] = ...) -> None: ...
+    rss_anon_bytes: int
+    subscribers: _containers.RepeatedCompositeFieldContainer[SubscriberInfo]
+    def __init__(self, version: _Optional[str] = ..., ring_id: _Optional[int] = ..., ring_capacity_bytes: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., ring_adopted: _Optional[bool] = ..., oldest_seq: _Optional[int] = ..., oldest_timestamp_ns: _Optional[int] = ..., newest_seq: _Optional[int] = ..., next_seq: _Optional[int] = ..., write_position: _Optional[int] = ..., ingest_frames_per_sec: _Optional[float] = ..., ingest_bytes_per_sec: _Optional[float] = ..., retention_seconds: _Optional[float] = ..., producers_connected: _Optional[int] = ..., producers_admitted: _Optional[int] = ..., producers_refused: _Optional[int] = ..., subscribers_active: _Optional[int] = ..., subscribers_max: _Optional[int] = ..., subscribers_refused: _Optional[int] = ..., frames_out: _Optional[int] = ..., bytes_out: _Optional[int] = ..., lost_lapped: _Optional[int] = ..., lost_abandoned: _Optional[int] = ..., lost_corrupt: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., subscribers_reaped: _Optional[int] = ..., rss_anon_bytes: _Optional[int] = ..., subscribers: _Optional[_Iterable[_Union[SubscriberInfo, _Mapping]]] = ...) -> None: ...
+
+class SubscriberInfo(_message.Message):
+    __slots__ = ("slot", "lag_bytes", "frames_out")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    LAG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_OUT_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    lag_bytes: int
+    frames_out: int
+    def __init__(self, slot: _Optional[int] = ..., lag_bytes: _Optional[int] = ..., frames_out: _Optional[int] = ...) -> None: ...
 
 class ListTopicsRequest(_message.Message):
     __slots__ = ()
