@@ -3,6 +3,7 @@
 //! - `serve`: own the shared-memory ring, admit producers on a Unix socket,
 //!   and serve gRPC subscribers straight from the ring in bounded memory.
 //! - `load`, `tail`, `stats`: tools around it.
+//! - `export`: publish the ring into NATS JetStream (the `ringside-export` crate).
 
 mod auth;
 mod batch;
@@ -33,5 +34,6 @@ fn main() -> ExitCode {
         Command::Load(args) => commands::load::run(args),
         Command::Tail(args) => commands::tail::run(args),
         Command::Stats(args) => commands::stats::run(args),
+        Command::Export(args) => commands::export::run(*args),
     }
 }
