@@ -222,8 +222,13 @@ impl Fields<'_> {
     }
 
     fn get(&self, name: &str) -> Result<&str, RecordError> {
+        // Parsing maps well-known names (`Nats-Msg-Id`) to the client's
+        // standard header keys, which a plain `&str` lookup would miss.
+        let key: async_nats::header::HeaderName = name
+            .parse()
+            .map_err(|_| self.bad(format!("bad header name {name}")))?;
         self.headers
-            .and_then(|h| h.get(name))
+            .and_then(|h| h.get(key))
             .map(|v| v.as_str())
             .ok_or_else(|| self.bad(format!("header {name} is missing")))
     }

@@ -92,9 +92,18 @@ fn bytes(n: u64) -> String {
     crate::human_bytes(n)
 }
 
-fn jetstream_code(e: &dyn std::error::Error) -> Option<u16> {
-    let text = crate::error_chain(e);
-    text.contains("no responders").then_some(503)
+/// True when a JetStream API request found nobody to answer it (no
+/// JetStream on the server, or none for this account).
+fn no_responders(e: &jetstream::context::GetStreamError) -> bool {
+    use std::error::Error as _;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(c) = cur {
+        if let Some(r) = c.downcast_ref::<jetstream::context::RequestError>() {
+            return matches!(r.kind(), jetstream::context::RequestErrorKind::NoResponders);
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Opens the stream, creating it first when `create` is given and it does not exist.
@@ -109,7 +118,7 @@ pub async fn open(
         Err(e) => {
             use jetstream::context::GetStreamErrorKind as K;
             let not_found = matches!(e.kind(), K::JetStream(ref je) if je.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND);
-            if jetstream_code(&e) == Some(503) {
+            if no_responders(&e) {
                 return Err(StreamError::NoJetStream {
                     reason: crate::error_chain(&e),
                 });

@@ -53,7 +53,11 @@ impl Headers {
 
     fn add(&mut self, name: &'static str, value: String) {
         self.bytes += (name.len() + value.len() + 4) as u64;
-        self.map.insert(name, value);
+        if name == header::MSG_ID {
+            self.map.insert(async_nats::header::NATS_MESSAGE_ID, value);
+        } else {
+            self.map.insert(name, value);
+        }
     }
 }
 
