@@ -161,7 +161,10 @@ pub async fn connect(
     }
     o.connect(opts.url.as_str()).await.map_err(|e| {
         use async_nats::ConnectErrorKind as K;
+        let reason = crate::error_chain(&e);
+        let tls_trouble = reason.contains("certificate") || reason.to_ascii_lowercase().contains("tls");
         let advice = match e.kind() {
+            _ if tls_trouble => "Check --nats-tls-ca (the CA that signed the server's certificate), --nats-tls-cert and --nats-tls-key.",
             K::AuthorizationViolation | K::Authentication => {
                 "Check --nats-creds or --nats-token-file against the server's authorization."
             }
@@ -171,7 +174,7 @@ pub async fn connect(
         };
         NatsError::Connect {
             url: opts.url.clone(),
-            reason: crate::error_chain(&e),
+            reason,
             advice,
         }
     })

@@ -489,7 +489,10 @@ impl RawStream {
             }
             let client = opts.connect(url).await.expect("connect to nats");
             let js = jetstream::new(client);
-            let s = js.get_stream(stream).await.expect("stream");
+            let Ok(s) = js.get_stream(stream).await else {
+                // Not created yet (the exporter creates it): nothing stored.
+                return RawStream::default();
+            };
             let consumer = s
                 .create_consumer(pull::Config {
                     filter_subject: format!("{prefix}.>"),
