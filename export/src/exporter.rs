@@ -299,6 +299,8 @@ struct Run {
     sidecar_backoff: Backoff,
     /// (ring, next seq) after the last batch read from the sidecar.
     read: Option<(u64, u64)>,
+    /// The ring the current subscription was opened for (checked on its first batch).
+    expect_ring: Option<u64>,
     /// (ring, next seq) after the newest acknowledged record.
     acked: Option<(u64, u64)>,
     /// Records of the prefix up to this stream sequence have been accounted for.
@@ -444,6 +446,7 @@ impl Run {
             sub: None,
             resubscribe_at: None,
             read: None,
+            expect_ring: None,
             acked: last.map(|l| (l.ring_id, l.next)),
             scan_from,
             max_message,
@@ -464,13 +467,12 @@ impl Run {
                 message: s.message().into(),
             })?;
         run.sub = Some(sub);
-        run.read = Some((
-            info.ring_id,
-            match start {
-                v1::subscribe_request::Start::Sequence(s) => s,
-                _ => info.oldest_seq.unwrap_or(info.next_seq),
-            },
-        ));
+        run.expect_ring = Some(info.ring_id);
+        // Until the first batch, a new subscription starts where this one did.
+        run.read = match start {
+            v1::subscribe_request::Start::Sequence(s) => Some((info.ring_id, s)),
+            _ => None,
+        };
         tracing::info!(
             stream = %run.cfg.stream,
             subjects = %run.cfg.subjects.all(),
@@ -636,6 +638,13 @@ impl Run {
     }
 
     fn take_batch(&mut self, b: v1::Batch) {
+        if let Some(expected) = self.expect_ring.take() {
+            if expected != b.ring_id {
+                // The ring was replaced between Info and Subscribe: the start
+                // sequence meant another ring. Subscribe again.
+                return self.lost_sidecar("the ring changed while subscribing".into());
+            }
+        }
         self.sidecar_backoff = Backoff::new(self.cfg.retry_max);
         if let Some((ring, _)) = self.read {
             if ring != b.ring_id {
@@ -727,6 +736,7 @@ impl Run {
             .await
         {
             Ok(s) => {
+                self.expect_ring = Some(info.ring_id);
                 tracing::info!(endpoint = %self.sidecar.endpoint(), "subscribed to the sidecar again");
                 self.sub = Some(s);
             }

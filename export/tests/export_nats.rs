@@ -284,6 +284,55 @@ fn nats_down_10s_under_load() {
     assert!(log.contains("NATS is back"), "{log}");
 }
 
+/// The sidecar SIGKILLed under load and started again (adopting the ring
+/// the producer hands back): the exporter subscribes again from where it
+/// read, and the stream still holds every sequence exactly once.
+#[test]
+fn sidecar_killed_and_restarted_under_load() {
+    let dir = TempDir::new("sidecar-kill");
+    let nats = NatsServer::start(&dir, &[]);
+    let ring = ["--ring-size", "64MiB"];
+    let mut sidecar = Sidecar::start(&dir, &ring);
+    let prefix = "tel.restart";
+    let mut ex = Exporter::start(
+        &dir,
+        &sidecar,
+        &nats,
+        STREAM,
+        prefix,
+        &["--create-stream", "--quiet"],
+    );
+    let load = spawn_load(
+        &sidecar.socket,
+        &["--rate", "10000", "--duration", "8s", "--size", "200"],
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    sidecar.kill9();
+    std::thread::sleep(Duration::from_millis(1000));
+    sidecar.restart(&["--ring-size", "64MiB", "--adopt-grace", "5s"]);
+    let total = finish_load(load);
+    let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(60), |r| {
+        r.frame_count() + r.lost() >= total
+    });
+    assert!(ex.running(), "exporter died:\n{}", ex.stderr());
+    assert!(ex.stop().success(), "{}", ex.stderr());
+    let log = std::fs::read_to_string(&sidecar.log).unwrap_or_default();
+    assert!(
+        log.contains("adopted=true"),
+        "the new sidecar did not adopt the ring:\n{log}"
+    );
+    assert!(
+        ex.stderr().contains("subscribed to the sidecar again"),
+        "{}",
+        ex.stderr()
+    );
+    assert_eq!(
+        raw.assert_exactly_once(0, total),
+        0,
+        "the adopted ring kept every frame"
+    );
+}
+
 /// Streams that cannot hold the export are refused at start with a message
 /// that names the problem; so is a server without JetStream.
 #[test]

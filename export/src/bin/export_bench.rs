@@ -142,13 +142,15 @@ struct Pacer {
 }
 
 impl Pacer {
+    /// How long to sleep before call `done`: only when more than 1 ms ahead,
+    /// so that pacing costs one sleep per millisecond, not one per frame.
     fn due(&self, done: u64) -> Option<Duration> {
         if self.rate == 0 {
             return None;
         }
         let at = Duration::from_secs_f64(done as f64 / self.rate as f64);
         let el = self.start.elapsed();
-        (at > el).then(|| at - el)
+        (at > el + Duration::from_millis(1)).then(|| at - el)
     }
 }
 
@@ -320,6 +322,25 @@ impl Drop for Procs {
     }
 }
 
+/// utime + stime of a process, in seconds (from /proc/<pid>/stat).
+fn proc_cpu_s(pid: u32) -> f64 {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may contain spaces).
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let u: f64 = f.get(11)?.parse().ok()?;
+            let st: f64 = f.get(12)?.parse().ok()?;
+            Some((u + st) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
 fn rss_anon(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -360,6 +381,19 @@ impl Sampler {
             peaks,
             thread: Some(thread),
         }
+    }
+
+    /// CPU seconds (utime + stime) of every process but the producers.
+    fn cpu(&self) -> Vec<(String, f64)> {
+        self.peaks
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|e| e.0 != "producer")
+                    .map(|e| (e.0.clone(), proc_cpu_s(e.1)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn add(&self, name: String, pid: u32) {
@@ -412,6 +446,7 @@ struct Outcome {
     lost_reported: u64,
     first_to_last_s: f64,
     peaks: Vec<(String, u64)>,
+    cpu: Vec<(String, f64)>,
     note: String,
 }
 
@@ -514,7 +549,7 @@ fn run_path(path: Path_, p: &Params, slowdown: bool, rt: &tokio::runtime::Runtim
             .args([
                 "serve",
                 "--ring-size",
-                "64MiB",
+                if slowdown { "16MiB" } else { "64MiB" },
                 "--max-frame",
                 "4KiB",
                 "--adopt-grace",
@@ -637,6 +672,7 @@ fn run_path(path: Path_, p: &Params, slowdown: bool, rt: &tokio::runtime::Runtim
             })
             .sum()
     };
+    let cpu = sampler.cpu();
     let peaks = sampler.finish();
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
@@ -647,6 +683,7 @@ fn run_path(path: Path_, p: &Params, slowdown: bool, rt: &tokio::runtime::Runtim
         lost_reported,
         first_to_last_s: last.1.duration_since(started).as_secs_f64(),
         peaks,
+        cpu,
         note,
     }
 }
@@ -668,9 +705,9 @@ fn us(ns: u64) -> String {
 fn table(title: &str, rows: &[(Path_, Outcome)]) {
     println!("### {title}\n");
     println!(
-        "| path | producer call p50 / p99 / p99.9 / max | calls over 1 ms | producer CPU per frame | frames written | frames in the stream | reported lost | unaccounted | into the stream | peak RssAnon |"
+        "| path | producer call p50 / p99 / p99.9 / max | calls over 1 ms | producer CPU per frame | frames written | frames in the stream | reported lost | unaccounted | into the stream | CPU per frame in the stream, other processes | peak RssAnon |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (path, o) in rows {
         let q = |f: fn(&ProducerReport) -> u64| o.producers.iter().map(f).max().unwrap_or(0);
         let p50 = {
@@ -688,8 +725,13 @@ fn table(title: &str, rows: &[(Path_, Outcome)]) {
             .iter()
             .map(|(n, b)| format!("{n} {}", mib(*b)))
             .collect();
+        let others: Vec<String> = o
+            .cpu
+            .iter()
+            .map(|(n, c)| format!("{n} {}", us((c * 1e9 / o.in_stream.max(1) as f64) as u64)))
+            .collect();
         println!(
-            "| {} | {} / {} / {} / {} | {over} | {} | {}{} | {} | {} | {unaccounted} | {:.0} frames/s | {} |",
+            "| {} | {} / {} / {} / {} | {over} | {} | {}{} | {} | {} | {unaccounted} | {:.0} frames/s | {} | {} |",
             path.name(),
             us(p50),
             us(q(|r| r.p99_ns)),
@@ -705,6 +747,7 @@ fn table(title: &str, rows: &[(Path_, Outcome)]) {
             o.in_stream,
             o.lost_reported,
             o.in_stream as f64 / o.first_to_last_s.max(1e-9),
+            others.join(", "),
             peaks.join(", ")
         );
     }
@@ -725,7 +768,7 @@ fn orchestrate(args: &[String]) {
         "## Export to NATS JetStream: ringside export vs producers publishing directly\n\n\
          Reproduce: `cargo build --release -p ringside -p ringside-export && target/release/export-bench{}`\n\n\
          {} producer processes, {} B payloads, 4 topics; nats-server {} with JetStream (file store), one stream `bench.>`; \
-         ringside: `serve --ring-size 64MiB --max-frame 4KiB`, `export` with its defaults (4096 records / 8 MiB in flight). \
+         ringside: `serve --ring-size 64MiB --max-frame 4KiB` (16MiB in the slowdown), `export` with its defaults (4096 records / 8 MiB in flight). \
          Direct: async-nats 0.46 `publish_with_headers` (Nats-Msg-Id and a timestamp header), at most 4096 acknowledgements outstanding, then waiting for the oldest. \
          Load average at the start: {}\n",
         if args.is_empty() {

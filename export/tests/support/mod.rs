@@ -245,18 +245,34 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts `serve` with `extra` flags on a fresh port, socket `dir/ringside.sock`.
     pub fn start(dir: &TempDir, extra: &[&str]) -> Sidecar {
-        let socket = dir.join("ringside.sock");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = dir.join("serve.log");
-        let mut child = Command::new(ringside_bin())
-            .arg("serve")
-            .args(["--adopt-grace", "300ms", "--socket"])
+        Self::start_at(
+            addr,
+            dir.join("ringside.sock"),
+            dir.join("serve.log"),
+            extra,
+        )
+    }
+
+    fn start_at(addr: SocketAddr, socket: PathBuf, log: PathBuf, extra: &[&str]) -> Sidecar {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        let mut cmd = Command::new(ringside_bin());
+        cmd.arg("serve");
+        if !extra.contains(&"--adopt-grace") {
+            cmd.args(["--adopt-grace", "300ms"]);
+        }
+        let mut child = cmd
+            .arg("--socket")
             .arg(&socket)
             .arg("--listen")
             .arg(addr.to_string())
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
+            .stderr(file)
             .spawn()
             .expect("spawn ringside serve");
         wait_port(addr, &mut child, "ringside serve", &log);
@@ -271,6 +287,19 @@ impl Sidecar {
             socket,
             log,
         }
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A new `serve` on the same address and socket (after [`kill9`](Self::kill9)).
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.kill9();
+        let next = Self::start_at(self.addr, self.socket.clone(), self.log.clone(), extra);
+        drop(std::mem::replace(self, next));
     }
 
     /// The gRPC endpoint URL.
