@@ -96,7 +96,7 @@ impl ExportConfig {
             drain_timeout: Duration::from_secs(5),
             retry_max: Duration::from_secs(5),
             grpc_receive_window: 4 << 20,
-            worker_threads: 2,
+            worker_threads: 1,
             memory_limit: None,
         }
     }
@@ -248,11 +248,7 @@ impl Session {
     async fn publish(&self, rec: &OutRecord) -> Result<AckFuture, Failure> {
         let fut = self
             .js
-            .publish_with_headers(
-                rec.subject.clone(),
-                rec.headers.clone(),
-                rec.payload.clone(),
-            )
+            .publish_with_headers(rec.subject.clone(), rec.headers(), rec.payload.clone())
             .await
             .map_err(|e| Failure::Send(crate::error_chain(&e)))?;
         Ok(Box::pin(fut.into_future()))
@@ -818,7 +814,7 @@ impl Run {
         self.window.replace_where(
             |e| e.rejections >= 2 && e.rec.kind != Kind::Loss,
             |e| {
-                let frames = e.rec.next - e.rec.first;
+                let frames = e.rec.lost();
                 newly_rejected.push(frames);
                 OutRecord::loss(
                     e.rec.ring_id,

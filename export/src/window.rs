@@ -17,7 +17,8 @@ pub(crate) type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, Publi
 
 pub(crate) use crate::record::RecordKind as Kind;
 
-/// One record to publish.
+/// One record to publish. Headers are built when it is published (again
+/// after a failure), from these fields; its size is known without building them.
 #[derive(Debug, Clone)]
 pub(crate) struct OutRecord {
     pub kind: Kind,
@@ -27,110 +28,88 @@ pub(crate) struct OutRecord {
     pub next: u64,
     /// Frames carried (0 for a loss).
     pub frames: u64,
-    /// For a loss: its reason code and frame count.
-    pub loss: Option<(i32, u64)>,
+    /// Frame: timestamp and producer id. Loss: reason code in `reason`.
+    pub timestamp_ns: u64,
+    pub producer_id: u32,
+    pub reason: i32,
     pub subject: async_nats::Subject,
-    pub headers: HeaderMap,
     pub payload: Bytes,
     /// Bytes it occupies on the wire (subject, headers, payload): what the window counts.
     pub size: u64,
 }
 
-/// Accumulates headers and their encoded size (`Name: value\r\n`).
-struct Headers {
-    map: HeaderMap,
-    bytes: u64,
-}
-
-impl Headers {
-    fn new() -> Headers {
-        // "NATS/1.0\r\n" ... "\r\n"
-        Headers {
-            map: HeaderMap::new(),
-            bytes: 12,
-        }
-    }
-
-    fn add(&mut self, name: &'static str, value: String) {
-        self.bytes += (name.len() + value.len() + 4) as u64;
-        if name == header::MSG_ID {
-            self.map.insert(async_nats::header::NATS_MESSAGE_ID, value);
-        } else {
-            self.map.insert(name, value);
-        }
-    }
+/// Decimal digits of `n`.
+fn digits(n: u64) -> u64 {
+    u64::from(n.checked_ilog10().unwrap_or(0) + 1)
 }
 
 /// Fixed bytes per message on the wire besides subject, headers and payload
 /// (`HPUB <subject> <reply> <hdr> <total>\r\n`, the reply inbox, `\r\n`).
 const WIRE_OVERHEAD: u64 = 64;
 
-fn finish(
-    kind: Kind,
-    ring_id: u64,
-    (first, next): (u64, u64),
-    frames: u64,
-    subject: String,
-    h: Headers,
-    payload: Bytes,
-) -> OutRecord {
-    let size = WIRE_OVERHEAD + subject.len() as u64 + h.bytes + payload.len() as u64;
-    OutRecord {
-        kind,
-        ring_id,
-        first,
-        next,
-        frames,
-        loss: None,
-        subject: async_nats::Subject::from(subject),
-        headers: h.map,
-        payload,
-        size,
-    }
+/// Encoded size of one header line (`Name: value\r\n`).
+fn line(name: &str, value_len: u64) -> u64 {
+    name.len() as u64 + value_len + 4
 }
 
 impl OutRecord {
+    fn new(
+        kind: Kind,
+        ring_id: u64,
+        (first, next): (u64, u64),
+        subject: String,
+        payload: Bytes,
+    ) -> OutRecord {
+        OutRecord {
+            kind,
+            ring_id,
+            first,
+            next,
+            frames: 0,
+            timestamp_ns: 0,
+            producer_id: 0,
+            reason: 0,
+            subject: async_nats::Subject::from(subject),
+            payload,
+            size: 0,
+        }
+        .sized()
+    }
+
+    fn sized(mut self) -> OutRecord {
+        self.size = WIRE_OVERHEAD
+            + self.subject.len() as u64
+            + self.header_bytes()
+            + self.payload.len() as u64;
+        self
+    }
+
     /// A frame record.
     pub fn frame(ring_id: u64, subject: String, f: &v1::Frame) -> OutRecord {
-        let mut h = Headers::new();
-        h.add(header::MSG_ID, record::frame_msg_id(ring_id, f.seq));
-        h.add(header::RING, record::ring_hex(ring_id));
-        h.add(header::SEQ, f.seq.to_string());
-        h.add(header::TIMESTAMP, f.timestamp_ns.to_string());
-        h.add(header::PRODUCER, f.producer_id.to_string());
-        finish(
+        let mut r = OutRecord::new(
             Kind::Frame,
             ring_id,
             (f.seq, f.seq.saturating_add(1)),
-            1,
             subject,
-            h,
             f.payload.clone(),
-        )
+        );
+        r.frames = 1;
+        r.timestamp_ns = f.timestamp_ns;
+        r.producer_id = f.producer_id;
+        r.sized()
     }
 
     /// A loss record.
     pub fn loss(ring_id: u64, subject: String, l: &v1::Loss) -> OutRecord {
-        let mut h = Headers::new();
-        h.add(
-            header::MSG_ID,
-            record::loss_msg_id(ring_id, l.first_seq, l.frames),
-        );
-        h.add(header::RING, record::ring_hex(ring_id));
-        h.add(header::SEQ, l.first_seq.to_string());
-        h.add(header::FRAMES, l.frames.to_string());
-        h.add(header::REASON, record::reason_name(l.reason).into_owned());
-        let mut r = finish(
+        let mut r = OutRecord::new(
             Kind::Loss,
             ring_id,
             (l.first_seq, l.first_seq.saturating_add(l.frames)),
-            0,
             subject,
-            h,
             record::loss_payload(ring_id, l),
         );
-        r.loss = Some((l.reason, l.frames));
-        r
+        r.reason = l.reason;
+        r.sized()
     }
 
     /// A batch record: `frames` (consecutive, non-empty) encoded as a `Batch`.
@@ -144,22 +123,80 @@ impl OutRecord {
             losses: Vec::new(),
             resume_seq: next,
         };
-        let payload = Bytes::from(batch.encode_to_vec());
-        let mut h = Headers::new();
-        h.add(header::MSG_ID, record::batch_msg_id(ring_id, first, next));
-        h.add(header::RING, record::ring_hex(ring_id));
-        h.add(header::SEQ, first.to_string());
-        h.add(header::NEXT, next.to_string());
-        h.add(header::FRAMES, count.to_string());
-        finish(
+        let mut r = OutRecord::new(
             Kind::Batch,
             ring_id,
             (first, next),
-            count,
             subject,
-            h,
-            payload,
-        )
+            Bytes::from(batch.encode_to_vec()),
+        );
+        r.frames = count;
+        r.sized()
+    }
+
+    /// Frames lost (a loss record).
+    pub fn lost(&self) -> u64 {
+        self.next - self.first
+    }
+
+    /// The encoded size of [`headers`](Self::headers).
+    fn header_bytes(&self) -> u64 {
+        // "NATS/1.0\r\n" ... "\r\n", the ring id, the first sequence.
+        let common = 12 + line(header::RING, 16) + line(header::SEQ, digits(self.first));
+        common
+            + match self.kind {
+                Kind::Frame => {
+                    line(header::MSG_ID, 17 + digits(self.first))
+                        + line(header::TIMESTAMP, digits(self.timestamp_ns))
+                        + line(header::PRODUCER, digits(u64::from(self.producer_id)))
+                }
+                Kind::Loss => {
+                    line(
+                        header::MSG_ID,
+                        23 + digits(self.first) + digits(self.lost()),
+                    ) + line(header::FRAMES, digits(self.lost()))
+                        + line(
+                            header::REASON,
+                            record::reason_name(self.reason).len() as u64,
+                        )
+                }
+                Kind::Batch => {
+                    line(header::MSG_ID, 24 + digits(self.first) + digits(self.next))
+                        + line(header::NEXT, digits(self.next))
+                        + line(header::FRAMES, digits(self.frames))
+                }
+            }
+    }
+
+    /// The record's headers (the wire contract in [`crate::record`]).
+    pub fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let id = match self.kind {
+            Kind::Frame => record::frame_msg_id(self.ring_id, self.first),
+            Kind::Loss => record::loss_msg_id(self.ring_id, self.first, self.lost()),
+            Kind::Batch => record::batch_msg_id(self.ring_id, self.first, self.next),
+        };
+        h.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        h.insert(header::RING, record::ring_hex(self.ring_id));
+        h.insert(header::SEQ, self.first.to_string());
+        match self.kind {
+            Kind::Frame => {
+                h.insert(header::TIMESTAMP, self.timestamp_ns.to_string());
+                h.insert(header::PRODUCER, self.producer_id.to_string());
+            }
+            Kind::Loss => {
+                h.insert(header::FRAMES, self.lost().to_string());
+                h.insert(
+                    header::REASON,
+                    record::reason_name(self.reason).into_owned(),
+                );
+            }
+            Kind::Batch => {
+                h.insert(header::NEXT, self.next.to_string());
+                h.insert(header::FRAMES, self.frames.to_string());
+            }
+        }
+        h
     }
 }
 
@@ -291,18 +328,18 @@ impl Window {
 mod tests {
     use super::*;
 
+    fn frame(seq: u64, len: usize) -> v1::Frame {
+        v1::Frame {
+            seq,
+            timestamp_ns: 1_700_000_000_123_456_789,
+            topic: "t".into(),
+            producer_id: 4242,
+            payload: Bytes::from(vec![0u8; len]),
+        }
+    }
+
     fn rec(seq: u64, len: usize) -> OutRecord {
-        OutRecord::frame(
-            1,
-            format!("p.t{seq}"),
-            &v1::Frame {
-                seq,
-                timestamp_ns: 5,
-                topic: "t".into(),
-                producer_id: 1,
-                payload: Bytes::from(vec![0u8; len]),
-            },
-        )
+        OutRecord::frame(1, format!("p.t{seq}"), &frame(seq, len))
     }
 
     #[test]
@@ -327,6 +364,37 @@ mod tests {
         let mut empty = Window::new(3, 10);
         assert!(empty.has_room(1 << 30), "an empty window takes one record");
         assert!(empty.pop_front().is_none());
+    }
+
+    /// The size the window counts is the size of the headers as encoded.
+    #[test]
+    fn header_bytes_match_the_headers() {
+        let recs = [
+            rec(7, 10),
+            rec(1234567, 0),
+            OutRecord::loss(
+                u64::MAX,
+                "p._loss".into(),
+                &v1::Loss {
+                    reason: 3,
+                    frames: 12345,
+                    first_seq: 9,
+                },
+            ),
+            OutRecord::batch(5, "p._batch".into(), vec![frame(10, 3), frame(11, 3)], 12),
+        ];
+        for r in recs {
+            let h = r.headers();
+            let encoded: u64 = 12
+                + h.iter()
+                    .map(|(k, vs)| {
+                        vs.iter()
+                            .map(|v| (AsRef::<str>::as_ref(k).len() + v.as_str().len() + 4) as u64)
+                            .sum::<u64>()
+                    })
+                    .sum::<u64>();
+            assert_eq!(r.header_bytes(), encoded, "{:?}", r.kind);
+        }
     }
 
     #[test]

@@ -398,8 +398,9 @@ pub struct ExportArgs {
     /// On SIGTERM, wait this long for acknowledgements of the records in flight.
     #[arg(long, env = "RINGSIDE_EXPORT_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// Tokio worker threads.
-    #[arg(long, env = "RINGSIDE_WORKER_THREADS", default_value_t = 2)]
+    /// Tokio worker threads. One is the fastest: the exporter is one pipeline,
+    /// and a second thread mostly adds cross-thread wake-ups.
+    #[arg(long, env = "RINGSIDE_WORKER_THREADS", default_value_t = 1)]
     pub worker_threads: usize,
     /// Print the memory budget, then exit.
     #[arg(long, env = "RINGSIDE_PRINT_BUDGET")]

@@ -58,6 +58,7 @@ struct Params {
     rate: u64,
     seconds: u64,
     stop: u64,
+    export_workers: u64,
 }
 
 fn parse_params(args: &[String]) -> Params {
@@ -68,6 +69,7 @@ fn parse_params(args: &[String]) -> Params {
         rate: 20_000,
         seconds: 14,
         stop: 5,
+        export_workers: 1,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -83,6 +85,7 @@ fn parse_params(args: &[String]) -> Params {
             "--rate" => p.rate = num(),
             "--seconds" => p.seconds = num(),
             "--stop" => p.stop = num(),
+            "--export-workers" => p.export_workers = num().max(1),
             "--quick" => {
                 p.frames = 60_000;
                 p.seconds = 8;
@@ -310,6 +313,15 @@ fn wait_port(port: u16) {
     }
 }
 
+/// A directory removed on drop (also when a run panics).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Children killed on drop.
 struct Procs(Vec<(String, Child)>);
 
@@ -501,6 +513,7 @@ fn run_path(path: Path_, p: &Params, slowdown: bool, rt: &tokio::runtime::Runtim
         free_port()
     ));
     let _ = std::fs::create_dir_all(&dir);
+    let _cleanup = RemoveOnDrop(dir.clone());
     let mut procs = Procs(Vec::new());
     let nats_port = free_port();
     let url = format!("nats://127.0.0.1:{nats_port}");
@@ -526,7 +539,7 @@ fn run_path(path: Path_, p: &Params, slowdown: bool, rt: &tokio::runtime::Runtim
         js.create_stream(jetstream::stream::Config {
             name: STREAM.into(),
             subjects: vec!["bench.>".into()],
-            max_bytes: 8 << 30,
+            max_bytes: 1 << 30,
             ..Default::default()
         })
         .await
@@ -583,6 +596,7 @@ fn run_path(path: Path_, p: &Params, slowdown: bool, rt: &tokio::runtime::Runtim
             "--metrics-listen",
         ])
         .arg(format!("127.0.0.1:{metrics_port}"))
+        .args(["--worker-threads", &p.export_workers.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         if path == Path_::RingBatch {
@@ -767,8 +781,8 @@ fn orchestrate(args: &[String]) {
     println!(
         "## Export to NATS JetStream: ringside export vs producers publishing directly\n\n\
          Reproduce: `cargo build --release -p ringside -p ringside-export && target/release/export-bench{}`\n\n\
-         {} producer processes, {} B payloads, 4 topics; nats-server {} with JetStream (file store), one stream `bench.>`; \
-         ringside: `serve --ring-size 64MiB --max-frame 4KiB` (16MiB in the slowdown), `export` with its defaults (4096 records / 8 MiB in flight). \
+         {} producer processes, {} B payloads, 4 topics; {} with JetStream (file store), one stream `bench.>`; \
+         ringside: `serve --ring-size 64MiB --max-frame 4KiB` (16MiB in the slowdown), `export` with its defaults (4096 records / 8 MiB in flight, {} worker thread(s)). \
          Direct: async-nats 0.46 `publish_with_headers` (Nats-Msg-Id and a timestamp header), at most 4096 acknowledgements outstanding, then waiting for the oldest. \
          Load average at the start: {}\n",
         if args.is_empty() {
@@ -783,6 +797,7 @@ fn orchestrate(args: &[String]) {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default(),
+        p.export_workers,
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
