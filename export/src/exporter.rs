@@ -203,7 +203,7 @@ impl std::fmt::Display for Failure {
 
 /// A live NATS connection.
 struct Session {
-    _client: async_nats::Client,
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     disconnected: Arc<Notify>,
@@ -238,7 +238,7 @@ impl Session {
             tracing::info!(stream = %cfg.stream, subjects = %cfg.subjects.all(), "created the stream");
         }
         Ok(Session {
-            _client: client,
+            client,
             js,
             stream,
             disconnected,
@@ -363,7 +363,7 @@ impl Run {
             )));
         }
         let session = Session::open(&cfg).await?;
-        let server_max = session._client.server_info().max_payload as u64;
+        let server_max = session.client.server_info().max_payload as u64;
         if server_max > 0 && server_max < max_record {
             return Err(ExportError::Config(format!(
                 "the NATS server accepts messages of at most {} (max_payload) but the exporter may publish {}; raise max_payload in the server's configuration{}",

@@ -334,7 +334,7 @@ impl Drop for Procs {
     }
 }
 
-/// utime + stime of a process, in seconds (from /proc/<pid>/stat).
+/// utime + stime of a process, in seconds (from `/proc/<pid>/stat`).
 fn proc_cpu_s(pid: u32) -> f64 {
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
