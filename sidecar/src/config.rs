@@ -471,4 +471,43 @@ mod tests {
         .expect("parses");
         assert!(matches!(cli.command, Command::Load(_)));
     }
+
+    #[test]
+    fn export_and_tail_nats_spelling() {
+        let cli = Cli::try_parse_from([
+            "ringside",
+            "export",
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+            "--stream",
+            "TELEMETRY",
+            "--subject-prefix",
+            "telemetry.host1",
+            "--max-inflight-bytes",
+            "4MiB",
+            "--batch",
+        ])
+        .expect("parses");
+        let Command::Export(e) = cli.command else {
+            panic!("export expected");
+        };
+        assert_eq!(e.max_inflight_bytes, 4 << 20);
+        assert_eq!(e.from, "earliest");
+        assert!(e.batch);
+        // --nats-url needs the stream and the prefix.
+        assert!(Cli::try_parse_from(["ringside", "tail", "--nats-url", "nats://x:1"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "ringside",
+                "tail",
+                "--nats-url",
+                "nats://x:1",
+                "--stream",
+                "S",
+                "--subject-prefix",
+                "p"
+            ])
+            .is_ok()
+        );
+    }
 }
