@@ -273,6 +273,10 @@ impl Producer {
     /// count is taken or released, so `reserve_borrowed` + fill + `commit` costs less than
     /// [`Producer::send`] of the same bytes (the zero-copy fast path). Same rules: commit
     /// it, or drop it to publish a discarded frame; keep it short.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::send`], for `len` as the payload length.
     #[inline]
     pub fn reserve_borrowed(
         &self,

@@ -29,6 +29,10 @@ pub enum Command {
     Tail(TailArgs),
     /// Show the sidecar's Info: ring, rates, retention, producers, subscribers.
     Stats(StatsArgs),
+    /// Publish the ring into a NATS JetStream stream, exactly once, in bounded memory.
+    ///
+    /// Runs beside `serve` on each host; see docs/fleet.md.
+    Export(Box<ExportArgs>),
 }
 
 /// Parses a byte size with units (`64MiB`, `65536`, `1 GB`).
@@ -323,6 +327,117 @@ pub struct TailArgs {
     /// Pause this long after each batch (simulates a slow subscriber).
     #[arg(long, value_parser = parse_duration)]
     pub slow: Option<Duration>,
+    #[command(flatten)]
+    /// Read an exporter's records from JetStream instead (--nats-url, --stream, --subject-prefix).
+    pub nats: Box<NatsArgs>,
+}
+
+/// NATS flags of `ringside export` and `ringside tail --nats-url`.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated (`nats://host:4222`, `tls://host:4222`).
+    /// With `tail`: read an exporter's records from JetStream instead of the sidecar.
+    #[arg(long = "nats-url", env = "RINGSIDE_NATS_URL", requires_all = ["stream", "subject_prefix"])]
+    pub url: Option<String>,
+    /// JetStream stream name.
+    #[arg(long, env = "RINGSIDE_STREAM")]
+    pub stream: Option<String>,
+    /// Subject prefix of this host's records: frames go to `<prefix>.<topic>`,
+    /// losses to `<prefix>._loss` (e.g. `telemetry.host1`).
+    #[arg(long, env = "RINGSIDE_SUBJECT_PREFIX")]
+    pub subject_prefix: Option<String>,
+    /// NATS credentials file (`.creds`: JWT and NKey seed).
+    #[arg(long, env = "RINGSIDE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// File whose first line is the NATS token.
+    #[arg(long, env = "RINGSIDE_NATS_TOKEN_FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// PEM CA that signed the NATS server's certificate (turns TLS on).
+    #[arg(long, env = "RINGSIDE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for NATS (needs --nats-tls-key).
+    #[arg(long, env = "RINGSIDE_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM client key for --nats-tls-cert.
+    #[arg(long, env = "RINGSIDE_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse a NATS connection without TLS.
+    #[arg(long, env = "RINGSIDE_NATS_TLS")]
+    pub nats_tls: bool,
+}
+
+/// Flags of `ringside export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    /// The sidecar to read from.
+    pub client: ClientArgs,
+    #[command(flatten)]
+    /// The NATS server and stream to publish to (--nats-url, --stream and --subject-prefix are required).
+    pub nats: NatsArgs,
+    /// Where to start a ring the stream holds nothing of: `earliest`, `latest`,
+    /// a sequence number, an RFC 3339 time or a duration ago. A ring the stream
+    /// already holds records of resumes after the last one.
+    #[arg(long, env = "RINGSIDE_EXPORT_FROM", default_value = "earliest")]
+    pub from: String,
+    /// Publish whole batches to `<prefix>._batch` instead of one message per frame.
+    #[arg(long, env = "RINGSIDE_EXPORT_BATCH")]
+    pub batch: bool,
+    /// Most records published and not yet acknowledged.
+    #[arg(long, env = "RINGSIDE_EXPORT_MAX_INFLIGHT", default_value_t = 4096)]
+    pub max_inflight: usize,
+    /// Most bytes (subjects, headers, payloads) published and not yet acknowledged.
+    #[arg(long, env = "RINGSIDE_EXPORT_MAX_INFLIGHT_BYTES", default_value = "8MiB", value_parser = parse_bytes)]
+    pub max_inflight_bytes: u64,
+    /// Largest batch read from the sidecar at once (and, with --batch, the largest message).
+    #[arg(long, env = "RINGSIDE_EXPORT_READ_BATCH", default_value = "256KiB", value_parser = parse_bytes)]
+    pub read_batch: u64,
+    /// Give the NATS connection up when an acknowledgement takes longer.
+    #[arg(long, env = "RINGSIDE_EXPORT_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub ack_timeout: Duration,
+    /// Create the stream when it does not exist (subjects `<prefix>.>`, the limits below).
+    #[arg(long, env = "RINGSIDE_EXPORT_CREATE_STREAM")]
+    pub create_stream: bool,
+    /// With --create-stream: max_bytes of the new stream (`0` = unlimited).
+    #[arg(long, env = "RINGSIDE_EXPORT_STREAM_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub stream_max_bytes: u64,
+    /// With --create-stream: max_age of the new stream (`0s` = unlimited).
+    #[arg(long, env = "RINGSIDE_EXPORT_STREAM_MAX_AGE", default_value = "24h", value_parser = parse_duration)]
+    pub stream_max_age: Duration,
+    /// With --create-stream: duplicate_window of the new stream.
+    #[arg(long, env = "RINGSIDE_EXPORT_STREAM_DUPLICATE_WINDOW", default_value = "2m", value_parser = parse_duration)]
+    pub stream_duplicate_window: Duration,
+    /// With --create-stream: replicas of the new stream.
+    #[arg(long, env = "RINGSIDE_EXPORT_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// With --create-stream: keep the new stream in memory instead of files.
+    #[arg(long, env = "RINGSIDE_EXPORT_STREAM_MEMORY")]
+    pub stream_memory: bool,
+    /// Refuse a stream whose max_bytes is below this (default: the ring's capacity).
+    #[arg(long, env = "RINGSIDE_EXPORT_MIN_STREAM_BYTES", value_parser = parse_bytes)]
+    pub min_stream_bytes: Option<u64>,
+    /// Refuse to start when the computed worst-case memory exceeds this.
+    #[arg(long, env = "RINGSIDE_MEMORY_LIMIT", value_parser = parse_bytes)]
+    pub memory_limit: Option<u64>,
+    /// Prometheus metrics address (`off` to disable).
+    #[arg(long, env = "RINGSIDE_METRICS_LISTEN", default_value = "off", value_parser = parse_optional_addr)]
+    pub metrics_listen: OptionalAddr,
+    /// Log format. The level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "RINGSIDE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// No progress line on stderr.
+    #[arg(long, short, env = "RINGSIDE_EXPORT_QUIET")]
+    pub quiet: bool,
+    /// On SIGTERM, wait this long for acknowledgements of the records in flight.
+    #[arg(long, env = "RINGSIDE_EXPORT_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Tokio worker threads. One is the fastest: the exporter is one pipeline,
+    /// and a second thread mostly adds cross-thread wake-ups.
+    #[arg(long, env = "RINGSIDE_WORKER_THREADS", default_value_t = 1)]
+    pub worker_threads: usize,
+    /// Print the memory budget, then exit.
+    #[arg(long, env = "RINGSIDE_PRINT_BUDGET")]
+    pub print_budget: bool,
 }
 
 /// Flags of `ringside stats`.
@@ -403,5 +518,44 @@ mod tests {
         ])
         .expect("parses");
         assert!(matches!(cli.command, Command::Load(_)));
+    }
+
+    #[test]
+    fn export_and_tail_nats_spelling() {
+        let cli = Cli::try_parse_from([
+            "ringside",
+            "export",
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+            "--stream",
+            "TELEMETRY",
+            "--subject-prefix",
+            "telemetry.host1",
+            "--max-inflight-bytes",
+            "4MiB",
+            "--batch",
+        ])
+        .expect("parses");
+        let Command::Export(e) = cli.command else {
+            panic!("export expected");
+        };
+        assert_eq!(e.max_inflight_bytes, 4 << 20);
+        assert_eq!(e.from, "earliest");
+        assert!(e.batch);
+        // --nats-url needs the stream and the prefix.
+        assert!(Cli::try_parse_from(["ringside", "tail", "--nats-url", "nats://x:1"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "ringside",
+                "tail",
+                "--nats-url",
+                "nats://x:1",
+                "--stream",
+                "S",
+                "--subject-prefix",
+                "p"
+            ])
+            .is_ok()
+        );
     }
 }

@@ -43,5 +43,6 @@ pub fn run() -> ExitCode {
         Command::Load(args) => commands::load::run(args),
         Command::Tail(args) => commands::tail::run(args),
         Command::Stats(args) => commands::stats::run(args),
+        Command::Export(args) => commands::export::run(*args),
     }
 }

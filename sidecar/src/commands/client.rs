@@ -56,6 +56,11 @@ pub struct Connected {
 }
 
 impl Connected {
+    /// The `authorization` header value (`Bearer <token>`), if a token is set.
+    pub fn authorization(&self) -> Option<MetadataValue<tonic::metadata::Ascii>> {
+        self.token.clone()
+    }
+
     /// Wraps a message in a request carrying the bearer token, if any.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);

@@ -42,11 +42,82 @@ pub fn parse_from(s: &str) -> Result<v1::subscribe_request::Start, String> {
     ))
 }
 
-fn reason_name(r: i32) -> &'static str {
-    v1::LossReason::try_from(r)
-        .ok()
-        .and_then(|wire| ringside_ring::LossReason::try_from(wire).ok())
-        .map_or("unspecified", |reason| reason.as_str())
+fn reason_name(r: i32) -> std::borrow::Cow<'static, str> {
+    match r {
+        0 => "unspecified".into(),
+        // lapped, abandoned, corrupt; and the exporter's `rejected` and `unreported`.
+        r => ringside_export::record::reason_name(r),
+    }
+}
+
+/// Where `tail` reads from: the sidecar over gRPC, or the JetStream stream an
+/// exporter fills (`--nats-url`), read with the same accounting.
+enum Source {
+    Grpc(Box<tonic::Streaming<v1::Batch>>),
+    Nats(Box<ringside_export::reader::StreamReader>),
+}
+
+impl Source {
+    async fn message(&mut self) -> Result<Option<v1::Batch>, tonic::Status> {
+        match self {
+            Source::Grpc(s) => s.message().await,
+            Source::Nats(r) => r
+                .next()
+                .await
+                .map(Some)
+                .map_err(|e| tonic::Status::unavailable(e.to_string())),
+        }
+    }
+
+    /// Gaps still unexplained at the end, and the stream accounting (NATS only).
+    fn finish(&mut self, args: &TailArgs) -> Vec<String> {
+        let Source::Nats(r) = self else {
+            return Vec::new();
+        };
+        let lines = r
+            .finish()
+            .iter()
+            .flat_map(|b| b.losses.iter().map(|l| loss_line(l, args.json)))
+            .collect();
+        let s = r.stats();
+        eprintln!(
+            "ringside tail: read {} stream messages: {} sequence numbers duplicated (dropped), {} late, {} unreported, {} foreign messages",
+            s.messages, s.duplicates, s.late, s.unreported, s.foreign
+        );
+        lines
+    }
+}
+
+async fn open_nats(
+    args: &TailArgs,
+    url: &str,
+    start: v1::subscribe_request::Start,
+) -> Result<Source, String> {
+    use ringside_export::reader::{ReaderConfig, StreamReader};
+    let (stream, subjects) = super::export::stream_and_subjects(&args.nats)?;
+    let mut cfg = ReaderConfig::new(
+        super::export::nats_options(&args.nats, url),
+        stream,
+        subjects,
+    );
+    cfg.start = start;
+    cfg.topics.clone_from(&args.topics);
+    cfg.prefixes.clone_from(&args.prefixes);
+    let r = StreamReader::open(cfg).await.map_err(|e| e.to_string())?;
+    Ok(Source::Nats(Box::new(r)))
+}
+
+fn loss_line(l: &v1::Loss, json: bool) -> String {
+    let r = reason_name(l.reason);
+    if json {
+        serde_json::json!({"loss": {"reason": r, "frames": l.frames, "first_seq": l.first_seq}})
+            .to_string()
+    } else {
+        format!(
+            "-- lost {} frame(s) from seq {} ({r})",
+            l.frames, l.first_seq
+        )
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -189,33 +260,18 @@ pub fn run(args: TailArgs) -> ExitCode {
 }
 
 async fn tail(args: TailArgs, start: v1::subscribe_request::Start) -> ExitCode {
-    let mut conn = match connect(&args.client).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ringside tail: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let req = v1::SubscribeRequest {
-        start: Some(start),
-        topics: args.topics.clone(),
-        topic_prefixes: args.prefixes.clone(),
-        max_batch_frames: args.max_batch_frames.unwrap_or(0),
-        max_batch_bytes: args
-            .max_batch_bytes
-            .map_or(0, |b| u32::try_from(b).unwrap_or(u32::MAX)),
-    };
-    let request = conn.request(req);
-    let mut stream = match conn.client.subscribe(request).await {
-        Ok(r) => r.into_inner(),
-        Err(status) => {
-            eprintln!(
-                "ringside tail: subscribe refused: {:?}: {}",
-                status.code(),
-                status.message()
-            );
-            return ExitCode::from(1);
-        }
+    let mut stream = match &args.nats.url {
+        Some(url) => match open_nats(&args, url, start).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ringside tail: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => match subscribe(&args, start).await {
+            Ok(s) => Source::Grpc(Box::new(s)),
+            Err(code) => return code,
+        },
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -226,6 +282,9 @@ async fn tail(args: TailArgs, start: v1::subscribe_request::Start) -> ExitCode {
     loop {
         let msg = match tokio::time::timeout(idle, stream.message()).await {
             Err(_) | Ok(Ok(None)) => {
+                for line in stream.finish(&args) {
+                    let _ = writeln!(out, "{line}");
+                }
                 if args.summary && (summary.batches > 0 || summary.total_frames == 0) {
                     summary.print();
                 }
@@ -271,15 +330,7 @@ async fn tail(args: TailArgs, start: v1::subscribe_request::Start) -> ExitCode {
             continue;
         }
         for l in &msg.losses {
-            let r = reason_name(l.reason);
-            let line = if args.json {
-                serde_json::json!({"loss": {"reason": r, "frames": l.frames, "first_seq": l.first_seq}}).to_string()
-            } else {
-                format!(
-                    "-- lost {} frame(s) from seq {} ({r})",
-                    l.frames, l.first_seq
-                )
-            };
+            let line = loss_line(l, args.json);
             if writeln!(out, "{line}").is_err() {
                 return ExitCode::SUCCESS;
             }
@@ -332,6 +383,41 @@ async fn tail(args: TailArgs, start: v1::subscribe_request::Start) -> ExitCode {
         }
         if let Some(d) = args.slow {
             tokio::time::sleep(d).await;
+        }
+    }
+}
+
+/// Opens the gRPC Subscribe stream, or says why not.
+async fn subscribe(
+    args: &TailArgs,
+    start: v1::subscribe_request::Start,
+) -> Result<tonic::Streaming<v1::Batch>, ExitCode> {
+    let mut conn = match connect(&args.client).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringside tail: {e}");
+            return Err(ExitCode::from(1));
+        }
+    };
+    let req = v1::SubscribeRequest {
+        start: Some(start),
+        topics: args.topics.clone(),
+        topic_prefixes: args.prefixes.clone(),
+        max_batch_frames: args.max_batch_frames.unwrap_or(0),
+        max_batch_bytes: args
+            .max_batch_bytes
+            .map_or(0, |b| u32::try_from(b).unwrap_or(u32::MAX)),
+    };
+    let request = conn.request(req);
+    match conn.client.subscribe(request).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(status) => {
+            eprintln!(
+                "ringside tail: subscribe refused: {:?}: {}",
+                status.code(),
+                status.message()
+            );
+            Err(ExitCode::from(1))
         }
     }
 }

@@ -1,0 +1,417 @@
+//! `ringside export` against a real nats-server (JetStream), with real
+//! `ringside serve` and `ringside load` processes. Each test starts its own
+//! server on a free loopback port with a temporary store and stops it.
+//!
+//! Needs the Debian package `nats-server`; a test fails, naming the package,
+//! when the binary is missing.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+
+const STREAM: &str = "TELEMETRY";
+
+/// Every sequence once, end to end, in frame mode and in batch mode; the
+/// metrics are all there from the start; `tail --nats-url` prints what the
+/// gRPC tail prints.
+#[test]
+fn known_count_end_to_end() {
+    for batch in [false, true] {
+        let dir = TempDir::new("e2e");
+        let nats = NatsServer::start(&dir, &[]);
+        let sidecar = Sidecar::start(&dir, &["--ring-size", "16MiB"]);
+        let metrics_port = free_port();
+        let metrics = format!("127.0.0.1:{metrics_port}");
+        let prefix = "tel.host1";
+        let mut extra = vec!["--create-stream", "--metrics-listen", &metrics];
+        if batch {
+            extra.push("--batch");
+        }
+        let mut exporter = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &extra);
+        // Every series is present before anything happened.
+        let scrape = wait_for_metrics(&metrics);
+        for series in [
+            "ringside_export_published_records_total 0",
+            "ringside_export_acked_frames_total 0",
+            "ringside_export_deduplicated_total 0",
+            "ringside_export_lost_frames_total{reason=\"lapped\"} 0",
+            "ringside_export_lost_frames_total{reason=\"abandoned\"} 0",
+            "ringside_export_lost_frames_total{reason=\"corrupt\"} 0",
+            "ringside_export_lost_frames_total{reason=\"rejected\"} 0",
+            "ringside_export_lag_frames",
+            "ringside_export_in_flight_bytes",
+            "ringside_export_memory_budget_bytes",
+        ] {
+            assert!(
+                scrape.contains(series),
+                "`{series}` missing at start:\n{scrape}"
+            );
+        }
+        let total = finish_load(spawn_load(
+            &sidecar.socket,
+            &[
+                "--rate",
+                "20000",
+                "--count",
+                "20000",
+                "--size",
+                "200",
+                "--duration",
+                "30s",
+            ],
+        ));
+        assert_eq!(total, 20000);
+        let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(60), |r| {
+            r.frame_count() >= total
+        });
+        assert_eq!(
+            raw.assert_exactly_once(0, total),
+            0,
+            "nothing may be lost with a 16 MiB ring"
+        );
+        let scrape = wait_for_metrics(&metrics);
+        assert!(
+            scrape.contains("ringside_export_acked_frames_total 20000"),
+            "{scrape}"
+        );
+        let status = exporter.stop();
+        assert!(
+            status.success(),
+            "exporter exit {status}:\n{}",
+            exporter.stderr()
+        );
+        assert!(
+            exporter.stderr().contains("export memory budget"),
+            "budget printed at start"
+        );
+
+        // Reading back: the same lines as the gRPC tail, every frame once.
+        let url = nats.url();
+        let (nats_out, nats_err) = tail(&[
+            "--nats-url",
+            &url,
+            "--stream",
+            STREAM,
+            "--subject-prefix",
+            prefix,
+            "--from",
+            "earliest",
+            "--idle-exit",
+            "2s",
+        ]);
+        let endpoint = sidecar.endpoint();
+        let (grpc_out, _) = tail(&[
+            "--endpoint",
+            &endpoint,
+            "--from",
+            "earliest",
+            "--idle-exit",
+            "1s",
+        ]);
+        assert_eq!(nats_out.lines().count(), 20000, "{nats_err}");
+        assert!(
+            nats_out == grpc_out,
+            "tail --nats-url and the gRPC tail differ (batch={batch})"
+        );
+        assert!(
+            nats_err.contains("0 sequence numbers duplicated (dropped), 0 late, 0 unreported"),
+            "{nats_err}"
+        );
+    }
+}
+
+fn wait_for_metrics(addr: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(body) = http_get(addr, "/metrics")
+            && body.contains("ringside_export_published_records_total")
+        {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no metrics on {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// kill -9 of the exporter at random moments under load, again and again;
+/// after the last restart the stream holds every sequence exactly once.
+#[test]
+fn kill9_exporter_repeatedly_then_resume() {
+    for batch in [false, true] {
+        let dir = TempDir::new("kill9");
+        let nats = NatsServer::start(&dir, &[]);
+        let sidecar = Sidecar::start(&dir, &["--ring-size", "64MiB"]);
+        let prefix = "tel.kill";
+        let mut flags = vec!["--create-stream", "--quiet"];
+        if batch {
+            flags.push("--batch");
+        }
+        let mut rng = Rng::new();
+        let load = spawn_load(
+            &sidecar.socket,
+            &["--rate", "15000", "--duration", "6s", "--size", "256"],
+        );
+        let mut kills = 0;
+        let mut resumed = 0;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            let mut ex = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
+            std::thread::sleep(Duration::from_millis(rng.range(150, 900)));
+            ex.kill9();
+            kills += 1;
+            if ex.stderr().contains("resuming after the last record") {
+                resumed += 1;
+            }
+        }
+        let total = finish_load(load);
+        let mut ex = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
+        let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(90), |r| {
+            r.frame_count() + r.lost() >= total
+        });
+        assert!(ex.running(), "final exporter died:\n{}", ex.stderr());
+        let status = ex.stop();
+        assert!(status.success(), "{}", ex.stderr());
+        println!(
+            "batch={batch}: {kills} kills ({resumed} runs resumed), {} messages, {} frames, {} lost of {total}",
+            raw.messages,
+            raw.frame_count(),
+            raw.lost()
+        );
+        assert!(kills >= 4, "only {kills} kills");
+        assert!(resumed >= 1, "no run resumed from the stream");
+        assert_eq!(
+            raw.assert_exactly_once(0, total),
+            0,
+            "nothing may be lost with a 64 MiB ring"
+        );
+    }
+}
+
+/// nats-server killed for 10 s under load, then started again on the same
+/// store: the ring laps the exporter, the loss is in the stream, every
+/// sequence is accounted once, and the exporter's memory stays flat.
+#[test]
+fn nats_down_10s_under_load() {
+    let dir = TempDir::new("natsdown");
+    let mut nats = NatsServer::start(&dir, &[]);
+    let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB", "--max-frame", "4KiB"]);
+    let prefix = "tel.down";
+    let flags = [
+        "--create-stream",
+        "--quiet",
+        "--max-inflight-bytes",
+        "2MiB",
+        "--max-inflight",
+        "1024",
+        "--ack-timeout",
+        "2s",
+    ];
+    let budget = export_budget(&flags[2..]);
+    let mut ex = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
+    let load = spawn_load(
+        &sidecar.socket,
+        &["--rate", "8000", "--duration", "18s", "--size", "1000"],
+    );
+    let pid = ex.pid();
+    let sample = |ms: u64| -> u64 {
+        let mut peak = 0;
+        let end = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < end {
+            peak = peak.max(rss_anon(pid).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peak
+    };
+    let before = sample(3000);
+    nats.kill();
+    let first_half = sample(5000);
+    let second_half = sample(5000);
+    nats.restart();
+    let after = sample(3000);
+    let total = finish_load(load);
+    let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(60), |r| {
+        r.frame_count() + r.lost() >= total
+    });
+    assert!(ex.running(), "exporter died:\n{}", ex.stderr());
+    let status = ex.stop();
+    assert!(status.success(), "{}", ex.stderr());
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "RssAnon peaks (MiB): before {:.1}, outage first 5 s {:.1}, outage last 5 s {:.1}, after {:.1}; budget {:.1}",
+        mib(before),
+        mib(first_half),
+        mib(second_half),
+        mib(after),
+        mib(budget)
+    );
+    let lost = raw.assert_exactly_once(0, total);
+    println!(
+        "{total} frames written, {} in the stream, {lost} reported lost",
+        raw.frame_count()
+    );
+    assert!(
+        lost > 0,
+        "a 1 MiB ring at 8 MB/s must lap the exporter during a 10 s outage"
+    );
+    let reasons: Vec<&str> = raw
+        .losses
+        .values()
+        .flatten()
+        .map(|l| l.2.as_str())
+        .collect();
+    assert!(reasons.iter().all(|r| *r == "lapped"), "{reasons:?}");
+    assert!(
+        second_half <= first_half + (1 << 20),
+        "RssAnon grew during the outage: {first_half} -> {second_half}"
+    );
+    assert!(
+        first_half.max(second_half).max(after) <= budget,
+        "RssAnon above the printed budget {budget}"
+    );
+    let log = ex.stderr();
+    assert!(log.contains("reconnecting to NATS"), "{log}");
+    assert!(log.contains("NATS is back"), "{log}");
+}
+
+/// The sidecar SIGKILLed under load and started again (adopting the ring
+/// the producer hands back): the exporter subscribes again from where it
+/// read, and the stream still holds every sequence exactly once.
+#[test]
+fn sidecar_killed_and_restarted_under_load() {
+    let dir = TempDir::new("sidecar-kill");
+    let nats = NatsServer::start(&dir, &[]);
+    let ring = ["--ring-size", "64MiB"];
+    let mut sidecar = Sidecar::start(&dir, &ring);
+    let prefix = "tel.restart";
+    let mut ex = Exporter::start(
+        &dir,
+        &sidecar,
+        &nats,
+        STREAM,
+        prefix,
+        &["--create-stream", "--quiet"],
+    );
+    let load = spawn_load(
+        &sidecar.socket,
+        &["--rate", "10000", "--duration", "8s", "--size", "200"],
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    sidecar.kill9();
+    std::thread::sleep(Duration::from_millis(1000));
+    sidecar.restart(&["--ring-size", "64MiB", "--adopt-grace", "5s"]);
+    let total = finish_load(load);
+    let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(60), |r| {
+        r.frame_count() + r.lost() >= total
+    });
+    assert!(ex.running(), "exporter died:\n{}", ex.stderr());
+    assert!(ex.stop().success(), "{}", ex.stderr());
+    let log = std::fs::read_to_string(&sidecar.log).unwrap_or_default();
+    assert!(
+        log.contains("adopted=true"),
+        "the new sidecar did not adopt the ring:\n{log}"
+    );
+    assert!(
+        ex.stderr().contains("subscribed to the sidecar again"),
+        "{}",
+        ex.stderr()
+    );
+    assert_eq!(
+        raw.assert_exactly_once(0, total),
+        0,
+        "the adopted ring kept every frame"
+    );
+}
+
+/// Streams that cannot hold the export are refused at start with a message
+/// that names the problem; so is a server without JetStream.
+#[test]
+fn unfit_streams_are_refused_at_start() {
+    use async_nats::jetstream::{self, stream};
+    let dir = TempDir::new("unfit");
+    let nats = NatsServer::start(&dir, &[]);
+    let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB"]);
+    let url = nats.url();
+    rt().block_on(async {
+        let js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
+        let mk = |name: &str, subjects: &str| stream::Config {
+            name: name.into(),
+            subjects: vec![subjects.into()],
+            ..Default::default()
+        };
+        js.create_stream(mk("WRONG", "other.>"))
+            .await
+            .expect("create");
+        js.create_stream(stream::Config {
+            max_bytes: 64 << 10,
+            ..mk("SMALL", "small.>")
+        })
+        .await
+        .expect("create");
+        js.create_stream(stream::Config {
+            max_message_size: 1024,
+            ..mk("TINYMSG", "tiny.>")
+        })
+        .await
+        .expect("create");
+        js.create_stream(stream::Config {
+            max_bytes: 1 << 30,
+            discard: stream::DiscardPolicy::New,
+            ..mk("DISCARDNEW", "dn.>")
+        })
+        .await
+        .expect("create");
+        js.create_stream(stream::Config {
+            duplicate_window: Duration::from_secs(1),
+            ..mk("SHORTDUP", "sd.>")
+        })
+        .await
+        .expect("create");
+    });
+    for (stream, prefix, needle) in [
+        ("WRONG", "tel.h1", "none of them covers `tel.h1.>`"),
+        (
+            "SMALL",
+            "small.h1",
+            "max_bytes is 64.0 KiB, less than the 1.0 MiB required",
+        ),
+        ("TINYMSG", "tiny.h1", "max_msg_size is 1.0 KiB"),
+        ("DISCARDNEW", "dn.h1", "discard: new"),
+        ("SHORTDUP", "sd.h1", "duplicate_window is 1s"),
+        (
+            "MISSING",
+            "m.h1",
+            "stream MISSING does not exist; pass --create-stream",
+        ),
+    ] {
+        let (status, err) = export_once(&sidecar, &url, stream, prefix, &[]);
+        assert_eq!(status.code(), Some(2), "{stream}: {err}");
+        assert!(
+            err.contains(needle),
+            "{stream}: expected `{needle}` in:\n{err}"
+        );
+    }
+    // A wildcard above the prefix is fine.
+    let mut ok = Exporter::start(&dir, &sidecar, &nats, "WRONG", "other.h1", &["--quiet"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok.stderr().contains("exporting") {
+        assert!(ok.running() && Instant::now() < deadline, "{}", ok.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ok.stop().success(), "{}", ok.stderr());
+
+    let plain = NatsServer::start_with(&dir, &[], false);
+    let (status, err) = export_once(&sidecar, &plain.url(), STREAM, "tel.h1", &[]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("does not answer JetStream requests"), "{err}");
+}

@@ -1,0 +1,342 @@
+//! Subjects and connections: odd topic bytes survive the escaping end to end
+//! (real producer, real sidecar, real nats-server, `tail --nats-url`), and
+//! the exporter talks to NATS with a token and over TLS.
+//!
+//! Needs the Debian package `nats-server` (a test fails naming it when missing).
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+const STREAM: &str = "TELEMETRY";
+
+fn odd_topics() -> Vec<String> {
+    let mut t: Vec<String> = [
+        "cpu.user",
+        "a b",
+        "*",
+        ">",
+        "a*b>c",
+        "_loss",
+        "_batch",
+        "%41",
+        "100%",
+        "temp/°C",
+        "🦀/rust",
+        "tab\there",
+        "nl\nx",
+        "\u{1}ctl",
+        "x.y.z",
+        "...",
+        "$SYS.x",
+        "plain/topic-1_=:+,@~",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    t.push(format!("{}x", "é".repeat(127))); // 255 bytes, every byte escaped but one
+    t
+}
+
+fn wait_log(ex: &mut Exporter, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ex.stderr().contains(needle) {
+        assert!(ex.running(), "exporter exited:\n{}", ex.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` in:\n{}",
+            ex.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn odd_topic_bytes_round_trip() {
+    let dir = TempDir::new("odd");
+    let nats = NatsServer::start(&dir, &[]);
+    let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB"]);
+    let prefix = "tel.odd";
+    let topics = odd_topics();
+    {
+        let p = ringside_client::Producer::connect(&sidecar.socket).expect("producer");
+        assert!(
+            p.wait_connected(Duration::from_secs(10)),
+            "producer not admitted"
+        );
+        for t in &topics {
+            p.send(t, t.as_bytes()).expect("send");
+        }
+    }
+    let mut ex = Exporter::start(
+        &dir,
+        &sidecar,
+        &nats,
+        STREAM,
+        prefix,
+        &["--create-stream", "--quiet"],
+    );
+    let n = topics.len() as u64;
+    let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(30), |r| {
+        r.frame_count() >= n
+    });
+    assert_eq!(raw.assert_exactly_once(0, n), 0);
+    assert!(ex.stop().success(), "{}", ex.stderr());
+    // One token per topic, none reserved, none a wildcard.
+    for s in &raw.subjects {
+        let token = s.strip_prefix("tel.odd.").expect("under the prefix");
+        assert!(!token.contains('.') && !token.is_empty(), "{s:?}");
+        assert!(
+            !token.starts_with('_'),
+            "a topic became a reserved token: {s:?}"
+        );
+        assert!(token != "*" && token != ">", "{s:?}");
+        assert!(token.bytes().all(|b| b.is_ascii_graphic()), "{s:?}");
+        assert_eq!(
+            ringside_export::subject::escape(
+                &ringside_export::subject::unescape(token).expect("unescape")
+            ),
+            token
+        );
+    }
+    assert_eq!(raw.subjects.len(), topics.len());
+    // A plain NATS wildcard over one token sees every frame.
+    let wildcard = rt().block_on(async {
+        use async_nats::jetstream::{self, consumer::pull};
+        use tokio_stream::StreamExt as _;
+        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+        let c = js
+            .get_stream(STREAM)
+            .await
+            .expect("stream")
+            .create_consumer(pull::Config {
+                filter_subject: "tel.odd.*".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut m = c
+            .fetch()
+            .max_messages(1000)
+            .messages()
+            .await
+            .expect("fetch");
+        let mut count = 0;
+        while let Some(x) = m.next().await {
+            x.expect("message");
+            count += 1;
+        }
+        count
+    });
+    assert_eq!(
+        wildcard,
+        topics.len(),
+        "`tel.odd.*` must match every frame subject"
+    );
+    // Back through `tail --nats-url`: the original topics and payloads, in order.
+    let url = nats.url();
+    let (out, err) = tail(&[
+        "--nats-url",
+        &url,
+        "--stream",
+        STREAM,
+        "--subject-prefix",
+        prefix,
+        "--from",
+        "earliest",
+        "--idle-exit",
+        "2s",
+        "--json",
+    ]);
+    let got: Vec<(String, String)> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            (
+                v["topic"].as_str().expect("topic").to_string(),
+                v["payload_hex"].as_str().expect("payload").to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = topics
+        .iter()
+        .map(|t| (t.clone(), t.bytes().map(|b| format!("{b:02x}")).collect()))
+        .collect();
+    assert_eq!(got, want, "{err}");
+}
+
+/// A token-protected server: the token file gets in, no token gets a clear error.
+#[test]
+fn token_authentication() {
+    let dir = TempDir::new("token");
+    let nats = NatsServer::start(&dir, &["--auth", "s3cret-token"]);
+    let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB"]);
+    let (status, err) = export_once(
+        &sidecar,
+        &nats.url(),
+        STREAM,
+        "tel.tok",
+        &["--create-stream"],
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("authorization violation") && err.contains("--nats-token-file"),
+        "{err}"
+    );
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret-token\n").expect("token file");
+    let t = token.to_str().expect("utf8");
+    let mut ex = Exporter::start(
+        &dir,
+        &sidecar,
+        &nats,
+        STREAM,
+        "tel.tok",
+        &["--create-stream", "--quiet", "--nats-token-file", t],
+    );
+    wait_log(&mut ex, "exporting");
+    assert!(ex.stop().success(), "{}", ex.stderr());
+    let (status, err) = export_once(
+        &sidecar,
+        &nats.url(),
+        STREAM,
+        "tel.tok",
+        &["--nats-creds", "/nonexistent/x.creds"],
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot read --nats-creds /nonexistent/x.creds"),
+        "{err}"
+    );
+}
+
+fn openssl(args: &[&str], dir: &TempDir) -> bool {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(&dir.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A TLS-only server: the exporter verifies it with --nats-tls-ca, and `tail`
+/// reads back over TLS too; without the CA the error says what to check.
+#[test]
+fn tls_to_nats() {
+    let dir = TempDir::new("tls");
+    std::fs::write(
+        dir.join("srv.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("ext");
+    let ok = openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ringside-test-ca",
+        ],
+        &dir,
+    ) && openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        &dir,
+    ) && openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "srv.ext",
+        ],
+        &dir,
+    );
+    assert!(
+        ok,
+        "openssl could not make test certificates (is the `openssl` command installed?)"
+    );
+    let p = |f: &str| dir.join(f).to_str().expect("utf8").to_string();
+    let (cert, key, ca) = (p("srv.pem"), p("srv.key"), p("ca.pem"));
+    let nats = NatsServer::start(&dir, &["--tls", "--tlscert", &cert, "--tlskey", &key]);
+    let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB"]);
+    let (status, err) = export_once(
+        &sidecar,
+        &nats.url(),
+        STREAM,
+        "tel.tls",
+        &["--create-stream"],
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("--nats-tls-ca"), "{err}");
+    let mut ex = Exporter::start(
+        &dir,
+        &sidecar,
+        &nats,
+        STREAM,
+        "tel.tls",
+        &["--create-stream", "--quiet", "--nats-tls-ca", &ca],
+    );
+    wait_log(&mut ex, "exporting");
+    let sent = finish_load(spawn_load(
+        &sidecar.socket,
+        &["--rate", "0", "--count", "100", "--size", "64"],
+    ));
+    let raw = wait_stream_ca(
+        &nats.url(),
+        Some(&ca),
+        STREAM,
+        "tel.tls",
+        Duration::from_secs(30),
+        |r| r.frame_count() >= sent,
+    );
+    assert_eq!(raw.assert_exactly_once(0, sent), 0);
+    assert!(ex.stop().success(), "{}", ex.stderr());
+    let url = nats.url();
+    let (out, err) = tail(&[
+        "--nats-url",
+        &url,
+        "--nats-tls-ca",
+        &ca,
+        "--stream",
+        STREAM,
+        "--subject-prefix",
+        "tel.tls",
+        "--from",
+        "earliest",
+        "--idle-exit",
+        "2s",
+    ]);
+    assert_eq!(out.lines().count() as u64, sent, "{err}");
+}
