@@ -5,22 +5,37 @@
 //! blocking, never waiting for the sidecar or its subscribers; a missing or restarting
 //! sidecar costs a producer nothing but counted drops.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let socket = dir.path().join("ringside.sock");
+//! # // SAFETY: set before any other thread exists in this doctest.
+//! # unsafe { std::env::set_var(ringside_client::SOCKET_ENV, &socket) };
+//! # let _sidecar = ringside_ring::RingHost::start(ringside_ring::HostOptions {
+//! #     socket_path: socket,
+//! #     adopt_grace: std::time::Duration::ZERO,
+//! #     ..Default::default()
+//! # })?;
+//! # let (payload, bytes) = (b"0.42".to_vec(), vec![7u8; 4096]);
 //! let producer = ringside_client::Producer::connect_default()?; // $RINGSIDE_SOCKET or /tmp/ringside.sock
-//! producer.send("cpu.load", b"0.42")?;                           // claim, copy, commit
+//! producer.send("cpu.load", &payload)?;                          // claim, copy, commit
 //!
-//! let mut frame = producer.reserve("frames.raw", 4096)?;          // zero-copy: fill it in place
-//! frame.fill(7);
-//! frame.commit();                                                 // dropped without commit = discarded
+//! let mut frame = producer.reserve("frames.raw", 4096)?;         // zero-copy: fill it in place
+//! frame.copy_from_slice(&bytes);
+//! frame.commit();                                                // dropped without commit = discarded
+//! # assert_eq!(producer.stats().sent, 2);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! (This example is the README's; `tests/readme.rs` keeps the two the same.)
 //!
 //! The ring itself (format, reader, the sidecar's socket host) lives in the
 //! `ringside-ring` crate; `docs/ring-format.md` is the contract. This crate depends on
 //! neither tokio nor tonic.
 
+#![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 mod clock;
 mod error;
 mod producer;

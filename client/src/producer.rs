@@ -112,11 +112,21 @@ impl Producer {
     /// When no sidecar listens yet, this still returns a producer: its writes are dropped
     /// and counted until a background thread connects. It fails only when a sidecar
     /// answers and refuses (uid not allowed, version mismatch, ...).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError`] only when a sidecar answers and refuses for good (uid not allowed, too
+    /// many producers, version mismatch), or the path can never work (not a ringside socket,
+    /// too long). A missing or silent sidecar is not an error: see above.
     pub fn connect(path: impl AsRef<Path>) -> Result<Producer, ConnectError> {
         Producer::connect_with(path, ProducerOptions::default())
     }
 
     /// [`Producer::connect`] with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::connect`].
     pub fn connect_with(
         path: impl AsRef<Path>,
         options: ProducerOptions,
@@ -161,17 +171,31 @@ impl Producer {
     }
 
     /// Connects to `$RINGSIDE_SOCKET`, or to [`crate::DEFAULT_SOCKET_PATH`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::connect`].
     pub fn connect_default() -> Result<Producer, ConnectError> {
         Producer::connect(crate::socket_path_from_env())
     }
 
     /// Publishes one frame stamped now.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::InvalidTopic`] for an empty or over-long topic, [`SendError::TooLarge`] for
+    /// a payload over the ring's max payload, [`SendError::NotConnected`] before the first
+    /// handshake. Nothing is published then; each refusal is counted in [`ProducerStats`].
     #[inline]
     pub fn send(&self, topic: &str, payload: &[u8]) -> Result<(), SendError> {
         self.send_at(topic, now_ns(), payload)
     }
 
     /// Publishes one frame with the caller's timestamp (ns since the Unix epoch).
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::send`].
     #[inline]
     pub fn send_at(&self, topic: &str, timestamp_ns: u64, payload: &[u8]) -> Result<(), SendError> {
         let topic = topic.as_bytes();
@@ -225,6 +249,10 @@ impl Producer {
     /// discarded frame, which readers skip; it never wedges the ring. Keep reservations
     /// short: a reservation held past the reader's stall bound (100 ms by default) is
     /// counted abandoned by readers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::send`], for `len` as the payload length.
     pub fn reserve(&self, topic: &str, len: usize) -> Result<Reservation, SendError> {
         let topic = topic.as_bytes();
         let (ring_index, ring) = self.admit_indexed(topic, len)?;

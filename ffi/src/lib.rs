@@ -66,6 +66,8 @@
 //! `panic = "unwind"`, the default; do not rebuild it with `panic = "abort"`
 //! unless you accept aborting the process instead.)
 
+#![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 use std::ffi::{CStr, OsStr, c_char, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::SocketAddr;
@@ -678,6 +680,11 @@ pub unsafe extern "C" fn rs_version(
 /// can test their handling of `RS_ERR_PANIC`, which correct use of the other
 /// functions should never produce. (The panic message is also printed to
 /// stderr by the Rust runtime.)
+///
+/// # Panics
+///
+/// Always, on purpose, inside the library's panic guard: the test that a panic becomes
+/// `RS_ERR_PANIC` instead of unwinding into C.
 #[unsafe(no_mangle)]
 pub extern "C" fn rs_selftest_panic() -> rs_status {
     guard(|| panic!("rs_selftest_panic: deliberate panic to exercise the C boundary guard"))

@@ -8,6 +8,8 @@
 //!   reflection.
 //! - [`PROTO_SOURCE`] is the `.proto` text itself, for docs and tooling.
 
+#![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 /// `ringside.v1`: messages, client and server.
 #[allow(
     missing_docs,

@@ -31,6 +31,11 @@ pub struct Doorbell {
 
 impl Doorbell {
     /// Creates the doorbell page and eventfd.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Sys`] when the memfd, its seals, its mapping or the eventfd cannot be
+    /// created.
     pub fn create() -> Result<Doorbell, RingError> {
         let (page_fd, page) = DoorbellMapping::create()?;
         let event = new_eventfd().map_err(|source| RingError::Sys {
@@ -95,6 +100,10 @@ pub struct DoorbellClient {
 
 impl DoorbellClient {
     /// A detached doorbell (rings nobody until attached).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Sys`] when the placeholder eventfd or page cannot be created.
     pub fn new() -> Result<DoorbellClient, RingError> {
         let placeholder = new_eventfd().map_err(|source| RingError::Sys {
             op: "eventfd",
@@ -106,6 +115,11 @@ impl DoorbellClient {
     }
 
     /// Points at the doorbell page and eventfd received from a sidecar.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] when the page is not a sealed one-page memfd or the mapping fails; the
+    /// doorbell then stays detached (producers keep writing, the sidecar polls).
     pub fn attach(&self, page_fd: &OwnedFd, event: &OwnedFd) -> Result<(), RingError> {
         self.slot.attach(page_fd, event)
     }

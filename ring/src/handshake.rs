@@ -152,6 +152,11 @@ impl Hello {
     }
 
     /// Decodes and checks a Hello; the error is the refusal to send back.
+    ///
+    /// # Errors
+    ///
+    /// The refusal to send back (always [`RefusalReason::VersionMismatch`]) with its text, for
+    /// a message of the wrong size, magic or version.
     pub fn decode(bytes: &[u8]) -> Result<Hello, (RefusalReason, String)> {
         let hello = Hello::read_from_bytes(bytes).map_err(|_| {
             (
@@ -230,6 +235,10 @@ impl Welcome {
     }
 
     /// Decodes and checks a Welcome.
+    ///
+    /// # Errors
+    ///
+    /// A text naming the problem for a message of the wrong size, magic or version.
     pub fn decode(bytes: &[u8]) -> Result<Welcome, String> {
         let welcome = Welcome::read_from_bytes(bytes).map_err(|_| {
             format!(
@@ -265,6 +274,10 @@ impl Welcome {
 }
 
 /// Sends one fixed-size message with optional fds.
+///
+/// # Errors
+///
+/// The OS error of `sendmsg`; `EMSGSIZE` when the message was not sent whole.
 pub fn send_message(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> nix::Result<()> {
     let raw: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
     let cmsg = [ControlMessage::ScmRights(&raw)];
@@ -294,6 +307,10 @@ pub struct Received {
 }
 
 /// Receives one message into `buf`, accepting at most `MAX_FDS` fds.
+///
+/// # Errors
+///
+/// The OS error of `recvmsg` (a timeout set on the socket shows as `EAGAIN`).
 pub fn recv_message<const MAX_FDS: usize>(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],

@@ -114,6 +114,12 @@ impl RingHost {
     /// Binds the socket; adopts a ring handed back by a reconnecting producer within
     /// `adopt_grace`, or creates a fresh sealed ring; then serves handshakes on a
     /// background thread.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError`] for an invalid ring geometry, a ring that cannot be created, a socket path
+    /// that cannot be bound (another sidecar running, a stale socket file), or a failed system
+    /// call.
     pub fn start(options: HostOptions) -> Result<RingHost, HostError> {
         options.ring.validate()?;
         let listener = bind_listener(&options.socket_path)?;
@@ -524,10 +530,11 @@ impl Server {
                 return;
             }
         };
-        if self.view.is_none() && hello.flags & HELLO_OFFERS_RING != 0 {
-            if let Some(fd) = received.fds.into_iter().next() {
-                self.try_adopt(fd);
-            }
+        if self.view.is_none()
+            && hello.flags & HELLO_OFFERS_RING != 0
+            && let Some(fd) = received.fds.into_iter().next()
+        {
+            self.try_adopt(fd);
         }
         if self.view.is_some() {
             self.admit(index);

@@ -99,6 +99,11 @@ impl RingHeader {
     }
 
     /// Validates a header copied out of a ring. Returns the ring's configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`HeaderError`] naming the first check that failed: magic, version, layout, checksum or
+    /// geometry.
     pub fn validate(&self) -> Result<RingConfig, HeaderError> {
         if self.magic != RING_MAGIC {
             return Err(HeaderError::BadMagic(self.magic));
@@ -181,6 +186,11 @@ impl Default for RingConfig {
 
 impl RingConfig {
     /// Checks the geometry.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Capacity`] or [`ConfigError::MaxPayload`], with the values and the rule
+    /// they break.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.capacity.is_power_of_two()
             || self.capacity < MIN_CAPACITY
@@ -362,6 +372,12 @@ impl FrameMeta {
 
 /// Validates a whole frame copy (header bytes followed by body) found at `position`.
 /// This is the decoder the reader applies after copying; fuzzed by the property tests.
+///
+/// # Errors
+///
+/// The [`HeaderCheck`] that failed: [`HeaderCheck::NotCommitted`] when the commit word does not
+/// name `position`, [`HeaderCheck::Malformed`] for any broken bound, a short body, a failed
+/// frame check or a topic that is not UTF-8.
 pub fn decode_frame(
     bytes: &[u8],
     position: u64,

@@ -248,6 +248,11 @@ pub struct RingReader {
 
 impl RingReader {
     /// Positions a reader.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::SequenceInFuture`] when a resume asks for a sequence the ring has not
+    /// written yet (the ring was replaced, or the client is confused).
     pub fn new(
         view: Arc<RingView>,
         start: StartAt,
@@ -404,7 +409,7 @@ impl RingReader {
     fn read_one(&mut self, sink: &mut impl FrameSink) -> Step {
         let map = self.view.mapping();
         let tail = self.view.tail();
-        if tail.pos % FRAME_ALIGN != 0 || distance(self.pos, tail.pos) > BACKWARDS {
+        if !tail.pos.is_multiple_of(FRAME_ALIGN) || distance(self.pos, tail.pos) > BACKWARDS {
             // Only a forged claim word is unaligned or moves backwards: nothing between the
             // cursor and it can be trusted, so follow it and count what was skipped.
             return Step::Deliver(self.jump_to_tail(tail, LossReason::Corrupt));

@@ -33,6 +33,11 @@ fn sys(op: &'static str) -> impl FnOnce(nix::Error) -> RingError {
 /// Creates the ring's memfd: sized, header written with `pwrite`, sealed.
 ///
 /// The creator never maps the ring writable: the header goes in through the fd.
+///
+/// # Errors
+///
+/// [`RingError::Sys`] naming the system call that failed (`memfd_create`, `ftruncate`,
+/// `pwrite`, sealing).
 pub fn create_ring_memfd(config: &RingConfig, header: &RingHeader) -> Result<OwnedFd, RingError> {
     let fd = memfd_create(
         "ringside-ring",
@@ -60,6 +65,12 @@ pub fn create_ring_memfd(config: &RingConfig, header: &RingHeader) -> Result<Own
 
 /// Checks a ring fd against a geometry the caller trusts (the sidecar's Welcome): seals and
 /// size only. The header is not consulted: it lives in memory every producer can write.
+///
+/// # Errors
+///
+/// [`RingError::Header`] for an invalid geometry, [`RingError::Seals`] when a seal is missing,
+/// [`RingError::Size`] when the object's size differs, [`RingError::Sys`] when `fcntl` or
+/// `fstat` fails.
 pub fn inspect_ring_fd_geometry(fd: impl AsFd, config: &RingConfig) -> Result<(), RingError> {
     config
         .validate()
@@ -84,6 +95,11 @@ pub fn inspect_ring_fd_geometry(fd: impl AsFd, config: &RingConfig) -> Result<()
 
 /// Checks a ring fd handed over by someone else: seals, size and header.
 /// Returns the validated copy of the header.
+///
+/// # Errors
+///
+/// As [`inspect_ring_fd_geometry`], plus [`RingError::Header`] when the header copy fails
+/// validation.
 pub fn inspect_ring_fd(fd: impl AsFd) -> Result<(RingHeader, RingConfig), RingError> {
     let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(sys("F_GET_SEALS"))?;
     if seals & RING_SEALS != RING_SEALS {
@@ -112,7 +128,7 @@ pub fn inspect_ring_fd(fd: impl AsFd) -> Result<(RingHeader, RingConfig), RingEr
 
 /// Access mode of a mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// PROT_READ only: the sidecar and readers.
     ReadOnly,
     /// PROT_READ | PROT_WRITE: producers.
@@ -122,7 +138,7 @@ pub enum Access {
 /// A ring mapped as: header page, then the data region twice, back to back, so that a
 /// frame starting near the end continues into the second copy and never wraps.
 #[derive(Debug)]
-pub struct RingMapping {
+pub(crate) struct RingMapping {
     base: NonNull<u8>,
     total_len: usize,
     capacity: usize,
@@ -282,6 +298,11 @@ impl RingMapping {
 
     /// Copies `src` into the ring at `position`. Writable mappings only; the caller owns the
     /// range through a claim.
+    ///
+    /// # Panics
+    ///
+    /// When called on a read-only mapping, or with more bytes than the capacity: both are bugs
+    /// of this crate, not of the ring's contents.
     pub fn copy_in(&self, position: u64, src: &[u8]) {
         assert_eq!(
             self.access,
@@ -301,6 +322,9 @@ impl RingMapping {
     /// another view of it; the view must not outlive the mapping.
     // Uniqueness of the returned view comes from the claim protocol, not from &mut self:
     // many threads write disjoint claimed ranges of one mapping at once.
+    /// # Panics
+    ///
+    /// As [`RingMapping::copy_in`].
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice_mut(&self, position: u64, len: usize) -> &mut [u8] {
         assert_eq!(
@@ -370,7 +394,7 @@ pub const DOORBELL_LEN: usize = 4096;
 /// The sidecar's doorbell page: a memfd sealed so that, after the sidecar's own writable
 /// mapping, nobody else can map it writable (F_SEAL_FUTURE_WRITE).
 #[derive(Debug)]
-pub struct DoorbellMapping {
+pub(crate) struct DoorbellMapping {
     base: NonNull<u8>,
 }
 
@@ -452,7 +476,7 @@ impl Drop for DoorbellMapping {
 /// producer's whole life: reconnecting remaps the page and re-points the fd in place, so
 /// nothing a concurrent writer may be using is ever freed.
 #[derive(Debug)]
-pub struct DoorbellSlot {
+pub(crate) struct DoorbellSlot {
     base: NonNull<u8>,
     event: OwnedFd,
 }
@@ -584,7 +608,7 @@ impl Drop for DoorbellSlot {
 }
 
 /// Takes ownership of file descriptors that arrived in an SCM_RIGHTS message.
-pub fn adopt_received_fds(raw: &[RawFd]) -> Vec<OwnedFd> {
+pub(crate) fn adopt_received_fds(raw: &[RawFd]) -> Vec<OwnedFd> {
     raw.iter()
         .filter(|fd| **fd >= 0)
         // SAFETY: the kernel just installed these descriptors in our table for this message

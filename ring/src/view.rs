@@ -45,6 +45,11 @@ pub struct RingView {
 
 impl RingView {
     /// Checks (seals, size, header) and maps a ring fd read-only.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] when the fd fails the checks of [`crate::shm::inspect_ring_fd`] or cannot
+    /// be mapped.
     pub fn open(fd: OwnedFd) -> Result<RingView, RingError> {
         let (header, config) = inspect_ring_fd(&fd)?;
         let map = RingMapping::map(&fd, &config, Access::ReadOnly)?;

@@ -48,6 +48,11 @@ impl Claim {
 impl WritableRing {
     /// Checks and maps a ring fd received from the sidecar, whose Welcome gave its id and
     /// geometry (the header in the ring itself is not trusted).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError`] when the fd's seals or size do not match the geometry, the CPU lacks
+    /// lock-free 128-bit atomics ([`RingError::NoWideAtomics`]), or the mapping fails.
     pub fn open(fd: OwnedFd, ring_id: u64, config: RingConfig) -> Result<WritableRing, RingError> {
         inspect_ring_fd_geometry(&fd, &config)?;
         if !portable_atomic::AtomicU128::is_lock_free() {

@@ -42,6 +42,11 @@ impl TokenCheck {
     }
 
     /// Loads the token (first line, trimmed) from a file.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenFileError`] when the file cannot be read, is empty, or holds a token that is not
+    /// printable ASCII.
     pub fn from_file(path: &Path) -> Result<Self, TokenFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
             path: path.display().to_string(),
@@ -64,6 +69,11 @@ impl TokenCheck {
     }
 
     /// Accepts the call or says why not.
+    ///
+    /// # Errors
+    ///
+    /// `UNAUTHENTICATED` when a token is configured and the request carries none, or another
+    /// one.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Status> {
         let Some(want) = &self.token else {
             return Ok(());

@@ -273,6 +273,11 @@ impl Budget {
     }
 
     /// Checks the budget against a limit.
+    ///
+    /// # Errors
+    ///
+    /// [`OverBudget`] when the total exceeds the limit, with both figures and the limit's
+    /// source.
     pub fn check(&self, limit: Option<&MemoryLimit>) -> Result<(), OverBudget> {
         let Some(limit) = limit else {
             return Ok(());

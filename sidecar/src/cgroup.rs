@@ -25,10 +25,10 @@ pub fn memory_limit() -> Option<CgroupLimit> {
 pub fn memory_limit_in(root: &Path, proc_cgroup: &str) -> Option<CgroupLimit> {
     let mut best: Option<CgroupLimit> = None;
     let mut consider = |cand: Option<CgroupLimit>| {
-        if let Some(c) = cand {
-            if best.as_ref().is_none_or(|b| c.bytes < b.bytes) {
-                best = Some(c);
-            }
+        if let Some(c) = cand
+            && best.as_ref().is_none_or(|b| c.bytes < b.bytes)
+        {
+            best = Some(c);
         }
     };
     for line in proc_cgroup.lines() {
@@ -81,12 +81,11 @@ fn v2_limit(root: &Path, rel: &str) -> Option<CgroupLimit> {
     let mut best: Option<CgroupLimit> = None;
     loop {
         let f = dir.join("memory.max");
-        if let Ok(text) = std::fs::read_to_string(&f) {
-            if let Ok(bytes) = text.trim().parse::<u64>() {
-                if best.as_ref().is_none_or(|b| bytes < b.bytes) {
-                    best = Some(CgroupLimit { bytes, source: f });
-                }
-            }
+        if let Ok(text) = std::fs::read_to_string(&f)
+            && let Ok(bytes) = text.trim().parse::<u64>()
+            && best.as_ref().is_none_or(|b| bytes < b.bytes)
+        {
+            best = Some(CgroupLimit { bytes, source: f });
         }
         if dir == root || !dir.pop() || !dir.starts_with(root) {
             break;

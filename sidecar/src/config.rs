@@ -32,6 +32,10 @@ pub enum Command {
 }
 
 /// Parses a byte size with units (`64MiB`, `65536`, `1 GB`).
+///
+/// # Errors
+///
+/// A text naming the value and the accepted forms.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     s.trim()
         .parse::<bytesize::ByteSize>()
@@ -40,6 +44,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// Parses a duration (`100ms`, `1s`, `2m`).
+///
+/// # Errors
+///
+/// A text naming the value and the accepted forms.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 100ms, 1s or 2m"))
@@ -50,6 +58,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub struct OptionalAddr(pub Option<SocketAddr>);
 
 /// Parses a socket address, or `off` for none.
+///
+/// # Errors
+///
+/// A text naming the value when it is neither `off` nor a socket address.
 pub fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     match s.trim() {
         "" | "off" | "none" => Ok(OptionalAddr(None)),
@@ -199,6 +211,17 @@ pub struct ServeArgs {
     /// Frames per second the demo producer writes.
     #[arg(long, env = "RINGSIDE_DEMO_RATE", default_value_t = 1000)]
     pub demo_rate: u64,
+    /// Serve the live console (a web page over grpc-web) at `/` on the gRPC
+    /// address; `--console false` turns it off.
+    #[arg(
+        long,
+        env = "RINGSIDE_CONSOLE",
+        default_value = "true",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub console: bool,
 }
 
 /// Flags of `ringside load`.
@@ -339,6 +362,21 @@ mod tests {
         assert_eq!(s.max_payload, 64 << 10);
         assert_eq!(s.metrics_listen, OptionalAddr(None));
         assert_eq!(s.stall_timeout, Duration::from_millis(100));
+        assert!(s.console);
+    }
+
+    #[test]
+    fn console_can_be_turned_off() {
+        let serve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let Command::Serve(s) = cli.command else {
+                panic!("serve expected");
+            };
+            s.console
+        };
+        assert!(!serve(&["ringside", "serve", "--console", "false"]));
+        assert!(!serve(&["ringside", "serve", "--console=off"]));
+        assert!(serve(&["ringside", "serve", "--console"]));
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct TopicFilter {
 impl TopicFilter {
     /// Validates and builds a filter from the request's lists. The lists were
     /// already bounded by the request size limit; this bounds them further.
+    ///
+    /// # Errors
+    ///
+    /// [`FilterError`] for too many names or prefixes, or an empty or over-long one.
     pub fn new(topics: &[String], prefixes: &[String]) -> Result<Self, FilterError> {
         if topics.len() > MAX_FILTER_TOPICS {
             return Err(FilterError::TooManyTopics {

@@ -10,12 +10,15 @@
 //! modules directly: request decoding ([`request`], [`filter`]), the batch encoder
 //! ([`batch`]), the memory budget ([`budget`]) and the cgroup limit ([`cgroup`]).
 
+#![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 pub mod auth;
 pub mod batch;
 pub mod budget;
 pub mod cgroup;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod filter;
 pub mod health;
 pub mod limits;

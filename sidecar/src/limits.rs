@@ -439,11 +439,20 @@ impl LimitedListener {
     }
 
     /// The address bound.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `getsockname`.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
     /// Next admitted connection. Connections past the limit are closed here.
+    ///
+    /// # Errors
+    ///
+    /// A fatal listener error; transient ones (EMFILE, ENOBUFS, aborted connections) are logged
+    /// and retried.
     pub async fn accept(&self) -> io::Result<LimitedConn> {
         loop {
             let (stream, peer) = match self.listener.accept().await {
@@ -606,11 +615,11 @@ impl AsyncRead for LimitedConn {
                 "closed by ringside: a subscriber on this connection stopped reading",
             )));
         }
-        if let Some((_, close_at)) = &mut self.over_limit {
-            if close_at.as_mut().poll(cx).is_ready() {
-                // End of stream: hyper closes the refusal connection.
-                return Poll::Ready(Ok(()));
-            }
+        if let Some((_, close_at)) = &mut self.over_limit
+            && close_at.as_mut().poll(cx).is_ready()
+        {
+            // End of stream: hyper closes the refusal connection.
+            return Poll::Ready(Ok(()));
         }
         if let Some(handshake) = &mut self.handshake {
             // Polled before the read so that its timer wakes this task too.

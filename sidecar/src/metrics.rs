@@ -26,6 +26,10 @@ pub struct MetricsError {
 }
 
 /// Starts the HTTP exporter on `addr` (inside the current tokio runtime).
+///
+/// # Errors
+///
+/// [`MetricsError`] when the exporter cannot listen on `addr`.
 pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)

@@ -152,6 +152,10 @@ impl FrameSink for TopicSink {
 
 impl Observer {
     /// Starts following `ring` from its current end.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the thread cannot be spawned.
     pub fn start(ring: Arc<RingView>) -> std::io::Result<Observer> {
         let state = Arc::new(Mutex::new(Observed::default()));
         let stop = Arc::new(AtomicBool::new(false));

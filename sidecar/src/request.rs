@@ -75,6 +75,11 @@ pub struct Subscription {
 }
 
 /// Decodes one gRPC-framed `SubscribeRequest` of at most `max` message bytes.
+///
+/// # Errors
+///
+/// [`RequestError`]: empty body, broken gRPC framing, compressed message, over `max` bytes, or
+/// protobuf that does not decode.
 pub fn decode_framed(body: &[u8], max: usize) -> Result<v1::SubscribeRequest, RequestError> {
     let Some((prefix, message)) = body.split_first_chunk::<GRPC_PREFIX_LEN>() else {
         return Err(RequestError::Empty);
@@ -100,6 +105,11 @@ pub fn decode_framed(body: &[u8], max: usize) -> Result<v1::SubscribeRequest, Re
 }
 
 /// Validates a decoded request: the filter's bounds and the start position.
+///
+/// # Errors
+///
+/// [`RequestError::Filter`] for a filter over its bounds, and the start-position errors listed
+/// on [`RequestError`].
 pub fn subscription(request: &v1::SubscribeRequest) -> Result<Subscription, RequestError> {
     let filter = TopicFilter::new(&request.topics, &request.topic_prefixes)?;
     let start = match request.start {

@@ -112,7 +112,34 @@ pub fn info(shared: &Shared) -> v1::InfoResponse {
         memory_budget_bytes: shared.budget_bytes,
         memory_limit_bytes: shared.memory_limit_bytes,
         uptime_seconds: shared.started.elapsed().as_secs_f64(),
+        rss_anon_bytes: crate::metrics::rss_anon_bytes().unwrap_or(0),
+        subscribers: subscribers(shared),
     }
+}
+
+/// Most subscribers listed in one Info response.
+pub const MAX_SUBSCRIBERS_LISTED: usize = 64;
+
+/// The active subscribers, largest lag first, at most [`MAX_SUBSCRIBERS_LISTED`].
+fn subscribers(shared: &Shared) -> Vec<v1::SubscriberInfo> {
+    let mut listed: Vec<v1::SubscriberInfo> = Vec::with_capacity(MAX_SUBSCRIBERS_LISTED + 1);
+    for (slot, s) in shared.slots.stats().iter().enumerate() {
+        if !s.active.load(Ordering::Relaxed) {
+            continue;
+        }
+        let entry = v1::SubscriberInfo {
+            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+            lag_bytes: s.lag_bytes.load(Ordering::Relaxed),
+            frames_out: s.frames_out.load(Ordering::Relaxed),
+        };
+        // Keep the list sorted and cut, so it never holds more than the cap + 1.
+        let at = listed.partition_point(|e| e.lag_bytes >= entry.lag_bytes);
+        if at < MAX_SUBSCRIBERS_LISTED {
+            listed.insert(at, entry);
+            listed.truncate(MAX_SUBSCRIBERS_LISTED);
+        }
+    }
+    listed
 }
 
 type Unary = InterceptedService<RingsideServer<UnaryApi>, crate::auth::TokenCheck>;

@@ -99,12 +99,12 @@ async fn start(
         })?),
         None => None,
     };
-    if let Some(enc) = req.headers().get("grpc-encoding") {
-        if enc.as_bytes() != b"identity" {
-            return Err(Status::unimplemented(
-                "compressed Subscribe requests are not supported; send the request uncompressed",
-            ));
-        }
+    if let Some(enc) = req.headers().get("grpc-encoding")
+        && enc.as_bytes() != b"identity"
+    {
+        return Err(Status::unimplemented(
+            "compressed Subscribe requests are not supported; send the request uncompressed",
+        ));
     }
     let body = read_body(req.into_body(), shared.limits.max_request).await?;
     let request = crate::request::decode_framed(&body, shared.limits.max_request)

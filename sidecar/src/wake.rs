@@ -68,6 +68,10 @@ impl WaitRegistry {
 
 impl Wake {
     /// Starts the waker thread.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the thread cannot be spawned.
     pub fn start(waiter: RingWaiter, initial: Tail) -> std::io::Result<Wake> {
         let (tx, _rx) = watch::channel(WakeState {
             tail: initial,

@@ -61,6 +61,10 @@ pub mod loss {
 }
 
 /// The one-byte key of a field numbered below 16.
+///
+/// # Panics
+///
+/// At compile time, when `field` does not fit a one-byte key (field numbers 1 to 15).
 pub const fn key(field: u32, wire_type: u8) -> u8 {
     assert!(field > 0 && field < 16, "one-byte keys only");
     ((field as u8) << 3) | wire_type

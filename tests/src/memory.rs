@@ -1,14 +1,36 @@
-//! Memory measurement shared by the memory test and the chaos harness: a cgroup v1 memory
-//! group with a hard limit, and a process's RssAnon.
+//! Memory measurement shared by the tests, the chaos harness and the end-to-end benchmark
+//! harness (`benches/e2e`): a cgroup v1 memory group with a hard limit, and a process's
+//! private (RssAnon) and shared (RssShmem) resident memory.
 
 use std::path::Path;
 use std::time::Duration;
 
+/// A process's resident memory, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcMemory {
+    /// Private anonymous memory (`RssAnon`): what grows when a server buffers.
+    pub anon: u64,
+    /// Shared memory mapped and touched (`RssShmem`): the ring, for ringside.
+    pub shmem: u64,
+}
+
+/// The process's `RssAnon` and `RssShmem`, from `/proc/<pid>/status`; `None` once the
+/// process is gone.
+pub fn proc_memory(pid: u32) -> Option<ProcMemory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    Some(ProcMemory {
+        anon: field("RssAnon:")?,
+        shmem: field("RssShmem:")?,
+    })
+}
+
 /// The process's RssAnon in bytes, from `/proc/<pid>/status`.
 pub fn rss_anon(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let l = s.lines().find(|l| l.starts_with("RssAnon:"))?;
-    Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    proc_memory(pid).map(|m| m.anon)
 }
 
 /// A cgroup v1 memory group with a hard limit, removed on drop (once empty).
@@ -29,7 +51,7 @@ impl MemCgroup {
         let dir = root.join(format!("{name}-{}", std::process::id()));
         std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let cg = MemCgroup(dir);
-        cg.write("memory.limit_in_bytes", &limit.to_string())?;
+        cg.set_limit(limit)?;
         Ok(cg)
     }
 
@@ -54,6 +76,31 @@ impl MemCgroup {
                 (name == k).then(|| v.trim().parse().ok())?
             }),
         }
+    }
+}
+
+impl MemCgroup {
+    /// Sets the hard limit, `memory.limit_in_bytes`, and, where swap accounting exists,
+    /// `memory.memsw.limit_in_bytes` to the same value, in the order the kernel accepts
+    /// (the memory limit may never exceed the memory+swap limit).
+    pub fn set_limit(&self, limit: u64) -> Result<(), String> {
+        let value = limit.to_string();
+        let current = self.read("memory.limit_in_bytes", None).unwrap_or(u64::MAX);
+        if limit > current {
+            // Raising: memsw first. Without swap accounting the file does not exist.
+            let _ = self.write("memory.memsw.limit_in_bytes", &value);
+            self.write("memory.limit_in_bytes", &value)
+        } else {
+            self.write("memory.limit_in_bytes", &value)?;
+            let _ = self.write("memory.memsw.limit_in_bytes", &value);
+            Ok(())
+        }
+    }
+
+    /// Processes the kernel's OOM killer killed in the group.
+    pub fn oom_kills(&self) -> u64 {
+        self.read("memory.oom_control", Some("oom_kill"))
+            .unwrap_or(0)
     }
 }
 

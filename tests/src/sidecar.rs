@@ -374,16 +374,21 @@ pub fn assert_exact_accounting(c: &Collected, first: u64, total: u64) {
 
 /// The total of `ringside serve --print-budget` for these serve flags, in bytes.
 pub fn budget_bytes(flags: &[&str]) -> u64 {
-    let out = Command::new(ringside_bin())
+    budget_bytes_of(ringside_bin(), flags).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The total of the memory budget `bin serve --print-budget <flags>` prints, in bytes.
+pub fn budget_bytes_of(bin: &Path, flags: &[&str]) -> Result<u64, String> {
+    let out = Command::new(bin)
         .args(["serve", "--print-budget"])
         .args(flags)
         .output()
-        .expect("serve --print-budget");
+        .map_err(|e| format!("cannot run {} serve --print-budget: {e}", bin.display()))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
         .find(|l| l.trim_start().starts_with("total"))
         .and_then(|line| line.split('(').nth(1))
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no budget total in {text}"))
+        .ok_or_else(|| format!("no budget total in: {text}"))
 }

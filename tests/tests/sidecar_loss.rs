@@ -46,12 +46,11 @@ async fn slow_subscriber_gets_exact_loss_reports() {
     let mut done: Option<LoadTotals> = None;
     let mut load = Some(load);
     loop {
-        if done.is_none() {
-            if let Some(l) = load.as_mut() {
-                if l.try_wait().expect("load status").is_some() {
-                    done = Some(finish_load(load.take().expect("load")));
-                }
-            }
+        if done.is_none()
+            && let Some(l) = load.as_mut()
+            && l.try_wait().expect("load status").is_some()
+        {
+            done = Some(finish_load(load.take().expect("load")));
         }
         let idle = if done.is_some() {
             Duration::from_secs(2)
@@ -163,17 +162,17 @@ async fn restart_under_load_resumes_without_duplicates_or_silent_gaps() {
     let totals;
     let mut load = Some(load);
     loop {
-        if let Some(l) = load.as_mut() {
-            if l.try_wait().expect("status").is_some() {
-                totals = finish_load(load.take().expect("load"));
-                // Drain what is left.
-                while let Ok(Ok(Some(batch))) =
-                    tokio::time::timeout(Duration::from_secs(2), stream.message()).await
-                {
-                    got.add(&batch);
-                }
-                break;
+        if let Some(l) = load.as_mut()
+            && l.try_wait().expect("status").is_some()
+        {
+            totals = finish_load(load.take().expect("load"));
+            // Drain what is left.
+            while let Ok(Ok(Some(batch))) =
+                tokio::time::timeout(Duration::from_secs(2), stream.message()).await
+            {
+                got.add(&batch);
             }
+            break;
         }
         if let Ok(Ok(Some(batch))) =
             tokio::time::timeout(Duration::from_millis(200), stream.message()).await

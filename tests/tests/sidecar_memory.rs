@@ -68,11 +68,10 @@ async fn rss_stays_flat_within_budget_under_100x_ring_with_slow_and_stalled_subs
         err.contains("cgroup memory limit"),
         "names the cgroup: {err}"
     );
-    if let Err(why) = cg.write("memory.limit_in_bytes", &budget.to_string()) {
+    if let Err(why) = cg.set_limit(budget) {
         println!("SKIP sidecar memory test: {why}");
         return;
     }
-    let _ = cg.write("memory.memsw.limit_in_bytes", &budget.to_string());
     println!("cgroup {} limit = budget = {budget} bytes", cg.0.display());
 
     let dir = TempDir::new("mem");

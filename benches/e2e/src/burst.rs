@@ -192,7 +192,7 @@ pub(crate) async fn run_system(
         limit: budget,
         ..Default::default()
     };
-    let cg = match Cgroup::create(name, budget) {
+    let cg = match Cgroup::create(&format!("ringside-bench-{name}"), budget) {
         Ok(c) => Some(c),
         Err(why) => {
             println!("SKIP cgroup for {name}: {why}");
@@ -334,7 +334,7 @@ pub(crate) async fn run_system(
                 .iter()
                 .map(|(s, _)| s.frames.load(Ordering::Relaxed))
                 .sum();
-            let rss = proc_status(pid).map(|x| x.0).unwrap_or(0);
+            let rss = proc_memory(pid).map(|m| m.anon).unwrap_or(0);
             println!(
                 "[{name}]   delivered {got} frames so far, RssAnon {}",
                 mib(rss)
@@ -361,8 +361,8 @@ pub(crate) async fn run_system(
     let alive = matches!(server.child.try_wait(), Ok(None));
     let status = server.stop(Duration::from_secs(10));
     if let Some(cg) = &cg {
-        res.cg_max_usage = cg.read_u64("memory.max_usage_in_bytes");
-        res.cg_failcnt = cg.read_u64("memory.failcnt");
+        res.cg_max_usage = cg.read("memory.max_usage_in_bytes", None).unwrap_or(0);
+        res.cg_failcnt = cg.read("memory.failcnt", None).unwrap_or(0);
         res.oom_kills = cg.oom_kills();
     }
     let killed = !alive
@@ -664,14 +664,14 @@ pub(crate) fn plot(
                 ("sans-serif", 14).into_font().color(&color),
             )))?;
         }
-        if r.outcome.contains("OOM") {
-            if let Some(last) = r.samples.last() {
-                chart.draw_series(std::iter::once(Text::new(
-                    format!("naive: OOM-killed after ~{} written", mib(r.written_bytes)),
-                    (last.t, last.anon as f64 / MIB * 1.03),
-                    ("sans-serif", 14).into_font().color(&color),
-                )))?;
-            }
+        if r.outcome.contains("OOM")
+            && let Some(last) = r.samples.last()
+        {
+            chart.draw_series(std::iter::once(Text::new(
+                format!("naive: OOM-killed after ~{} written", mib(r.written_bytes)),
+                (last.t, last.anon as f64 / MIB * 1.03),
+                ("sans-serif", 14).into_font().color(&color),
+            )))?;
         }
     }
     chart

@@ -23,58 +23,8 @@ pub(crate) fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / MIB)
 }
 
-pub(crate) struct Cgroup(pub(crate) PathBuf);
-
-impl Cgroup {
-    pub(crate) fn create(name: &str, limit: u64) -> Result<Cgroup, String> {
-        let root = Path::new("/sys/fs/cgroup/memory");
-        if !root.join("memory.limit_in_bytes").exists() {
-            return Err(format!(
-                "{} is not a cgroup v1 memory hierarchy",
-                root.display()
-            ));
-        }
-        let dir = root.join(format!("ringside-bench-{}-{name}", std::process::id()));
-        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let cg = Cgroup(dir);
-        cg.write("memory.limit_in_bytes", &limit.to_string())?;
-        // No swap here, but where there is, count it too.
-        let _ = cg.write("memory.memsw.limit_in_bytes", &limit.to_string());
-        Ok(cg)
-    }
-
-    pub(crate) fn write(&self, file: &str, value: &str) -> Result<(), String> {
-        std::fs::write(self.0.join(file), value).map_err(|e| format!("cannot write {file}: {e}"))
-    }
-
-    pub(crate) fn read_u64(&self, file: &str) -> u64 {
-        std::fs::read_to_string(self.0.join(file))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    pub(crate) fn oom_kills(&self) -> u64 {
-        std::fs::read_to_string(self.0.join("memory.oom_control"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("warning: could not remove {}", self.0.display());
-    }
-}
+pub(crate) use ringside_tests::memory::{MemCgroup as Cgroup, proc_memory};
+pub(crate) use ringside_tests::sidecar::free_port;
 
 /// A server process, killed (by its own pid) when dropped.
 pub(crate) struct Server {
@@ -159,22 +109,6 @@ impl Drop for Server {
     }
 }
 
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-pub(crate) fn proc_status(pid: u32) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let l = s.lines().find(|l| l.starts_with(name))?;
-        Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-    };
-    Some((field("RssAnon:")?, field("RssShmem:")?))
-}
-
 /// Samples `/proc/<pid>/status` every 20 ms until `stop` or the process is gone.
 pub(crate) fn spawn_sampler(
     pid: u32,
@@ -184,11 +118,11 @@ pub(crate) fn spawn_sampler(
     std::thread::spawn(move || {
         let mut v = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            match proc_status(pid) {
-                Some((anon, shmem)) => v.push(Sample {
+            match proc_memory(pid) {
+                Some(m) => v.push(Sample {
                     t: t0.elapsed().as_secs_f64(),
-                    anon,
-                    shmem,
+                    anon: m.anon,
+                    shmem: m.shmem,
                 }),
                 None => break,
             }
@@ -199,18 +133,9 @@ pub(crate) fn spawn_sampler(
 }
 
 pub(crate) fn budget_bytes(ringside: &Path, p: &Params) -> Result<u64, String> {
-    let out = Command::new(ringside)
-        .args(["serve", "--print-budget"])
-        .args(p.serve_flags())
-        .output()
-        .map_err(|e| format!("run {}: {e}", ringside.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find(|l| l.trim_start().starts_with("total"))
-        .and_then(|l| l.split('(').nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("no budget total in: {text}"))
+    let flags = p.serve_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    ringside_tests::sidecar::budget_bytes_of(ringside, &flags)
 }
 
 pub(crate) async fn connect(endpoint: &str) -> Result<Channel, String> {

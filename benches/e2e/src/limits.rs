@@ -19,35 +19,35 @@ pub(crate) fn measure_limits(bytes: u64) -> Limits {
         bytes,
         ..Default::default()
     };
-    if let Ok(listener) = TcpListener::bind("127.0.0.1:0") {
-        if let Ok(addr) = listener.local_addr() {
-            let rx = std::thread::spawn(move || {
-                let (mut s, _) = listener.accept().ok()?;
-                let mut buf = vec![0u8; CHUNK];
-                let mut got = 0u64;
-                let t = Instant::now();
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => got += n as u64,
-                    }
+    if let Ok(listener) = TcpListener::bind("127.0.0.1:0")
+        && let Ok(addr) = listener.local_addr()
+    {
+        let rx = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().ok()?;
+            let mut buf = vec![0u8; CHUNK];
+            let mut got = 0u64;
+            let t = Instant::now();
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n as u64,
                 }
-                Some((got, t.elapsed().as_secs_f64()))
-            });
-            if let Ok(mut s) = TcpStream::connect(addr) {
-                let buf = vec![0x5Au8; CHUNK];
-                let mut sent = 0u64;
-                while sent < bytes {
-                    if s.write_all(&buf).is_err() {
-                        break;
-                    }
-                    sent += CHUNK as u64;
+            }
+            Some((got, t.elapsed().as_secs_f64()))
+        });
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            let buf = vec![0x5Au8; CHUNK];
+            let mut sent = 0u64;
+            while sent < bytes {
+                if s.write_all(&buf).is_err() {
+                    break;
                 }
-                drop(s);
+                sent += CHUNK as u64;
             }
-            if let Ok(Some((got, secs))) = rx.join() {
-                l.tcp_gib_s = got as f64 / (1u64 << 30) as f64 / secs.max(1e-9);
-            }
+            drop(s);
+        }
+        if let Ok(Some((got, secs))) = rx.join() {
+            l.tcp_gib_s = got as f64 / (1u64 << 30) as f64 / secs.max(1e-9);
         }
     }
     let src = vec![0xA5u8; 64 << 20];

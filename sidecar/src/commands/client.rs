@@ -75,6 +75,11 @@ fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ClientErr
 }
 
 /// Connects per the flags.
+///
+/// # Errors
+///
+/// [`ClientError`] for a bad endpoint, unreadable TLS or token files, or a server that cannot
+/// be reached within the connect timeout.
 pub async fn connect(args: &ClientArgs) -> Result<Connected, ClientError> {
     let bad = |reason: String| ClientError::Endpoint {
         endpoint: args.endpoint.clone(),

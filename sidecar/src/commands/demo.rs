@@ -50,6 +50,12 @@ pub fn spawn(args: &ServeArgs, listen: SocketAddr, shared: Arc<Shared>) {
          demo: in another terminal try `ringside tail --from earliest` or `ringside stats`; Ctrl-C stops.",
         TOPICS.join(", ")
     );
+    if args.console {
+        println!(
+            "demo: live console: open {} in a browser",
+            crate::console::url(listen, false)
+        );
+    }
     tokio::spawn(async move {
         if let Err(e) = subscribe(client_args, shared).await {
             println!("demo: subscriber stopped: {e}");

@@ -60,13 +60,13 @@ pub fn run(args: LoadArgs) -> ExitCode {
             break;
         }
     }
-    if let Some(max) = producers.first().and_then(|p| p.max_payload()) {
-        if size > max as usize {
-            eprintln!(
-                "ringside load: --size {size} exceeds the ring's max payload {max} (sidecar --max-payload)"
-            );
-            return ExitCode::from(2);
-        }
+    if let Some(max) = producers.first().and_then(|p| p.max_payload())
+        && size > max as usize
+    {
+        eprintln!(
+            "ringside load: --size {size} exceeds the ring's max payload {max} (sidecar --max-payload)"
+        );
+        return ExitCode::from(2);
     }
     let shared = Arc::new(Shared {
         attempted: AtomicU64::new(0),

@@ -73,6 +73,11 @@ pub struct Resolved {
 }
 
 /// Validates the flags and computes the budget.
+///
+/// # Errors
+///
+/// [`ServeError`] for flags that cannot work together (ring geometry, a subscriber buffer below
+/// one maximum frame, limits), with the flag to change.
 pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
     let max_payload = u32::try_from(args.max_payload).map_err(|_| {
         ServeError::Config(format!(
@@ -498,6 +503,7 @@ async fn serve_async(
     }
     let router = builder
         .layer(tower::util::option_layer(cors))
+        .layer(crate::console::ConsoleLayer::new(args.console))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(crate::limits::OverLimitLayer)
         .add_service(health)
@@ -514,6 +520,10 @@ async fn serve_async(
         cors = ?args.cors_allow_origin,
         "serving gRPC (ringside.v1.Ringside, health, reflection, grpc-web)"
     );
+    if args.console {
+        let url = crate::console::url(local, args.tls_cert.is_some());
+        tracing::info!(%url, "live console: open {url} in a browser (--console false turns it off)");
+    }
 
     if args.demo {
         crate::commands::demo::spawn(&args, local, Arc::clone(&shared));

@@ -9,6 +9,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Parses `--from`.
+///
+/// # Errors
+///
+/// A text listing the accepted forms when `s` is none of them.
 pub fn parse_from(s: &str) -> Result<v1::subscribe_request::Start, String> {
     use v1::subscribe_request::Start;
     let s = s.trim();

@@ -3,33 +3,40 @@
 //! `RING id=.. adopted=0|1 tail_seq=..`, then serves until stdin reaches EOF or it is killed.
 //! On the line `stats` it prints `STATS connected=.. admitted=.. refused=.. tail_seq=..`.
 
-use std::collections::HashMap;
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ringside_ring::{HostOptions, RingConfig, RingHost};
 
+use clap::Parser;
+
+/// Command line.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Socket producers connect to.
+    #[arg(long)]
+    socket: PathBuf,
+    /// Ring data capacity in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    capacity: u64,
+    /// Largest payload.
+    #[arg(long, default_value_t = 4096)]
+    max_payload: u32,
+    /// How long to wait for a producer to offer its ring for adoption, in ms.
+    #[arg(long, default_value_t = 0)]
+    adopt_grace_ms: u64,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts: HashMap<String, String> = args
-        .chunks(2)
-        .filter_map(|pair| match pair {
-            [k, v] => Some((k.trim_start_matches("--").to_owned(), v.clone())),
-            _ => None,
-        })
-        .collect();
-    let num = |key: &str, default: u64| -> u64 {
-        opts.get(key)
-            .map(|v| v.parse().expect("number"))
-            .unwrap_or(default)
-    };
+    let args = Args::parse();
     let host = RingHost::start(HostOptions {
-        socket_path: opts.get("socket").expect("--socket PATH").into(),
+        socket_path: args.socket,
         ring: RingConfig {
-            capacity: num("capacity", 1 << 20),
-            max_payload: num("max-payload", 4096) as u32,
+            capacity: args.capacity,
+            max_payload: args.max_payload,
         },
-        adopt_grace: Duration::from_millis(num("adopt-grace-ms", 0)),
+        adopt_grace: Duration::from_millis(args.adopt_grace_ms),
         ..HostOptions::default()
     })
     .expect("host starts");

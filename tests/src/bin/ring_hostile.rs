@@ -20,12 +20,47 @@
 //!
 //! Prints `CONNECTED ...` after the handshake and `DONE` at the end.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use clap::Parser;
+use clap::builder::{ArgAction, BoolishValueParser};
 use ringside_tests::ring_support::HostileProducer;
+
+/// Command line (the modes are described at the top of this file).
+#[derive(Debug, Parser)]
+struct Args {
+    /// `garbage`, `header`, `claim`, `forge`, `hold` or `truncate`.
+    mode: String,
+    /// Socket of the sidecar (or `ring_host`).
+    #[arg(long)]
+    socket: std::path::PathBuf,
+    /// Seed of the garbage.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How many times garbage is written.
+    #[arg(long, default_value_t = 1)]
+    passes: u64,
+    /// `header`: let the garbage claim position be unaligned too.
+    #[arg(long, action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
+    unaligned_claim: bool,
+    /// `claim`: the forged position.
+    #[arg(long, default_value_t = 0)]
+    pos: u64,
+    /// `claim`: the forged sequence.
+    #[arg(long, default_value_t = 0)]
+    seq: u64,
+    /// `forge`: the kind of forgery.
+    #[arg(long, default_value = "unaligned")]
+    kind: String,
+    /// `hold`: connections per batch.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// `hold`: connect as this uid (and gid).
+    #[arg(long)]
+    setuid: Option<u32>,
+}
 
 struct Rng(u64);
 impl Rng {
@@ -54,40 +89,26 @@ fn errno_result(ret: i64) -> String {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mode = args.next().expect("mode");
-    let rest: Vec<String> = args.collect();
-    let opts: HashMap<String, String> = rest
-        .chunks(2)
-        .filter_map(|pair| match pair {
-            [k, v] => Some((k.trim_start_matches("--").to_owned(), v.clone())),
-            _ => None,
-        })
-        .collect();
-    let num = |key: &str, default: u64| -> u64 {
-        opts.get(key)
-            .map(|v| v.parse().expect("number"))
-            .unwrap_or(default)
-    };
-    let socket = opts.get("socket").expect("--socket PATH").clone();
+    let args = Args::parse();
+    let mode = args.mode.as_str();
     let mut out = std::io::stdout();
     if mode == "hold" {
-        hold(&socket, num("count", 1), opts.get("setuid"));
+        hold(&args.socket, args.count, args.setuid);
         return;
     }
-    let hostile = HostileProducer::attach(std::path::Path::new(&socket)).expect("connect");
+    let hostile = HostileProducer::attach(&args.socket).expect("connect");
     let fd = hostile.ring_fd.try_clone().expect("ring fd");
     let stat = nix::sys::stat::fstat(&fd).expect("fstat");
     let size = stat.st_size;
     let _ = writeln!(out, "CONNECTED pid={} size={size}", std::process::id());
     let _ = out.flush();
-    let mut rng = Rng(num("seed", 1));
+    let mut rng = Rng(args.seed);
 
-    match mode.as_str() {
+    match mode {
         "garbage" => {
             let capacity = (size as u64) - 4096;
             let mut buf = vec![0u8; capacity as usize];
-            for _ in 0..num("passes", 1) {
+            for _ in 0..args.passes {
                 rng.fill(&mut buf);
                 // Some passes leave aligned zero words and small "lengths" around, the kind
                 // of almost-plausible garbage a buggy producer leaves.
@@ -110,9 +131,9 @@ fn main() {
             };
             assert_ne!(ptr, libc::MAP_FAILED, "mmap");
             let mut buf = vec![0u8; size as usize];
-            for _ in 0..num("passes", 1) {
+            for _ in 0..args.passes {
                 rng.fill(&mut buf);
-                if !opts.contains_key("unaligned-claim") {
+                if !args.unaligned_claim {
                     // Keep the garbage claim position 8-aligned: an unaligned one is a separate,
                     // known failure (see ring_garbage.rs, forged_unaligned_claim_word_panics_nobody).
                     buf[256] &= !7;
@@ -124,8 +145,8 @@ fn main() {
         "claim" => {
             // Forge the claim word: position (low 64 bits) and sequence (high 64 bits).
             let mut word = [0u8; 16];
-            word[..8].copy_from_slice(&num("pos", 0).to_le_bytes());
-            word[8..].copy_from_slice(&num("seq", 0).to_le_bytes());
+            word[..8].copy_from_slice(&args.pos.to_le_bytes());
+            word[8..].copy_from_slice(&args.seq.to_le_bytes());
             let n = nix::sys::uio::pwrite(&fd, &word, 256).expect("pwrite claim word");
             assert_eq!(n, 16);
         }
@@ -136,7 +157,7 @@ fn main() {
             let pos = u64::from_le_bytes(word[..8].try_into().expect("8 bytes"));
             let seq = u64::from_le_bytes(word[8..].try_into().expect("8 bytes"));
             let capacity = (size as u64) - 4096;
-            let kind = opts.get("kind").map(String::as_str).unwrap_or("unaligned");
+            let kind = args.kind.as_str();
             let (new_pos, new_seq) = match kind {
                 "unaligned" => (pos.wrapping_add(3), seq),
                 "future" => (pos.wrapping_add(1 << 40), seq + 1000),
@@ -215,10 +236,9 @@ fn main() {
 }
 
 /// Opens `count` raw connections that never say Hello, and holds them until stdin closes.
-fn hold(socket: &str, count: u64, setuid: Option<&String>) {
+fn hold(socket: &std::path::Path, count: u64, setuid: Option<u32>) {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket as sock};
     if let Some(uid) = setuid {
-        let uid: u32 = uid.parse().expect("--setuid UID");
         nix::unistd::setgroups(&[]).expect("setgroups");
         nix::unistd::setgid(nix::unistd::Gid::from_raw(uid)).expect("setgid");
         nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).expect("setuid");

@@ -1,76 +1,92 @@
 //! Test producer process: connects to a ringside socket and writes self-checking frames
 //! (producer index, per-producer sequence number, checksum; see `ring_support`).
 //!
-//! Options (all `--key value`):
-//! - `--socket PATH` (required), `--index N` (producer index written into payloads)
-//! - `--count N`: frames to publish; 0 = until stdin reaches EOF (default 0)
-//! - `--max-extra N`: payload length varies from 32 to 32+N bytes (default 200)
-//! - `--throttle-every K --throttle-us U`: sleep U µs after every K frames
-//! - `--park-after K`: publish K frames, then park the next send between claim and commit
-//!   (prints `PARKED` and hangs until killed)
-//! - `--setuid UID`: drop to UID (and gid UID) before connecting
-//! - `--connect-only 1`: print the handshake result and exit
-//! - `--flags F`: extra payload flag bits
-//! - `--threads N`: N writer threads share the one `Producer`; thread t writes producer
-//!   index `index + t`, `count` frames each
-//! - `--reserve-every K`: every K-th frame goes through `reserve` + in-place fill + `commit`
-//! - `--discard-every K`: every K-th attempt reserves a frame and drops it (discarded)
-//! - `--unchecked 1`: `ProducerOptions { payload_check: false }` (payload not in the frame check)
-//! - `--reserve-hang 1` (with `--park-after K`): after K frames, hold a reservation forever
+//! Options: see `ring_producer --help` (the `Args` struct below).
 //!
 //! Prints `CONNECTED pid=.. ring=..`, or `REFUSED reason=.. detail=..`, and at the end
 //! `SENT sent=.. published=.. nc=.. reconnects=.. disconnected=..`.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use clap::Parser;
+use clap::builder::{ArgAction, BoolishValueParser};
 use ringside_client::{Producer, ProducerOptions};
 use ringside_ring::ConnectError;
 use ringside_tests::ring_support::{
     FLAG_SIDECAR_CONNECTED, TOPIC, TestPayload, encode_payload, payload_len,
 };
+use std::path::PathBuf;
+
+/// Command line.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Socket of the sidecar (or `ring_host`).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Producer index written into payloads.
+    #[arg(long, default_value_t = 0)]
+    index: u32,
+    /// Frames to publish; 0 = until stdin reaches EOF.
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Payload length varies from 32 to 32+N bytes.
+    #[arg(long, default_value_t = 200)]
+    max_extra: usize,
+    /// With `--throttle-us U`: sleep U µs after every K frames.
+    #[arg(long, default_value_t = 0)]
+    throttle_every: u64,
+    /// See `--throttle-every`.
+    #[arg(long, default_value_t = 0)]
+    throttle_us: u64,
+    /// Publish K frames, then claim the next one and never commit it (prints `PARKED` and
+    /// hangs until killed).
+    #[arg(long)]
+    park_after: Option<u64>,
+    /// Drop to this uid (and gid) before connecting.
+    #[arg(long)]
+    setuid: Option<u32>,
+    /// Print the handshake result and exit.
+    #[arg(long, action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
+    connect_only: bool,
+    /// Extra payload flag bits.
+    #[arg(long, default_value_t = 0)]
+    flags: u8,
+    /// N writer threads share the one `Producer`; thread t writes producer index
+    /// `index + t`, `count` frames each.
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// Every K-th frame goes through `reserve` + in-place fill + `commit`.
+    #[arg(long, default_value_t = 0)]
+    reserve_every: u64,
+    /// Every K-th attempt reserves a frame and drops it (discarded).
+    #[arg(long, default_value_t = 0)]
+    discard_every: u64,
+    /// `ProducerOptions { payload_check: false }` (payload not in the frame check).
+    #[arg(long, action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
+    unchecked: bool,
+    /// With `--park-after K`: after K frames, hold a half-filled reservation forever.
+    #[arg(long, action = ArgAction::Set, value_parser = BoolishValueParser::new(), default_value = "false")]
+    reserve_hang: bool,
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts: HashMap<String, String> = args
-        .chunks(2)
-        .filter_map(|pair| match pair {
-            [k, v] => Some((k.trim_start_matches("--").to_owned(), v.clone())),
-            _ => None,
-        })
-        .collect();
-    let num = |key: &str, default: u64| -> u64 {
-        opts.get(key)
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("--{key} {v}: not a number"))
-            })
-            .unwrap_or(default)
-    };
-    let socket = opts.get("socket").expect("--socket PATH").clone();
-    let index = num("index", 0) as u32;
-    let count = num("count", 0);
-    let max_extra = num("max-extra", 200) as usize;
-    let throttle_every = num("throttle-every", 0);
-    let throttle_us = num("throttle-us", 0);
-    let park_after = opts.get("park-after").map(|_| num("park-after", 0));
-    let extra_flags = num("flags", 0) as u8;
+    let args = Args::parse();
+    let index = args.index;
     let mut out = std::io::stdout();
 
-    if let Some(uid) = opts.get("setuid") {
-        let uid: u32 = uid.parse().expect("--setuid UID");
+    if let Some(uid) = args.setuid {
         nix::unistd::setgroups(&[]).expect("setgroups");
         nix::unistd::setgid(nix::unistd::Gid::from_raw(uid)).expect("setgid");
         nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).expect("setuid");
     }
 
     let options = ProducerOptions {
-        payload_check: !opts.contains_key("unchecked"),
+        payload_check: !args.unchecked,
     };
-    let producer = match Producer::connect_with(&socket, options) {
+    let producer = match Producer::connect_with(&args.socket, options) {
         Ok(p) => p,
         Err(ConnectError::Refused { reason, detail }) => {
             let _ = writeln!(
@@ -96,7 +112,7 @@ fn main() {
         producer.ring_id().unwrap_or(0)
     );
     let _ = out.flush();
-    if opts.contains_key("connect-only") {
+    if args.connect_only {
         return;
     }
 
@@ -116,17 +132,17 @@ fn main() {
     }
 
     let config = Writer {
-        count,
-        max_extra,
-        throttle_every,
-        throttle_us,
-        park_after,
-        extra_flags,
-        reserve_every: num("reserve-every", 0),
-        discard_every: num("discard-every", 0),
-        reserve_hang: opts.contains_key("reserve-hang"),
+        count: args.count,
+        max_extra: args.max_extra,
+        throttle_every: args.throttle_every,
+        throttle_us: args.throttle_us,
+        park_after: args.park_after,
+        extra_flags: args.flags,
+        reserve_every: args.reserve_every,
+        discard_every: args.discard_every,
+        reserve_hang: args.reserve_hang,
     };
-    let threads = num("threads", 1).max(1) as u32;
+    let threads = args.threads.max(1);
     let (published, disconnected) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -195,14 +211,14 @@ impl Writer {
                     std::thread::park();
                 }
             }
-            if self.discard_every > 0 && attempts % self.discard_every == 0 {
+            if self.discard_every > 0 && attempts.is_multiple_of(self.discard_every) {
                 // A reservation dropped without commit: published as discarded.
                 let mut reservation = producer.reserve(TOPIC, len).expect("reserve");
                 reservation.fill(0xDD);
                 drop(reservation);
                 continue;
             }
-            let result = if self.reserve_every > 0 && attempts % self.reserve_every == 0 {
+            let result = if self.reserve_every > 0 && attempts.is_multiple_of(self.reserve_every) {
                 producer.reserve(TOPIC, len).map(|mut reservation| {
                     encode_payload(&mut reservation, frame);
                     reservation.commit();
@@ -224,7 +240,7 @@ impl Writer {
                     std::process::exit(1);
                 }
             }
-            if self.throttle_every > 0 && seq % self.throttle_every == 0 {
+            if self.throttle_every > 0 && seq.is_multiple_of(self.throttle_every) {
                 std::thread::sleep(Duration::from_micros(self.throttle_us));
             }
         }

@@ -162,7 +162,7 @@ fn produce(args: &Args, index: u32, n: u64, rate: u64) -> Result<Totals, String>
                     return Err(format!("send: {e}; after {} attempts", t.attempted));
                 }
             }
-            if t.attempted % 4096 == 0 && start.elapsed() >= deadline {
+            if t.attempted.is_multiple_of(4096) && start.elapsed() >= deadline {
                 break 'run;
             }
         }

@@ -84,10 +84,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if args.rcvbuf > 0 && setsockopt(&sock, sockopt::RcvBufForce, &args.rcvbuf).is_err() {
-        if let Err(e) = setsockopt(&sock, sockopt::RcvBuf, &args.rcvbuf) {
-            eprintln!("dgram-server: SO_RCVBUF {}: {e}", args.rcvbuf);
-        }
+    if args.rcvbuf > 0
+        && setsockopt(&sock, sockopt::RcvBufForce, &args.rcvbuf).is_err()
+        && let Err(e) = setsockopt(&sock, sockopt::RcvBuf, &args.rcvbuf)
+    {
+        eprintln!("dgram-server: SO_RCVBUF {}: {e}", args.rcvbuf);
     }
     let rcvbuf = getsockopt(&sock, sockopt::RcvBuf).unwrap_or(0);
     let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
