@@ -42,6 +42,10 @@ pub struct Index {
 
 impl Index {
     /// The index of these encoded `FileDescriptorSet`s.
+    ///
+    /// # Errors
+    ///
+    /// A set that does not decode as a `google.protobuf.FileDescriptorSet`.
     pub fn new(sets: &[&[u8]]) -> Result<Index, prost::DecodeError> {
         let mut index = Index::default();
         for set in sets {
@@ -53,6 +57,10 @@ impl Index {
     }
 
     /// The index of everything this sidecar serves.
+    ///
+    /// # Errors
+    ///
+    /// One of the built-in descriptor sets does not decode (a build problem).
     pub fn sidecar() -> Result<Index, prost::DecodeError> {
         Index::new(&[
             ringside_proto::FILE_DESCRIPTOR_SET,
@@ -256,6 +264,10 @@ pub trait Version: Message + Default + Send + 'static {
     /// The response type of this version.
     type Response: Message + Default + Send + 'static;
     /// Answers `self` from `index`.
+    ///
+    /// # Errors
+    ///
+    /// The message could not be converted between the two versions' types.
     fn answer(self, index: &Index) -> Result<Self::Response, Status>;
 }
 

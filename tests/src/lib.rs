@@ -1,7 +1,8 @@
 //! Shared support of the ringside end-to-end tests: the ring tests' payload format and
 //! tally (`ring_support`), the sidecar harness (`sidecar`: start a real `ringside serve`,
-//! producers and gRPC subscribers), the chaos harness (`chaos_support`, `chaos_h2`), and
-//! memory measurement (`memory`: RssAnon, cgroup v1 memory groups).
+//! producers and gRPC subscribers), the chaos harness (`chaos_support`, `chaos_h2`, TLS in
+//! `chaos_tls`, the grpc-web client `grpc_web`), and memory measurement (`memory`: RssAnon,
+//! cgroup v1 memory groups).
 //!
 //! The binaries of this crate are the processes the tests run: `ring_producer`,
 //! `ring_hostile`, `ring_host`, and `ringside-under-test`, which is the `ringside` command
@@ -9,6 +10,8 @@
 //! tests instead of the tests running a nested `cargo build`.
 pub mod chaos_h2;
 pub mod chaos_support;
+pub mod chaos_tls;
+pub mod grpc_web;
 pub mod memory;
 pub mod ring_support;
 pub mod sidecar;

@@ -253,7 +253,7 @@ fn produce(p: &Producer, shared: &Shared, pace: Pace, index: u32) -> Result<(), 
             if size >= 16 {
                 payload[8..16].copy_from_slice(&now_ns().to_le_bytes());
             }
-            if discard_every > 0 && (sent + 1) % discard_every == 0 {
+            if discard_every > 0 && (sent + 1).is_multiple_of(discard_every) {
                 match p.reserve(&names[topic], size) {
                     // Dropped without commit: published as discarded.
                     Ok(reservation) => drop(reservation),

@@ -161,7 +161,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
 /// A byte count as a flag value: `512KiB`, `64MiB`, or plain bytes.
 fn flag_bytes(n: u64) -> String {
     for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return format!("{}{unit}", n / size);
         }
     }
