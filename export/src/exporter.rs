@@ -171,6 +171,8 @@ pub struct ExportSummary {
     pub republished: u64,
     /// Frames reported lost (all reasons).
     pub frames_lost: u64,
+    /// Sequence numbers of discarded reservations (not lost), published as `discarded`.
+    pub frames_discarded: u64,
     /// Times the NATS connection was rebuilt.
     pub nats_reconnects: u64,
     /// Times the Subscribe stream was opened again.
@@ -652,6 +654,25 @@ impl Run {
             );
         }
         let ring = b.ring_id;
+        // Discarded reservations are not losses, and the sidecar only counts them; the
+        // exporter subscribes without a filter, so they are exactly the sequence numbers of
+        // [from_seq, resume_seq) that neither a frame nor a loss covers. Publish their
+        // ranges on `_loss` with reason `discarded`, so that a reader of the stream alone
+        // accounts for every sequence number.
+        if b.discarded > 0 {
+            for (first_seq, frames) in uncovered(&b) {
+                self.summary.frames_discarded += frames;
+                self.pending.push_back(OutRecord::loss(
+                    ring,
+                    self.cfg.subjects.loss().to_string(),
+                    &v1::Loss {
+                        reason: record::REASON_DISCARDED,
+                        frames,
+                        first_seq,
+                    },
+                ));
+            }
+        }
         for l in &b.losses {
             self.count_loss(l.reason, l.frames);
             self.pending.push_back(OutRecord::loss(
@@ -682,9 +703,6 @@ impl Run {
                 ));
             }
         }
-        // Discards and progress batches (issue 11) will arrive as further
-        // fields of the batch: publish discards as loss-like records here, with
-        // their own reason, so that `_loss` keeps accounting for every sequence.
         self.read = Some((ring, b.resume_seq.max(next)));
     }
 
@@ -883,13 +901,14 @@ impl Run {
     fn final_line(&self) -> String {
         let s = &self.summary;
         format!(
-            "export: done: acked {} records ({} frames), deduplicated {}, confirmed by reading back {}, republished {}, lost {} frames, NATS reconnects {}, sidecar resubscribes {}, left in flight {}",
+            "export: done: acked {} records ({} frames), deduplicated {}, confirmed by reading back {}, republished {}, lost {} frames, discarded reservations {}, NATS reconnects {}, sidecar resubscribes {}, left in flight {}",
             s.records_acked,
             s.frames_acked,
             s.deduplicated,
             s.confirmed_by_reading_back,
             s.republished,
             s.frames_lost,
+            s.frames_discarded,
             s.nats_reconnects,
             s.sidecar_resubscribes,
             s.left_in_flight
@@ -969,5 +988,71 @@ impl Progress {
             lag.map_or_else(|| "-".to_string(), |l| format!("{l} frames")),
             if nats_up { "up" } else { "away" }
         )
+    }
+}
+
+/// The runs of sequence numbers in `[from_seq, resume_seq)` of a batch that none of its
+/// frames or losses cover, as `(first_seq, count)`, in order.
+fn uncovered(b: &v1::Batch) -> Vec<(u64, u64)> {
+    let mut covered: Vec<(u64, u64)> = b
+        .frames
+        .iter()
+        .map(|f| (f.seq, f.seq.saturating_add(1)))
+        .chain(
+            b.losses
+                .iter()
+                .map(|l| (l.first_seq, l.first_seq.saturating_add(l.frames))),
+        )
+        .collect();
+    covered.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut at = b.from_seq;
+    for (first, next) in covered {
+        if first > at {
+            gaps.push((at, first.min(b.resume_seq) - at));
+        }
+        at = at.max(next);
+    }
+    if b.resume_seq > at {
+        gaps.push((at, b.resume_seq - at));
+    }
+    gaps.retain(|&(_, n)| n > 0);
+    gaps
+}
+
+#[cfg(test)]
+mod uncovered_tests {
+    use super::*;
+
+    fn frame(seq: u64) -> v1::Frame {
+        v1::Frame {
+            seq,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn discards_are_the_runs_no_frame_or_loss_covers() {
+        let b = v1::Batch {
+            from_seq: 10,
+            resume_seq: 20,
+            frames: vec![frame(10), frame(12), frame(13), frame(19)],
+            losses: vec![v1::Loss {
+                reason: 1,
+                frames: 3,
+                first_seq: 15,
+            }],
+            discarded: 3,
+            ..Default::default()
+        };
+        assert_eq!(uncovered(&b), vec![(11, 1), (14, 1), (18, 1)]);
+        let tail_gap = v1::Batch {
+            from_seq: 5,
+            resume_seq: 9,
+            frames: vec![frame(5)],
+            discarded: 3,
+            ..Default::default()
+        };
+        assert_eq!(uncovered(&tail_gap), vec![(6, 3)]);
     }
 }

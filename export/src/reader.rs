@@ -365,12 +365,19 @@ impl StreamReader {
                 })
                 .collect(),
             resume_seq: resume,
+            from_seq: first,
+            filtered: 0,
+            discarded: 0,
         };
         match rec {
             Record::Frame { frame, .. } => {
                 if out.is_fresh(frame.seq) && self.wanted(&frame.topic) {
                     batch.frames.push(frame);
                 }
+            }
+            Record::Loss { loss, .. } if loss.reason == record::REASON_DISCARDED => {
+                // Not a loss: counted as the batch's discards, as the sidecar reports them.
+                batch.discarded += out.fresh.iter().map(|&(a, b)| b - a).sum::<u64>();
             }
             Record::Loss { loss, .. } => {
                 for &(a, b) in &out.fresh {
@@ -391,7 +398,7 @@ impl StreamReader {
         }
         out.clear();
         self.outcome = out;
-        if !batch.frames.is_empty() || !batch.losses.is_empty() {
+        if !batch.frames.is_empty() || !batch.losses.is_empty() || batch.discarded > 0 {
             self.ready.push_back(batch);
         }
     }

@@ -45,6 +45,11 @@ pub const REASON_REJECTED: i32 = 1001;
 pub const REASON_UNREPORTED: i32 = 1002;
 /// Loss reason code for a reason name this version does not know.
 pub const REASON_OTHER: i32 = 1000;
+/// Reason code of `_loss` records that are *not* losses: sequence numbers whose reservation
+/// a producer dropped without committing (the sidecar reports them as a batch's
+/// `discarded` count; the exporter publishes their exact ranges so that a reader of the
+/// stream alone accounts for every sequence number).
+pub const REASON_DISCARDED: i32 = 1003;
 
 /// The name of a loss reason code, as written in `Ringside-Reason` and printed
 /// by `ringside tail`: `lapped`, `abandoned`, `corrupt`, `rejected`,
@@ -54,6 +59,7 @@ pub fn reason_name(code: i32) -> Cow<'static, str> {
     match code {
         REASON_REJECTED => Cow::Borrowed("rejected"),
         REASON_UNREPORTED => Cow::Borrowed("unreported"),
+        REASON_DISCARDED => Cow::Borrowed("discarded"),
         REASON_OTHER => Cow::Borrowed("other"),
         c => match v1::LossReason::try_from(c) {
             Ok(v1::LossReason::Lapped) => Cow::Borrowed("lapped"),
@@ -77,6 +83,7 @@ pub fn reason_code(name: &str) -> i32 {
     match name {
         "rejected" => REASON_REJECTED,
         "unreported" => REASON_UNREPORTED,
+        "discarded" => REASON_DISCARDED,
         n => v1::LossReason::from_str_name(&format!("LOSS_REASON_{}", n.to_ascii_uppercase()))
             .map_or(REASON_OTHER, |r| r as i32),
     }
@@ -334,6 +341,7 @@ mod tests {
             v1::LossReason::Corrupt as i32,
             REASON_REJECTED,
             REASON_UNREPORTED,
+            REASON_DISCARDED,
         ] {
             assert_eq!(reason_code(&reason_name(code)), code);
         }

@@ -122,6 +122,9 @@ impl OutRecord {
             frames,
             losses: Vec::new(),
             resume_seq: next,
+            from_seq: first,
+            filtered: 0,
+            discarded: 0,
         };
         let mut r = OutRecord::new(
             Kind::Batch,

@@ -96,6 +96,9 @@ mod tests {
             }],
             losses: vec![],
             resume_seq: 2,
+            from_seq: 1,
+            filtered: 3,
+            discarded: 4,
         };
         let enc = b.encode_to_vec();
         assert_eq!(Batch::decode(enc.as_slice()).expect("decodes"), b);

@@ -156,12 +156,21 @@ pub trait FrameSink {
     fn accept_topic(&mut self, _topic: &[u8]) -> bool {
         true
     }
-    /// Room for exactly `meta.body_len()` bytes: the topic, then the payload.
+    /// Room for exactly `meta.body_len()` bytes: the topic, then the payload. A sink that
+    /// has no room for this frame now (a full batch) returns an empty slice instead: the
+    /// reader then leaves the frame where it is and returns [`ReadStep::Pending`], and the
+    /// next `read` offers the same frame again (frames are never empty: the topic has at
+    /// least one byte).
     fn begin(&mut self, meta: &FrameMeta) -> &mut [u8];
     /// The copy validated: keep it.
     fn commit(&mut self, meta: &FrameMeta);
     /// The copy failed validation: drop everything written since `begin`.
     fn abort(&mut self);
+    /// The reader passed a reservation its producer discarded (sequence `meta.seq`): never
+    /// published, not a loss (ring-format.md §5.5). Called once per discarded frame, in
+    /// sequence order with the other steps, but not for frames before the requested start
+    /// position. `read` does not return a step for it.
+    fn discarded(&mut self, _meta: &FrameMeta) {}
 }
 
 /// A [`FrameSink`] that keeps the last frame's topic and payload in a buffer whose
@@ -456,11 +465,15 @@ impl RingReader {
             return Step::Deliver(self.resync(tail, LossReason::Corrupt));
         }
         let meta = FrameMeta::from_header(&header);
-        if kind == HeaderCheck::Discarded || before_start(&mut self.skip, &meta) {
+        let before = before_start(&mut self.skip, &meta);
+        if kind == HeaderCheck::Discarded || before {
             if self.lapped(self.claim_position()) {
                 return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
             }
             self.advance(&meta);
+            if kind == HeaderCheck::Discarded && !before {
+                sink.discarded(&meta);
+            }
             return Step::Skipped;
         }
 
@@ -480,7 +493,8 @@ impl RingReader {
 
         let body = sink.begin(&meta);
         if body.len() != meta.body_len() {
-            // A sink that does not honour the contract gets nothing rather than a partial copy.
+            // No room in the sink now (an empty slice), or a sink that does not honour the
+            // contract: nothing is copied and the cursor stays on this frame.
             sink.abort();
             return Step::Deliver(ReadStep::Pending);
         }

@@ -22,11 +22,19 @@
 //! [ring_id: fixed64]                    Batch.ring_id
 //! [Loss]*                               Batch.losses (all before any frame)
 //! [Frame]*                              Batch.frames
-//! [resume_seq: varint]                  Batch.resume_seq
+//! [resume_seq, from_seq, filtered, discarded: varints]   the trailer
 //! ```
 //!
 //! Every chunk is at most `max_bytes` long (the subscriber buffer): a frame is
-//! only started when a maximum-size frame and the trailer still fit.
+//! taken only when it and the trailer still fit (the reader offers a declined
+//! frame again to the next batch), so a batch holds as many frames as fit.
+//!
+//! # Accounting
+//!
+//! A batch covers the sequence numbers `[from_seq, resume_seq)`: each one is a
+//! frame, a loss, filtered or discarded (see the proto). The encoder keeps the
+//! counts between batches, so a batch sent later still accounts for frames
+//! filtered or discarded before it; `resume_seq` never goes backwards.
 
 use crate::wire::{self, GRPC_PREFIX_LEN, MAX_VARINT_LEN, WIRE_FIXED64};
 use bytes::{Bytes, BytesMut};
@@ -70,8 +78,8 @@ impl LossRun {
 
 /// Worst-case encoded size of one loss entry (key, length, three fields).
 const MAX_LOSS_LEN: usize = 2 + 2 + 2 * (1 + MAX_VARINT_LEN);
-/// Size of the `resume_seq` trailer at most.
-const MAX_TRAILER_LEN: usize = 1 + MAX_VARINT_LEN;
+/// Size of the trailer at most: `resume_seq`, `from_seq`, `filtered`, `discarded`.
+const MAX_TRAILER_LEN: usize = 4 * (1 + MAX_VARINT_LEN);
 /// Size of the batch header: gRPC prefix + `ring_id` fixed64 field.
 const HEADER_LEN: usize = GRPC_PREFIX_LEN + 1 + 8;
 /// Worst-case bytes a frame adds besides topic and payload: the frame's key and
@@ -105,15 +113,14 @@ pub enum CommitOutcome {
     Filtered,
 }
 
-/// Builds batches for one subscriber into a buffer of at most `max_bytes`.
+/// Builds batches for one subscriber into a buffer of at most `max_bytes`, and
+/// accounts for every sequence number between them.
 #[derive(Debug)]
 pub struct BatchEncoder {
     buf: BytesMut,
     ring_id: u64,
     max_bytes: usize,
     max_frames: u32,
-    /// Topic plus payload of the largest possible frame.
-    max_frame_data: usize,
     /// A batch is open (header written).
     open: bool,
     frames: u32,
@@ -125,6 +132,17 @@ pub struct BatchEncoder {
     cur: Option<OpenFrame>,
     /// Payload bytes committed in the open batch.
     payload_bytes: u64,
+    /// Where the next batch's range starts: the last batch's `resume_seq`, or the
+    /// stream's first event (None until then).
+    from: Option<u64>,
+    /// Frames skipped by the topic filter since the last batch.
+    filtered: u64,
+    /// Discarded reservations passed since the last batch.
+    discarded: u64,
+    /// One past the last frame in the open batch.
+    frames_end: Option<u64>,
+    /// `resume_seq` of the last batch.
+    last_resume: Option<u64>,
 }
 
 impl BatchEncoder {
@@ -143,7 +161,6 @@ impl BatchEncoder {
             ring_id,
             max_bytes,
             max_frames,
-            max_frame_data: max_topic + max_payload,
             open: false,
             frames: 0,
             losses_written: 0,
@@ -151,6 +168,11 @@ impl BatchEncoder {
             loss_ends_batch: false,
             cur: None,
             payload_bytes: 0,
+            from: None,
+            filtered: 0,
+            discarded: 0,
+            frames_end: None,
+            last_resume: None,
         }
     }
 
@@ -169,9 +191,39 @@ impl BatchEncoder {
         self.payload_bytes
     }
 
-    /// First sequence of a loss not delivered yet (a resume point must not pass it).
-    pub fn undelivered_loss_seq(&self) -> Option<u64> {
-        self.pending_loss.map(|l| l.first_seq)
+    /// True when frames were filtered or discarded since the last batch, or a loss
+    /// waits: a batch (a progress batch, if nothing else) would say something new.
+    pub fn has_unreported(&self) -> bool {
+        self.filtered > 0 || self.discarded > 0 || self.pending_loss.is_some()
+    }
+
+    /// Counts a frame the topic filter skipped.
+    pub fn count_filtered(&mut self, seq: u64) {
+        self.from.get_or_insert(seq);
+        self.filtered += 1;
+    }
+
+    /// Counts a discarded reservation the reader passed.
+    pub fn count_discarded(&mut self, seq: u64) {
+        self.from.get_or_insert(seq);
+        self.discarded += 1;
+    }
+
+    /// The sequence a client must resume from if the stream ended now, with the
+    /// reader at `next_seq`: the `resume_seq` the next batch would carry, never
+    /// behind the last batch's.
+    pub fn resume_point(&self, next_seq: u64) -> u64 {
+        let from = self.from.unwrap_or(next_seq);
+        // Frames in the open batch are delivered with it: never resume before them.
+        let floor = from.max(self.frames_end.unwrap_or(0));
+        // A loss not written yet must be reported again after a resume, so the resume
+        // point stays at it, unless it names sequences already passed (only after a forged
+        // claim word, ring-format.md §5.1 step 4): then it cannot be re-read anyway.
+        let capped = match self.pending_loss {
+            Some(l) => next_seq.min(l.first_seq),
+            None => next_seq,
+        };
+        capped.max(floor).max(self.last_resume.unwrap_or(0))
     }
 
     fn open_batch(&mut self) {
@@ -190,9 +242,10 @@ impl BatchEncoder {
         self.payload_bytes = 0;
     }
 
-    /// True when another frame may be read into this batch: room for a
-    /// maximum-size frame, the frame-count bound not reached, and no loss
-    /// waiting to start the next batch.
+    /// True when another frame may be read into this batch: room for the
+    /// smallest frame, the frame-count bound not reached, and no loss waiting
+    /// to start the next batch. Whether the next frame itself fits is decided
+    /// by [`fits`](Self::fits) once its size is known.
     pub fn has_room(&self) -> bool {
         if self.loss_ends_batch {
             return false;
@@ -200,21 +253,38 @@ impl BatchEncoder {
         if self.max_frames != 0 && self.frames >= self.max_frames {
             return false;
         }
-        let used = if self.open {
+        self.used() + MAX_LOSS_LEN + MAX_FRAME_OVERHEAD + 1 + MAX_TRAILER_LEN <= self.max_bytes
+    }
+
+    /// True when the frame `h` fits in this batch, with a pending loss before it
+    /// and the trailer after it. Always true for an empty batch (`max_bytes`
+    /// holds one maximum-size frame).
+    pub fn fits(&self, h: &FrameMeta) -> bool {
+        let loss = if self.pending_loss.is_some() {
+            MAX_LOSS_LEN
+        } else {
+            0
+        };
+        self.used() + loss + frame_layout(h).0 + MAX_TRAILER_LEN <= self.max_bytes
+    }
+
+    /// Bytes the open batch uses (its header, when none is open yet).
+    fn used(&self) -> usize {
+        if self.open {
             self.buf.len()
         } else {
             HEADER_LEN
-        };
-        used + MAX_LOSS_LEN + MAX_FRAME_OVERHEAD + self.max_frame_data + MAX_TRAILER_LEN
-            <= self.max_bytes
+        }
     }
 
+    /// Forgets the open batch (not the accounting between batches).
     fn reset_counts(&mut self) {
         self.open = false;
         self.loss_ends_batch = false;
         self.frames = 0;
         self.losses_written = 0;
         self.payload_bytes = 0;
+        self.frames_end = None;
     }
 
     /// Records lost frames. Losses are written before the first frame of a
@@ -224,6 +294,7 @@ impl BatchEncoder {
         if loss.frames == 0 {
             return;
         }
+        self.from.get_or_insert(loss.first_seq);
         if let Some(p) = &mut self.pending_loss {
             if p.try_merge(&loss) {
                 return;
@@ -261,11 +332,16 @@ impl BatchEncoder {
     }
 
     /// Starts a frame and returns the slice the reader copies
-    /// `topic_len + payload_len` bytes (topic, then payload) into.
+    /// `topic_len + payload_len` bytes (topic, then payload) into, or an empty
+    /// slice when the frame does not [`fit`](Self::fits) (the reader then offers
+    /// it again to the next batch).
     ///
     /// Call only after [`has_room`](Self::has_room) returned true, for a frame
     /// no larger than the maximum this encoder was built for.
     pub fn begin_frame(&mut self, h: &FrameMeta) -> &mut [u8] {
+        if !self.fits(h) {
+            return &mut [];
+        }
         self.open_batch();
         self.flush_loss();
         let (total, payload_at_rel) = frame_layout(h);
@@ -317,6 +393,8 @@ impl BatchEncoder {
         debug_assert_eq!(i, rel_copy + t, "payload must already sit in place");
         self.frames += 1;
         self.payload_bytes += u64::from(h.payload_len);
+        self.from.get_or_insert(h.seq);
+        self.frames_end = Some(h.seq.saturating_add(1));
         CommitOutcome::Kept
     }
 
@@ -328,26 +406,43 @@ impl BatchEncoder {
     }
 
     /// Closes the open batch and returns it as one gRPC message chunk, or
-    /// `None` when there is nothing to send (no frame, no loss).
-    /// `resume_seq` is where this subscription continues; it is capped at the
-    /// first loss not yet delivered.
-    pub fn finish(&mut self, resume_seq: u64) -> Option<Bytes> {
+    /// `None` when there is nothing to send. `next_seq` is where the reader
+    /// continues; the batch's `resume_seq` is [`resume_point`](Self::resume_point).
+    /// A batch with neither frames nor losses (a progress batch: only filtered
+    /// or discarded counts) is made only when `progress` is true; otherwise
+    /// those counts wait for the next batch.
+    pub fn finish(&mut self, next_seq: u64, progress: bool) -> Option<Bytes> {
         self.abort_frame();
         if !self.loss_ends_batch && self.frames == 0 {
             // Losses only: deliver them now.
             self.flush_loss();
         }
-        if !self.open || (self.frames == 0 && self.losses_written == 0) {
+        let content = self.open && (self.frames > 0 || self.losses_written > 0);
+        let counts = self.filtered > 0 || self.discarded > 0;
+        let send = content || (progress && counts);
+        if !send {
             self.reset_counts();
             return None;
         }
-        let resume = match self.pending_loss {
-            Some(l) => resume_seq.min(l.first_seq),
-            None => resume_seq,
-        };
+        self.open_batch();
+        let resume = self.resume_point(next_seq);
+        let from = self.from.unwrap_or(resume);
         let mut tmp = [0u8; MAX_TRAILER_LEN];
-        let n = wire::write_varint_field(&mut tmp, wire::batch::RESUME_SEQ, resume);
+        let mut n = wire::write_varint_field(&mut tmp, wire::batch::RESUME_SEQ, resume);
+        for (field, value) in [
+            (wire::batch::FROM_SEQ, from),
+            (wire::batch::FILTERED, self.filtered),
+            (wire::batch::DISCARDED, self.discarded),
+        ] {
+            if value != 0 {
+                n += wire::write_varint_field(&mut tmp[n..], field, value);
+            }
+        }
         self.buf.extend_from_slice(&tmp[..n]);
+        self.last_resume = Some(resume);
+        self.from = Some(resume);
+        self.filtered = 0;
+        self.discarded = 0;
         let msg_len = self.buf.len() - GRPC_PREFIX_LEN;
         let len = u32::try_from(msg_len).unwrap_or(u32::MAX);
         self.buf[0] = 0;
@@ -413,9 +508,21 @@ mod tests {
             payload.len(),
         );
         let dst = enc.begin_frame(&h);
+        assert_eq!(dst.len(), topic.len() + payload.len(), "the frame fits");
         dst[..topic.len()].copy_from_slice(topic.as_bytes());
         dst[topic.len()..].copy_from_slice(payload);
         enc.commit_frame(|_| true)
+    }
+
+    /// `resume_seq - from_seq` = frames + losses in range + filtered + discarded.
+    fn accounted(b: &v1::Batch) -> u64 {
+        let lost: u64 = b
+            .losses
+            .iter()
+            .filter(|l| l.first_seq >= b.from_seq)
+            .map(|l| l.frames)
+            .sum();
+        b.frames.len() as u64 + lost + b.filtered + b.discarded
     }
 
     #[test]
@@ -433,7 +540,7 @@ mod tests {
         });
         assert_eq!(put(&mut enc, 5, "cpu", b"hello"), CommitOutcome::Kept);
         assert_eq!(put(&mut enc, 6, "", b""), CommitOutcome::Kept);
-        let chunk = enc.finish(7).expect("non-empty");
+        let chunk = enc.finish(7, false).expect("non-empty");
         let b = decode(&chunk);
         assert_eq!(b.ring_id, 42);
         assert_eq!(b.resume_seq, 7);
@@ -458,15 +565,58 @@ mod tests {
             first_seq: 1,
         });
         assert!(!enc.has_room(), "a loss after frames closes the batch");
-        let b = decode(&enc.finish(2).expect("frames"));
+        let b = decode(&enc.finish(2, false).expect("frames"));
         assert_eq!(b.frames.len(), 1);
         assert!(b.losses.is_empty());
         assert_eq!(b.resume_seq, 1, "resume must not skip the undelivered loss");
         put(&mut enc, 2, "a", b"y");
-        let b = decode(&enc.finish(3).expect("frames"));
+        let b = decode(&enc.finish(3, false).expect("frames"));
         assert_eq!(b.losses.len(), 1);
         assert_eq!(b.losses[0].first_seq, 1);
         assert_eq!(b.frames[0].seq, 2);
+    }
+
+    #[test]
+    fn progress_batches_carry_counts_and_resume_never_goes_backwards() {
+        let mut enc = BatchEncoder::new(1, 64 * 1024, 0, 255, 1024);
+        put(&mut enc, 10, "a", b"x");
+        let b = decode(&enc.finish(11, false).expect("frame"));
+        assert_eq!((b.from_seq, b.resume_seq), (10, 11));
+        // Filtered and discarded frames only: no batch unless progress is due.
+        enc.count_filtered(11);
+        enc.count_discarded(12);
+        enc.count_filtered(13);
+        assert!(enc.has_unreported());
+        assert!(
+            enc.finish(14, false).is_none(),
+            "no progress batch unless due"
+        );
+        let b = decode(&enc.finish(14, true).expect("progress batch"));
+        assert!(b.frames.is_empty() && b.losses.is_empty());
+        assert_eq!(
+            (b.from_seq, b.resume_seq, b.filtered, b.discarded),
+            (11, 14, 2, 1)
+        );
+        assert_eq!(accounted(&b), b.resume_seq - b.from_seq);
+        assert!(!enc.has_unreported());
+        assert!(enc.finish(14, true).is_none(), "nothing new: no batch");
+        // A stale loss (below what was delivered; only after a forged claim word) after
+        // frames neither caps the resume point below them nor makes it go backwards.
+        put(&mut enc, 14, "a", b"y");
+        enc.record_loss(LossRun {
+            reason: LossReason::Corrupt,
+            frames: 1,
+            first_seq: 5,
+        });
+        let b = decode(&enc.finish(15, false).expect("frame"));
+        assert_eq!((b.from_seq, b.resume_seq), (14, 15));
+        let b = decode(&enc.finish(15, false).expect("the stale loss"));
+        assert_eq!(b.losses[0].first_seq, 5);
+        assert_eq!(b.resume_seq, 15, "never backwards");
+        assert_eq!(accounted(&b), b.resume_seq - b.from_seq);
+        // The reader's position itself moving backwards (a forged claim word) does not
+        // move the resume point back either.
+        assert_eq!(enc.resume_point(3), 15);
     }
 
     #[test]
@@ -478,7 +628,7 @@ mod tests {
         let h = FrameMeta { seq: 1, ..h };
         enc.begin_frame(&h).copy_from_slice(&[0xff, 1, 2, 3]);
         assert_eq!(enc.commit_frame(|_| true), CommitOutcome::CorruptTopic);
-        assert!(enc.finish(2).is_none(), "nothing to send");
+        assert!(enc.finish(2, false).is_none(), "nothing to send");
     }
 
     #[test]
@@ -486,13 +636,29 @@ mod tests {
         let max = 8 * 1024;
         let mut enc = BatchEncoder::new(1, max, 0, 16, 1000);
         let mut n = 0;
-        while enc.has_room() {
+        while enc.has_room() && enc.fits(&meta(n, 0, 0, 1, 1000)) {
             put(&mut enc, n, "t", &[7u8; 1000]);
             n += 1;
         }
-        let chunk = enc.finish(n).expect("frames");
+        let chunk = enc.finish(n, false).expect("frames");
         assert!(chunk.len() <= max, "{} > {max}", chunk.len());
         assert_eq!(decode(&chunk).frames.len() as u64, n);
+        assert!(n >= 7, "8 KiB holds 7 frames of 1000 bytes, got {n}");
+
+        // Small frames fill a batch sized for big ones (the bound is the frames' real size).
+        let max = 70_000;
+        let mut enc = BatchEncoder::new(1, max, 0, 255, 64 * 1024);
+        let mut n = 0;
+        while enc.has_room() && enc.fits(&meta(n, 0, 0, 1, 64)) {
+            put(&mut enc, n, "t", &[7u8; 64]);
+            n += 1;
+        }
+        let chunk = enc.finish(n, false).expect("frames");
+        assert!(chunk.len() <= max, "{} > {max}", chunk.len());
+        assert!(
+            n > 500,
+            "a 70,000-byte batch holds hundreds of 64-byte frames, got {n}"
+        );
 
         let mut enc = BatchEncoder::new(1, max, 2, 16, 10);
         put(&mut enc, 0, "t", b"1");
@@ -505,6 +671,9 @@ mod tests {
         Frame(String, Vec<u8>, u32, u64),
         Abort(usize),
         Loss(u8, u64),
+        Filtered,
+        Discarded,
+        Progress,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -513,39 +682,72 @@ mod tests {
                 .prop_map(|(t, p, id, ts)| Op::Frame(t, p, id, ts)),
             1 => (0usize..600).prop_map(Op::Abort),
             1 => (1u8..=3, 1u64..1_000_000).prop_map(|(r, n)| Op::Loss(r, n)),
+            1 => Just(Op::Filtered),
+            1 => Just(Op::Discarded),
+            1 => Just(Op::Progress),
         ]
     }
 
+    /// What the chunks of one property-test run said.
+    #[derive(Default)]
+    struct Got {
+        frames: Vec<v1::Frame>,
+        lost: u64,
+        filtered: u64,
+        discarded: u64,
+        /// `resume_seq` of the last chunk: the next chunk's `from_seq`.
+        resume: Option<u64>,
+    }
+
     proptest! {
-        /// Any sequence of frames, aborts and losses encodes into chunks that
-        /// prost decodes back to exactly the committed frames and the losses,
-        /// with every chunk within the byte cap.
+        /// Any sequence of frames, aborts, losses, filtered and discarded frames
+        /// encodes into chunks that prost decodes back to exactly the committed
+        /// frames, losses and counts, with every chunk within the byte cap, the
+        /// ranges `[from_seq, resume_seq)` of consecutive chunks touching and each
+        /// accounted exactly.
         #[test]
         fn encoding_round_trips(ops in proptest::collection::vec(op(), 0..80), cap in 2048usize..20_000) {
             let mut enc = BatchEncoder::new(9, cap, 0, 255, 600);
-            let mut seq = 1u64 << 40;
+            let first = 1u64 << 40;
+            let mut seq = first;
             let mut want_frames = Vec::new();
-            let mut want_lost = 0u64;
-            let mut got_frames = Vec::new();
-            let mut got_lost = 0u64;
-            let drain = |enc: &mut BatchEncoder, seq: u64, got_frames: &mut Vec<v1::Frame>, got_lost: &mut u64| {
-                if let Some(chunk) = enc.finish(seq) {
+            let (mut want_lost, mut want_filtered, mut want_discarded) = (0u64, 0u64, 0u64);
+            let mut got = Got::default();
+            let drain = |enc: &mut BatchEncoder, seq: u64, progress: bool, got: &mut Got| {
+                if let Some(chunk) = enc.finish(seq, progress) {
                     prop_assert!(chunk.len() <= enc.max_bytes());
                     let b = decode(&chunk);
                     prop_assert_eq!(b.ring_id, 9);
-                    *got_lost += b.losses.iter().map(|l| l.frames).sum::<u64>();
-                    got_frames.extend(b.frames);
+                    if let Some(prev) = got.resume {
+                        prop_assert_eq!(b.from_seq, prev, "ranges touch");
+                    }
+                    prop_assert!(b.resume_seq >= b.from_seq);
+                    prop_assert_eq!(accounted(&b), b.resume_seq - b.from_seq);
+                    got.resume = Some(b.resume_seq);
+                    got.lost += b.losses.iter().map(|l| l.frames).sum::<u64>();
+                    got.filtered += b.filtered;
+                    got.discarded += b.discarded;
+                    got.frames.extend(b.frames);
                 }
                 Ok(())
             };
             for op in ops {
                 if !enc.has_room() {
-                    drain(&mut enc, seq, &mut got_frames, &mut got_lost)?;
+                    drain(&mut enc, seq, false, &mut got)?;
                 }
                 match op {
                     Op::Frame(t, p, id, ts) => {
                         let h = meta(seq, ts, id, t.len(), p.len());
+                        if !enc.fits(&h) {
+                            prop_assert!(enc.begin_frame(&h).is_empty(), "a frame that does not fit is declined");
+                            drain(&mut enc, seq, false, &mut got)?;
+                            if !enc.fits(&h) {
+                                // A loss waiting after frames: one more batch.
+                                drain(&mut enc, seq, false, &mut got)?;
+                            }
+                        }
                         let dst = enc.begin_frame(&h);
+                        prop_assert_eq!(dst.len(), t.len() + p.len());
                         dst[..t.len()].copy_from_slice(t.as_bytes());
                         dst[t.len()..].copy_from_slice(&p);
                         prop_assert_eq!(enc.commit_frame(|_| true), CommitOutcome::Kept);
@@ -563,14 +765,30 @@ mod tests {
                         want_lost += n;
                         seq += n;
                     }
+                    Op::Filtered => {
+                        enc.count_filtered(seq);
+                        want_filtered += 1;
+                        seq += 1;
+                    }
+                    Op::Discarded => {
+                        enc.count_discarded(seq);
+                        want_discarded += 1;
+                        seq += 1;
+                    }
+                    Op::Progress => drain(&mut enc, seq, true, &mut got)?,
                 }
             }
             // Flush everything, including a loss that waits for the next batch.
             for _ in 0..3 {
-                drain(&mut enc, seq, &mut got_frames, &mut got_lost)?;
+                drain(&mut enc, seq, true, &mut got)?;
             }
-            prop_assert_eq!(got_frames, want_frames);
-            prop_assert_eq!(got_lost, want_lost);
+            prop_assert_eq!(got.frames, want_frames);
+            prop_assert_eq!(got.lost, want_lost);
+            prop_assert_eq!(got.filtered, want_filtered);
+            prop_assert_eq!(got.discarded, want_discarded);
+            if seq > first {
+                prop_assert_eq!(got.resume, Some(seq), "the last batch resumes after everything");
+            }
         }
     }
 }

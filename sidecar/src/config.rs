@@ -92,7 +92,9 @@ pub enum LogFormat {
 /// Flags of `ringside serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Data bytes of the shared-memory ring (power of two, >= 64KiB).
+    /// Data bytes of the shared-memory ring: a power of two that holds at least 4
+    /// maximum-size frames, so at least 512KiB with the default --max-payload 64KiB
+    /// (64KiB, the smallest ring, takes --max-payload 16089 or less).
     #[arg(long, env = "RINGSIDE_RING_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub ring_size: u64,
     /// Largest payload a producer may write in one frame (the topic comes on top).
@@ -119,7 +121,9 @@ pub struct ServeArgs {
     /// they are closed at once).
     #[arg(long, env = "RINGSIDE_MAX_CONNECTIONS", default_value_t = 64)]
     pub max_connections: usize,
-    /// Most concurrent HTTP/2 streams (calls) per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    /// Most Subscribe streams on one connection; more get RESOURCE_EXHAUSTED. HTTP/2
+    /// advertises 4 more concurrent streams (SETTINGS_MAX_CONCURRENT_STREAMS), so unary
+    /// calls on that connection never wait behind Subscribe streams.
     #[arg(
         long,
         env = "RINGSIDE_MAX_STREAMS_PER_CONNECTION",
@@ -165,8 +169,8 @@ pub struct ServeArgs {
     /// PEM CA bundle: require client certificates signed by it (mTLS).
     #[arg(long, env = "RINGSIDE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
-    /// File holding a bearer token; calls without `authorization: Bearer <token>`
-    /// get UNAUTHENTICATED (health checks stay open).
+    /// File holding a bearer token; Ringside and reflection calls without
+    /// `authorization: Bearer <token>` get UNAUTHENTICATED (health checks stay open).
     #[arg(long, env = "RINGSIDE_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
     /// HTTP/2 keepalive ping interval (`0s` disables).
@@ -179,10 +183,17 @@ pub struct ServeArgs {
     /// (`0s` = never; under TLS it bounds only the first bytes of the TLS handshake).
     #[arg(long, env = "RINGSIDE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
-    /// Close the connection of a subscriber that has data waiting but has not
-    /// taken any for this long (it stopped reading; `0s` = never).
+    /// End the stream of a subscriber whose connection took no data for this long
+    /// while frames were waiting (it stopped reading): UNAVAILABLE with its resume
+    /// sequence, once it reads again; its connection is closed after twice this
+    /// (`0s` = never).
     #[arg(long, env = "RINGSIDE_SUBSCRIBER_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub subscriber_stall_timeout: Duration,
+    /// Let web pages from this origin call the API over grpc-web (CORS), e.g.
+    /// `https://console.example.com`; repeatable or comma-separated; `*` allows any
+    /// origin. Default: none (browsers refuse cross-origin calls).
+    #[arg(long, env = "RINGSIDE_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub cors_allow_origin: Vec<String>,
     /// Close connections after this age, gracefully (`0s` = never).
     #[arg(long, env = "RINGSIDE_MAX_CONNECTION_AGE", default_value = "0s", value_parser = parse_duration)]
     pub max_connection_age: Duration,
@@ -242,6 +253,10 @@ pub struct LoadArgs {
     /// Stop after this many frames in total (0 = no limit).
     #[arg(long, default_value_t = 0)]
     pub count: u64,
+    /// Reserve every K-th frame and drop it without committing (published as a
+    /// discarded frame; 0 = never). For testing subscribers' accounting.
+    #[arg(long, default_value_t = 0)]
+    pub discard_every: u64,
     /// Wait at most this long for the sidecar before giving up (frames are
     /// dropped and counted while it is away).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]

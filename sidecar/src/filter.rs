@@ -9,6 +9,9 @@ pub const MAX_FILTER_TOPICS: usize = 64;
 pub const MAX_FILTER_PREFIXES: usize = 64;
 /// Longest topic name or prefix, in bytes: the ring's topic limit.
 pub const MAX_FILTER_LEN: usize = ringside_ring::MAX_TOPIC_LEN;
+/// Most bytes of names and prefixes together, so that the largest valid request fits
+/// the default `--max-request` (16 KiB) with room to spare.
+pub const MAX_FILTER_BYTES: usize = 8192;
 
 /// A filter the client asked for that we refuse (answered with INVALID_ARGUMENT).
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -38,6 +41,14 @@ pub enum FilterError {
         kind: &'static str,
         /// Position in its list.
         index: usize,
+    },
+    /// Names and prefixes together are too long.
+    #[error(
+        "the filter holds {total} bytes of topic names and prefixes (at most {MAX_FILTER_BYTES}); use fewer names, or prefixes that cover several topics"
+    )]
+    TooMuchText {
+        /// Bytes of all names and prefixes.
+        total: usize,
     },
     /// An entry was longer than a topic can be.
     #[error(
@@ -99,10 +110,14 @@ impl TopicFilter {
             out.dedup();
             Ok(out)
         };
-        Ok(Self {
-            topics: check("topic", topics)?,
-            prefixes: check("topic prefix", prefixes)?,
-        })
+        // As sent (duplicates included): the bound is on the request.
+        let total: usize = topics.iter().chain(prefixes).map(String::len).sum();
+        let topics = check("topic", topics)?;
+        let prefixes = check("topic prefix", prefixes)?;
+        if total > MAX_FILTER_BYTES {
+            return Err(FilterError::TooMuchText { total });
+        }
+        Ok(Self { topics, prefixes })
     }
 
     /// True when the filter passes every topic.
@@ -164,5 +179,10 @@ mod tests {
         let long = "x".repeat(256);
         let err = TopicFilter::new(&[long], &[]).expect_err("must fail");
         assert!(err.to_string().contains("256 bytes"), "{err}");
+        let names: Vec<String> = (0..64).map(|i| format!("{i:0>255}")).collect();
+        assert_eq!(
+            TopicFilter::new(&names, &[]).expect_err("must fail"),
+            FilterError::TooMuchText { total: 64 * 255 }
+        );
     }
 }

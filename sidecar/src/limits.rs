@@ -4,6 +4,23 @@
 //!   start. A Subscribe call takes a free slot or gets RESOURCE_EXHAUSTED.
 //!   Each slot also carries that subscriber's live counters (lag, frames out)
 //!   for metrics, so per-subscriber state never grows.
+//! - Stalled subscribers ([`SubscriberSlots::reap_stalled`]): progress is
+//!   measured where it happens, as bytes the subscriber's connection took
+//!   ([`ConnHandle::bytes_written`]). Once the kernel's send buffer is full, a
+//!   write completes only when the peer acknowledged earlier bytes, and h2
+//!   writes DATA only within the HTTP/2 window the client grants as it reads;
+//!   so a client that reads, however slowly, makes its connection take bytes,
+//!   and one that stopped reading does not (a few keepalive PINGs aside, which
+//!   [`StallPolicy::min_progress_bytes`] leaves out). The body being polled by
+//!   hyper is progress too. A subscriber whose connection made no progress for
+//!   `--subscriber-stall-timeout` while frames were waiting is *ended*: its
+//!   stream closes with UNAVAILABLE naming the resume sequence (queued behind
+//!   what it was already sent). If its connection then makes no progress for
+//!   another timeout, the connection is closed.
+//! - Subscribe streams per connection: at most `--max-streams-per-connection`
+//!   ([`ConnHandle::open_subscribe`]); HTTP/2 advertises
+//!   [`UNARY_STREAM_RESERVE`] more concurrent streams, so unary calls on the
+//!   same connection never wait behind Subscribe streams.
 //! - Connections: the TCP listener is wrapped; each accepted connection holds
 //!   a semaphore permit for its lifetime. Past `--max-connections`, up to
 //!   [`OVERFLOW_CONNECTIONS`] more are admitted as *refusal* connections: every
@@ -22,7 +39,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -42,6 +59,11 @@ pub const OVERFLOW_LIFETIME: std::time::Duration = std::time::Duration::from_sec
 /// first bytes of the TLS handshake.
 pub const HANDSHAKE_BYTES: usize = 24 + 9;
 
+/// HTTP/2 streams advertised per connection beyond the Subscribe streams it may carry
+/// (`--max-streams-per-connection`): room for unary calls (Info, ListTopics, health,
+/// reflection) on a connection full of Subscribe streams.
+pub const UNARY_STREAM_RESERVE: u32 = 4;
+
 /// Live counters of one subscriber slot.
 #[derive(Debug, Default)]
 pub struct SlotStats {
@@ -51,12 +73,17 @@ pub struct SlotStats {
     pub lag_bytes: AtomicU64,
     /// Frames sent.
     pub frames_out: AtomicU64,
-    /// Ring position of its cursor at its last progress.
+    /// Ring position of its cursor when its stream was last polled.
     pub position: AtomicU64,
     /// When its stream was last polled for data ([`now_ms`]).
-    pub last_progress_ms: AtomicU64,
-    /// Closes the connection it runs on (for the stall reaper).
-    kill: Mutex<Option<Arc<KillSwitch>>>,
+    pub last_poll_ms: AtomicU64,
+    /// The stall reaper's progress mark: the connection's bytes written, and when.
+    mark_bytes: AtomicU64,
+    mark_ms: AtomicU64,
+    /// The reaper asked the stream to end (it stopped reading).
+    reap_requested: AtomicBool,
+    /// The connection it runs on (progress, and closing it).
+    conn: Mutex<Option<Arc<ConnHandle>>>,
 }
 
 /// Milliseconds since the first call in this process (a monotonic clock).
@@ -66,15 +93,46 @@ pub fn now_ms() -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Closes a connection from outside hyper: its IO reports an error on the
-/// next poll, and hyper tears the connection and its streams down.
+/// One connection, as the requests on it see it: bytes it took, Subscribe streams on it,
+/// and a switch that closes it from outside hyper (its IO then reports an error on the
+/// next poll, and hyper tears the connection and its streams down).
 #[derive(Debug, Default)]
-pub struct KillSwitch {
+pub struct ConnHandle {
     killed: AtomicBool,
     waker: Mutex<Option<std::task::Waker>>,
+    /// Bytes written to the socket (the kernel took them).
+    bytes_written: AtomicU64,
+    /// Subscribe streams open on this connection.
+    subscribe_streams: AtomicU32,
 }
 
-impl KillSwitch {
+/// A Subscribe stream counted on its connection; uncounted on drop.
+#[derive(Debug)]
+pub struct SubscribeStreamGuard(Arc<ConnHandle>);
+
+impl Drop for SubscribeStreamGuard {
+    fn drop(&mut self) {
+        self.0.subscribe_streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConnHandle {
+    /// Bytes written to this connection's socket so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more Subscribe stream on this connection, or `None` when it already
+    /// carries `limit`.
+    pub fn open_subscribe(self: &Arc<Self>, limit: u32) -> Option<SubscribeStreamGuard> {
+        self.subscribe_streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SubscribeStreamGuard(Arc::clone(self)))
+    }
+
     /// Closes the connection.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
@@ -96,6 +154,43 @@ impl KillSwitch {
         drop(w);
         self.killed.load(Ordering::Acquire)
     }
+}
+
+/// When the stall reaper calls a subscriber stalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StallPolicy {
+    /// `--subscriber-stall-timeout`, ms.
+    pub timeout_ms: u64,
+    /// Fewer bytes than this written to a connection within the timeout is no progress:
+    /// keepalive PINGs (17 bytes each, more under TLS) are written to a connection whose
+    /// client reads nothing.
+    pub min_progress_bytes: u64,
+}
+
+impl StallPolicy {
+    /// The policy for `--subscriber-stall-timeout` `timeout` with keepalive PINGs every
+    /// `keepalive` (zero = none): at least 1 KiB, and more than 64 bytes for every PING
+    /// the timeout can hold.
+    pub fn new(timeout: std::time::Duration, keepalive: std::time::Duration) -> StallPolicy {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let keepalive_ms = u64::try_from(keepalive.as_millis()).unwrap_or(u64::MAX);
+        let pings = timeout_ms
+            .checked_div(keepalive_ms)
+            .map_or(0, |n| n.saturating_add(2));
+        StallPolicy {
+            timeout_ms,
+            min_progress_bytes: pings.saturating_mul(64).max(1024),
+        }
+    }
+}
+
+/// What one pass of the stall reaper did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Subscribers asked to end their stream (stopped reading for the timeout).
+    pub ended: u64,
+    /// Connections closed (no progress for another timeout after that).
+    pub closed: u64,
 }
 
 /// The fixed table of subscriber slots.
@@ -141,7 +236,11 @@ impl SubscriberSlots {
                 s.active.store(true, Ordering::Relaxed);
                 s.lag_bytes.store(0, Ordering::Relaxed);
                 s.frames_out.store(0, Ordering::Relaxed);
-                s.last_progress_ms.store(now_ms(), Ordering::Relaxed);
+                let now = now_ms();
+                s.last_poll_ms.store(now, Ordering::Relaxed);
+                s.mark_ms.store(now, Ordering::Relaxed);
+                s.mark_bytes.store(0, Ordering::Relaxed);
+                s.reap_requested.store(false, Ordering::Relaxed);
                 // "Not behind" until its first read.
                 s.position.store(u64::MAX, Ordering::Relaxed);
                 Some(SlotGuard {
@@ -174,40 +273,66 @@ impl SubscriberSlots {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Subscribers whose connection the stall reaper closed.
+    /// Subscribers whose stream the stall reaper ended.
     pub fn reaped(&self) -> u64 {
         self.reaped.load(Ordering::Relaxed)
     }
 
-    /// Closes the connections of subscribers that have data waiting but whose
-    /// stream hyper has not polled for `timeout_ms` (the client stopped
-    /// reading and its flow-control window is full). Returns how many.
-    pub fn reap_stalled(&self, tail_pos: u64, timeout_ms: u64) -> u64 {
+    /// One pass of the stall reaper (see the module docs), with the ring's claim
+    /// position at `tail_pos`. A subscriber has data waiting when the ring moved past
+    /// where its stream was last polled; it progresses when its stream is polled or its
+    /// connection takes `policy.min_progress_bytes`. With data waiting and no progress
+    /// for the timeout, its stream is asked to end; after twice the timeout, its
+    /// connection is closed.
+    pub fn reap_stalled(&self, tail_pos: u64, policy: StallPolicy) -> Reaped {
         let now = now_ms();
-        let mut n = 0;
+        let mut out = Reaped::default();
         for (i, s) in self.stats.iter().enumerate() {
             if !s.active.load(Ordering::Relaxed) {
                 continue;
             }
+            let Some(conn) = s.conn.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+                continue;
+            };
+            let written = conn.bytes_written();
+            let mark_ms = s.mark_ms.load(Ordering::Relaxed);
+            let took = written.saturating_sub(s.mark_bytes.load(Ordering::Relaxed));
+            let polled = s.last_poll_ms.load(Ordering::Relaxed) > mark_ms;
             let behind = tail_pos.saturating_sub(s.position.load(Ordering::Relaxed));
-            let idle_for = now.saturating_sub(s.last_progress_ms.load(Ordering::Relaxed));
-            if behind == 0 || idle_for < timeout_ms {
+            if took >= policy.min_progress_bytes || polled || behind == 0 {
+                // Progress, or nothing waiting (not reading then is no stall).
+                s.mark_bytes.store(written, Ordering::Relaxed);
+                s.mark_ms.store(now, Ordering::Relaxed);
                 continue;
             }
-            let kill = s.kill.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(k) = kill {
-                tracing::warn!(
-                    slot = i,
-                    behind_bytes = behind,
-                    stalled_ms = idle_for,
-                    "closing the connection of a subscriber that stopped reading (--subscriber-stall-timeout)"
-                );
-                k.kill();
-                n += 1;
+            let idle_ms = now.saturating_sub(mark_ms);
+            if !s.reap_requested.load(Ordering::Relaxed) {
+                if idle_ms >= policy.timeout_ms {
+                    s.reap_requested.store(true, Ordering::Release);
+                    out.ended += 1;
+                    tracing::warn!(
+                        slot = i,
+                        behind_bytes = behind,
+                        stalled_ms = idle_ms,
+                        "ending the stream of a subscriber that stopped reading (--subscriber-stall-timeout): it gets UNAVAILABLE with its resume sequence once it reads again"
+                    );
+                }
+            } else if idle_ms >= policy.timeout_ms.saturating_mul(2) {
+                let taken = s.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(conn) = taken {
+                    tracing::warn!(
+                        slot = i,
+                        behind_bytes = behind,
+                        stalled_ms = idle_ms,
+                        "closing the connection of a subscriber that still reads nothing (twice --subscriber-stall-timeout)"
+                    );
+                    conn.kill();
+                    out.closed += 1;
+                }
             }
         }
-        self.reaped.fetch_add(n, Ordering::Relaxed);
-        n
+        self.reaped.fetch_add(out.ended, Ordering::Relaxed);
+        out
     }
 
     /// All slots' counters (index = slot number).
@@ -228,15 +353,25 @@ impl SlotGuard {
     }
 
     /// Records the connection this subscriber runs on.
-    pub fn set_connection(&self, kill: Option<Arc<KillSwitch>>) {
-        *self.stats().kill.lock().unwrap_or_else(|e| e.into_inner()) = kill;
+    pub fn set_connection(&self, conn: Option<Arc<ConnHandle>>) {
+        let s = self.stats();
+        s.mark_bytes.store(
+            conn.as_ref().map_or(0, |c| c.bytes_written()),
+            Ordering::Relaxed,
+        );
+        *s.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn;
     }
 
     /// Records that the stream was polled for data with its cursor at `position`.
-    pub fn progress(&self, position: u64) {
+    pub fn polled(&self, position: u64) {
         let s = self.stats();
         s.position.store(position, Ordering::Relaxed);
-        s.last_progress_ms.store(now_ms(), Ordering::Relaxed);
+        s.last_poll_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// True once the stall reaper asked this subscriber's stream to end.
+    pub fn reap_requested(&self) -> bool {
+        self.stats().reap_requested.load(Ordering::Acquire)
     }
 }
 
@@ -245,7 +380,7 @@ impl Drop for SlotGuard {
         let s = self.stats();
         s.active.store(false, Ordering::Relaxed);
         s.lag_bytes.store(0, Ordering::Relaxed);
-        *s.kill.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *s.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut free = self.slots.free.lock().unwrap_or_else(|e| e.into_inner());
         free.push(self.index);
     }
@@ -340,7 +475,7 @@ impl LimitedListener {
                     over_limit: None,
                     handshake: self.handshake_deadline(),
                     counters: Arc::clone(&self.counters),
-                    kill: Arc::default(),
+                    conn: Arc::default(),
                     _permit: permit,
                 });
             }
@@ -357,7 +492,7 @@ impl LimitedListener {
                     over_limit: Some((self.limit, Box::pin(tokio::time::sleep(OVERFLOW_LIFETIME)))),
                     handshake: self.handshake_deadline(),
                     counters: Arc::clone(&self.counters),
-                    kill: Arc::default(),
+                    conn: Arc::default(),
                     _permit: permit,
                 });
             }
@@ -432,7 +567,7 @@ pub struct LimitedConn {
     /// Until the handshake bytes have arrived: how many are missing, and the deadline.
     handshake: Option<Handshake>,
     counters: Arc<ConnCounters>,
-    kill: Arc<KillSwitch>,
+    conn: Arc<ConnHandle>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -452,8 +587,8 @@ pub struct LimitedConnectInfo {
     pub remote_addr: Option<SocketAddr>,
     /// `Some(limit)` on a connection admitted past `--max-connections`.
     pub over_limit: Option<usize>,
-    /// Closes this connection.
-    pub kill: Arc<KillSwitch>,
+    /// The connection's shared state (progress, Subscribe streams, closing it).
+    pub conn: Arc<ConnHandle>,
 }
 
 impl Connected for LimitedConn {
@@ -463,7 +598,7 @@ impl Connected for LimitedConn {
         LimitedConnectInfo {
             remote_addr: self.stream.peer_addr().ok(),
             over_limit: self.over_limit.as_ref().map(|(l, _)| *l),
-            kill: Arc::clone(&self.kill),
+            conn: Arc::clone(&self.conn),
         }
     }
 }
@@ -474,7 +609,7 @@ impl AsyncRead for LimitedConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.kill.killed(cx) {
+        if self.conn.killed(cx) {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "closed by ringside: a subscriber on this connection stopped reading",
@@ -582,19 +717,32 @@ where
     }
 }
 
+impl LimitedConn {
+    /// Adds the bytes a write took to the connection's progress counter.
+    fn count_written(&self, written: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written {
+            self.conn
+                .bytes_written
+                .fetch_add(*n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 impl AsyncWrite for LimitedConn {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.kill.killed.load(Ordering::Acquire) {
+        if self.conn.killed.load(Ordering::Acquire) {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "closed by ringside: a subscriber on this connection stopped reading",
             )));
         }
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.count_written(&written);
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -610,7 +758,9 @@ impl AsyncWrite for LimitedConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.count_written(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -635,5 +785,30 @@ mod tests {
         assert_eq!(c.index(), 0);
         drop((b, c));
         assert_eq!(slots.active(), 0);
+    }
+
+    #[test]
+    fn subscribe_streams_per_connection_are_bounded() {
+        let conn = Arc::new(ConnHandle::default());
+        let a = conn.open_subscribe(2).expect("first");
+        let _b = conn.open_subscribe(2).expect("second");
+        assert!(conn.open_subscribe(2).is_none(), "third over the limit");
+        drop(a);
+        assert!(
+            conn.open_subscribe(2).is_some(),
+            "a slot freed by a finished stream"
+        );
+    }
+
+    #[test]
+    fn stall_policy_leaves_keepalive_pings_out() {
+        use std::time::Duration;
+        let p = StallPolicy::new(Duration::from_secs(2), Duration::from_secs(30));
+        assert_eq!((p.timeout_ms, p.min_progress_bytes), (2000, 1024));
+        // A PING a second for a minute: 62 x 64 bytes.
+        let p = StallPolicy::new(Duration::from_secs(60), Duration::from_secs(1));
+        assert_eq!(p.min_progress_bytes, 62 * 64);
+        let p = StallPolicy::new(Duration::from_secs(60), Duration::ZERO);
+        assert_eq!(p.min_progress_bytes, 1024);
     }
 }

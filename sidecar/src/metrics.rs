@@ -1,10 +1,12 @@
 //! Prometheus metrics.
 //!
 //! Counters are incremented where things happen (frames and bytes out, losses
-//! by reason, refusals). A 1-second task sets the gauges: subscribers, the lag
+//! by reason, refusals). Every counter and gauge series is registered at zero
+//! when the exporter starts, so dashboards show 0 rather than "no data" before
+//! the first event. A 1-second task sets the gauges: subscribers, the lag
 //! of each subscriber slot (label `slot`, bounded by `--max-subscribers`, so
-//! the series count never grows with churn), ring retention and ingest,
-//! producers, budget and RssAnon.
+//! the series count never grows with churn; a slot's series appears when the
+//! slot is first used), ring retention and ingest, producers, budget and RssAnon.
 
 use crate::state::Shared;
 use std::net::SocketAddr;
@@ -37,7 +39,51 @@ pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
             reason: e.to_string(),
         })?;
     describe();
+    register_at_zero();
     Ok(())
+}
+
+/// Every counter series, including each loss reason.
+pub const COUNTERS: &[&str] = &[
+    "ringside_frames_in_total",
+    "ringside_ring_bytes_in_total",
+    "ringside_frames_out_total",
+    "ringside_payload_bytes_out_total",
+    "ringside_batch_bytes_out_total",
+    "ringside_subscribers_refused_total",
+    "ringside_subscribers_reaped_total",
+    "ringside_subscriber_connections_closed_total",
+    "ringside_connections_accepted_total",
+    "ringside_connections_refused_total",
+    "ringside_connections_handshake_timeout_total",
+];
+
+/// Every gauge series without labels.
+pub const GAUGES: &[&str] = &[
+    "ringside_subscribers",
+    "ringside_subscriber_lag_bytes_max",
+    "ringside_ring_retention_seconds",
+    "ringside_ring_retained_span_seconds",
+    "ringside_ingest_frames_per_second",
+    "ringside_ingest_bytes_per_second",
+    "ringside_producers_connected",
+    "ringside_connections",
+    "ringside_memory_budget_bytes",
+    "ringside_memory_limit_bytes",
+    "ringside_rss_anon_bytes",
+];
+
+/// Registers every series at zero (the updater sets the gauges' real values).
+fn register_at_zero() {
+    for &name in COUNTERS {
+        metrics::counter!(name).increment(0);
+    }
+    for reason in ringside_ring::LossReason::ALL {
+        metrics::counter!("ringside_frames_lost_total", "reason" => reason.as_str()).increment(0);
+    }
+    for &name in GAUGES {
+        metrics::gauge!(name).increment(0.0);
+    }
 }
 
 fn describe() {
@@ -78,7 +124,15 @@ fn describe() {
     describe_gauge!("ringside_subscribers", "Active Subscribe streams.");
     describe_counter!(
         "ringside_subscribers_reaped_total",
-        "Connections closed because a subscriber stopped reading (--subscriber-stall-timeout)."
+        "Subscribe streams ended because their connection took no data while frames waited (--subscriber-stall-timeout)."
+    );
+    describe_counter!(
+        "ringside_subscriber_connections_closed_total",
+        "Connections closed because an ended subscriber still read nothing (twice --subscriber-stall-timeout)."
+    );
+    describe_counter!(
+        "ringside_connections_handshake_timeout_total",
+        "Connections closed for not sending the HTTP/2 preface in time (--handshake-timeout)."
     );
     describe_gauge!(
         "ringside_subscriber_lag_bytes",
@@ -90,7 +144,11 @@ fn describe() {
     );
     describe_gauge!(
         "ringside_ring_retention_seconds",
-        "How long a frame stays in the ring at the current ingest rate."
+        "How long a frame stays in the ring at the ingest rate of the last 5 seconds (0 when nothing is written)."
+    );
+    describe_gauge!(
+        "ringside_ring_retained_span_seconds",
+        "Time span the ring holds: newest frame timestamp minus the oldest retained frame's."
     );
     describe_gauge!(
         "ringside_ingest_frames_per_second",
@@ -156,13 +214,14 @@ pub fn spawn_updater(
                 }
             }
             metrics::gauge!("ringside_subscriber_lag_bytes_max").set(max_lag as f64);
-            let (frames, bytes, fps, bps, retention) = shared.observer.with(|o| {
+            let (frames, bytes, fps, bps, retention, span) = shared.observer.with(|o| {
                 (
                     o.frames_in,
                     o.ring_bytes_in,
                     o.frames_per_sec,
                     o.ring_bytes_per_sec,
                     o.retention_seconds,
+                    o.retained_span_seconds,
                 )
             });
             metrics::counter!("ringside_frames_in_total")
@@ -173,6 +232,7 @@ pub fn spawn_updater(
             metrics::gauge!("ringside_ingest_frames_per_second").set(fps);
             metrics::gauge!("ringside_ingest_bytes_per_second").set(bps);
             metrics::gauge!("ringside_ring_retention_seconds").set(retention);
+            metrics::gauge!("ringside_ring_retained_span_seconds").set(span);
             metrics::gauge!("ringside_producers_connected")
                 .set(shared.host.stats().producers_connected as f64);
             metrics::gauge!("ringside_connections")

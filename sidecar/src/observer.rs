@@ -2,11 +2,14 @@
 //! measure ingest and learn the topics in use.
 //!
 //! Ingest (frames, ring bytes, rates, retention) comes from the claim counter
-//! alone, so it is exact and costs nothing per frame. Topics are learned by
-//! following the ring with a reader whose sink declines every frame at the
-//! topic check (no payload is copied), at most [`MAX_STEPS`] frames per
-//! period: under heavy ingest the per-topic counts are a sample, and the
-//! observer skips ahead rather than spend a core keeping up.
+//! alone, so it is exact and costs nothing per frame. Rates are taken over a
+//! sliding window of one-second samples ([`RATE_SAMPLES`]), so they reach 0
+//! once ingest stops. Topics are learned by following the ring with a reader
+//! whose sink declines every frame at the topic check (no payload is copied),
+//! at most [`MAX_STEPS`] frames per period. The observer never skips ahead: a
+//! burst is read over the next periods, and only frames the producers overwrote
+//! before it got to them (its reader reports them lapped) go uncounted. Every
+//! frame it passes is in a topic's count or in `frames_not_counted`.
 
 use ringside_ring::{
     FrameMeta, FrameSink, LossReason, PerReason, ReadStep, ReaderOptions, RingBounds, RingReader,
@@ -26,6 +29,9 @@ const PERIOD: Duration = Duration::from_millis(250);
 const IDLE_PERIOD: Duration = Duration::from_secs(1);
 /// Most frames inspected per period (bounds the thread's work under any load).
 pub const MAX_STEPS: usize = 16 * 1024;
+/// One-second samples of the claim counter kept for the rates: the window spans
+/// `RATE_SAMPLES - 1` seconds.
+pub const RATE_SAMPLES: usize = 6;
 
 /// Per-topic counters.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,12 +51,19 @@ pub struct Observed {
     pub frames_in: u64,
     /// Ring bytes (headers, topics, payloads) written since start (exact).
     pub ring_bytes_in: u64,
-    /// Frames per second, recent.
+    /// Frames per second over the sample window.
     pub frames_per_sec: f64,
-    /// Ring bytes claimed per second, recent.
+    /// Ring bytes claimed per second over the sample window.
     pub ring_bytes_per_sec: f64,
-    /// Seconds a frame stays in the ring at the recent rate (0 when idle).
+    /// Seconds a frame stays in the ring at that rate (0 when nothing was written in the
+    /// window: nothing is being overwritten).
     pub retention_seconds: f64,
+    /// Newest frame timestamp minus the oldest retained frame's, seconds (0 when empty).
+    pub retained_span_seconds: f64,
+    /// Frames the topic reader passed since start.
+    pub frames_seen: u64,
+    /// Of those, frames counted in a topic.
+    pub frames_counted: u64,
     /// Abandoned and corrupt frames the observer came across (sampled; its own lapping is
     /// not a loss of the ring's, so `Lapped` stays 0).
     pub ring_losses: PerReason<u64>,
@@ -61,6 +74,48 @@ pub struct Observed {
     /// Oldest retained and newest frame, refreshed every period (computing
     /// them scans the ring, so Info reads this cache instead).
     pub bounds: Option<RingBounds>,
+}
+
+/// The claim counter sampled once a second, for rates over a real window.
+#[derive(Debug, Default)]
+struct RateWindow {
+    /// (when, frames, ring bytes), a ring buffer: the newest before `next`.
+    samples: [Option<(Instant, u64, u64)>; RATE_SAMPLES],
+    /// Where the next sample goes (the oldest, once full).
+    next: usize,
+}
+
+impl RateWindow {
+    /// Adds a sample, dropping the oldest when full.
+    fn push(&mut self, at: Instant, frames: u64, bytes: u64) {
+        self.samples[self.next] = Some((at, frames, bytes));
+        self.next = (self.next + 1) % RATE_SAMPLES;
+    }
+
+    /// When the newest sample was taken.
+    fn newest_at(&self) -> Option<Instant> {
+        self.samples[(self.next + RATE_SAMPLES - 1) % RATE_SAMPLES].map(|s| s.0)
+    }
+
+    /// (frames/s, bytes/s) between the oldest and the newest sample: exactly 0 once
+    /// every sample in the window was taken after the last write.
+    fn rates(&self) -> (f64, f64) {
+        let newest = self.samples[(self.next + RATE_SAMPLES - 1) % RATE_SAMPLES];
+        let oldest = (0..RATE_SAMPLES)
+            .map(|i| self.samples[(self.next + i) % RATE_SAMPLES])
+            .find(Option::is_some)
+            .flatten();
+        match (oldest, newest) {
+            (Some((t0, f0, b0)), Some((t1, f1, b1))) if t1 > t0 => {
+                let dt = t1.duration_since(t0).as_secs_f64();
+                (
+                    f1.saturating_sub(f0) as f64 / dt,
+                    b1.saturating_sub(b0) as f64 / dt,
+                )
+            }
+            _ => (0.0, 0.0),
+        }
+    }
 }
 
 /// Runs the observer thread.
@@ -147,9 +202,9 @@ impl Drop for Observer {
 
 fn run(ring: Arc<RingView>, state: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) {
     let capacity = ring.capacity();
-    let new_reader =
-        || RingReader::new(Arc::clone(&ring), StartAt::Latest, ReaderOptions::default()).ok();
-    let Some(mut reader) = new_reader() else {
+    let Ok(mut reader) =
+        RingReader::new(Arc::clone(&ring), StartAt::Latest, ReaderOptions::default())
+    else {
         return;
     };
     let start = ring.tail();
@@ -158,26 +213,24 @@ fn run(ring: Arc<RingView>, state: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) 
         topic: [0; 256],
         topic_len: 0,
     };
-    let mut last = Instant::now();
-    let (mut last_frames, mut last_bytes) = (0u64, 0u64);
+    let mut window = RateWindow::default();
+    window.push(Instant::now(), 0, 0);
+    let mut newest_timestamp_ns = 0u64;
     let mut period = PERIOD;
     while !stop.load(Ordering::Acquire) {
         // Parked, not slept: `stop` unparks the thread so shutdown does not wait a period.
         std::thread::park_timeout(period);
         let tail = ring.tail();
         let idle = local.frames_in == tail.seq.saturating_sub(start.seq);
-        period = if idle { IDLE_PERIOD } else { PERIOD };
         local.frames_in = tail.seq.saturating_sub(start.seq);
         local.ring_bytes_in = tail.pos.saturating_sub(start.pos);
-        // Topic sampling: skip ahead instead of chasing a fast ring.
-        if reader.lag_bytes() > capacity / 4
-            && let Some(r) = new_reader()
-        {
-            reader = r;
-        }
+        // Topics: every frame, at most MAX_STEPS per period; a burst is read over the
+        // next periods. Frames lapped before the reader got to them are not counted.
+        let mut caught_up = false;
         for _ in 0..MAX_STEPS {
             match reader.read(&mut sink) {
                 ReadStep::Filtered(meta) | ReadStep::Frame(meta) => {
+                    newest_timestamp_ns = newest_timestamp_ns.max(meta.timestamp_ns);
                     let Ok(name) = std::str::from_utf8(&sink.topic[..sink.topic_len]) else {
                         continue;
                     };
@@ -191,6 +244,7 @@ fn run(ring: Arc<RingView>, state: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) 
                         t.frames += 1;
                         t.payload_bytes += u64::from(meta.payload_len);
                         t.last_timestamp_ns = t.last_timestamp_ns.max(meta.timestamp_ns);
+                        local.frames_counted += 1;
                     }
                 }
                 ReadStep::Loss(l) => {
@@ -198,27 +252,67 @@ fn run(ring: Arc<RingView>, state: Arc<Mutex<Observed>>, stop: Arc<AtomicBool>) 
                         local.ring_losses[l.reason] += l.frames;
                     }
                 }
-                ReadStep::Idle | ReadStep::Pending => break,
+                ReadStep::Idle => {
+                    caught_up = true;
+                    break;
+                }
+                ReadStep::Pending => break,
             }
         }
+        local.frames_seen = reader.next_seq().saturating_sub(start.seq);
+        // Read again soon while frames arrive or a backlog is left.
+        period = if idle && caught_up {
+            IDLE_PERIOD
+        } else {
+            PERIOD
+        };
         let now = Instant::now();
-        let dt = now.duration_since(last).as_secs_f64();
-        if dt >= 1.0 {
-            let alpha = 0.5;
-            let frame_rate = local.frames_in.saturating_sub(last_frames) as f64 / dt;
-            let byte_rate = local.ring_bytes_in.saturating_sub(last_bytes) as f64 / dt;
-            local.frames_per_sec = alpha * frame_rate + (1.0 - alpha) * local.frames_per_sec;
-            local.ring_bytes_per_sec = alpha * byte_rate + (1.0 - alpha) * local.ring_bytes_per_sec;
-            local.retention_seconds = if local.ring_bytes_per_sec > 1.0 {
+        if window
+            .newest_at()
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            window.push(now, local.frames_in, local.ring_bytes_in);
+            (local.frames_per_sec, local.ring_bytes_per_sec) = window.rates();
+            local.retention_seconds = if local.ring_bytes_per_sec > 0.0 {
                 capacity as f64 / local.ring_bytes_per_sec
             } else {
                 0.0
             };
-            last = now;
-            (last_frames, last_bytes) = (local.frames_in, local.ring_bytes_in);
         }
-        local.bounds = Some(ring.bounds());
+        let bounds = ring.bounds();
+        local.retained_span_seconds = match bounds.oldest {
+            Some(oldest) => newest_timestamp_ns.saturating_sub(oldest.timestamp_ns) as f64 / 1e9,
+            None => 0.0,
+        };
+        local.bounds = Some(bounds);
         let mut shared = state.lock().unwrap_or_else(|e| e.into_inner());
         shared.clone_from(&local);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_reach_zero_once_the_window_has_no_writes() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut w = RateWindow::default();
+        w.push(s(0), 0, 0);
+        w.push(s(1), 1000, 100_000);
+        w.push(s(2), 2000, 200_000);
+        assert_eq!(w.rates(), (1000.0, 100_000.0));
+        // Ingest stopped after second 2: the rate falls and is exactly 0 once the
+        // oldest sample is from after the last write.
+        for n in 3..=6 {
+            w.push(s(n), 2000, 200_000);
+            assert!(
+                w.rates().0 > 0.0,
+                "second {n}: the window still holds writes"
+            );
+        }
+        w.push(s(7), 2000, 200_000);
+        assert_eq!(w.rates(), (0.0, 0.0));
     }
 }

@@ -48,6 +48,14 @@ pub enum RequestError {
     /// The message is not a valid `SubscribeRequest`.
     #[error("cannot decode SubscribeRequest: {0}")]
     Decode(String),
+    /// `earliest` or `latest` was set to false, which names no start position.
+    #[error(
+        "`{field}: false` is not a start position; set `{field}: true`, or choose another start (earliest, latest, sequence, timestamp_ns), or leave `start` unset for earliest"
+    )]
+    FalseStart {
+        /// `earliest` or `latest`.
+        field: &'static str,
+    },
     /// The topic filter was refused.
     #[error(transparent)]
     Filter(#[from] FilterError),
@@ -105,8 +113,14 @@ pub fn decode_framed(body: &[u8], max: usize) -> Result<v1::SubscribeRequest, Re
 pub fn subscription(request: &v1::SubscribeRequest) -> Result<Subscription, RequestError> {
     let filter = TopicFilter::new(&request.topics, &request.topic_prefixes)?;
     let start = match request.start {
-        None | Some(v1::subscribe_request::Start::Earliest(_)) => StartAt::Earliest,
-        Some(v1::subscribe_request::Start::Latest(_)) => StartAt::Latest,
+        None | Some(v1::subscribe_request::Start::Earliest(true)) => StartAt::Earliest,
+        Some(v1::subscribe_request::Start::Latest(true)) => StartAt::Latest,
+        Some(v1::subscribe_request::Start::Earliest(false)) => {
+            return Err(RequestError::FalseStart { field: "earliest" });
+        }
+        Some(v1::subscribe_request::Start::Latest(false)) => {
+            return Err(RequestError::FalseStart { field: "latest" });
+        }
         Some(v1::subscribe_request::Start::Sequence(s)) => StartAt::Sequence(s),
         Some(v1::subscribe_request::Start::TimestampNs(t)) => StartAt::TimestampNs(t),
     };
@@ -122,7 +136,7 @@ pub fn subscription(request: &v1::SubscribeRequest) -> Result<Subscription, Requ
 mod tests {
     //! Short form of the `subscribe_request` fuzz target, run by `cargo test`.
     use super::*;
-    use crate::filter::{MAX_FILTER_LEN, MAX_FILTER_PREFIXES, MAX_FILTER_TOPICS};
+    use crate::filter::{MAX_FILTER_BYTES, MAX_FILTER_LEN, MAX_FILTER_PREFIXES, MAX_FILTER_TOPICS};
     use proptest::prelude::*;
 
     const MAX: usize = 16 * 1024;
@@ -190,10 +204,16 @@ mod tests {
             let in_bounds = request.topics.len() <= MAX_FILTER_TOPICS
                 && request.topic_prefixes.len() <= MAX_FILTER_PREFIXES
                 && request.topics.iter().chain(&request.topic_prefixes)
-                    .all(|t| !t.is_empty() && t.len() <= MAX_FILTER_LEN);
+                    .all(|t| !t.is_empty() && t.len() <= MAX_FILTER_LEN)
+                && request.topics.iter().chain(&request.topic_prefixes)
+                    .map(String::len).sum::<usize>() <= MAX_FILTER_BYTES;
+            let false_start = matches!(
+                request.start,
+                Some(v1::subscribe_request::Start::Earliest(false) | v1::subscribe_request::Start::Latest(false))
+            );
             match subscription(&request) {
                 Ok(sub) => {
-                    prop_assert!(in_bounds);
+                    prop_assert!(in_bounds && !false_start);
                     prop_assert_eq!(sub.max_batch_bytes, max_batch_bytes);
                     let expected = match request.start {
                         None | Some(v1::subscribe_request::Start::Earliest(_)) => StartAt::Earliest,
@@ -204,8 +224,62 @@ mod tests {
                     prop_assert_eq!(sub.start, expected);
                 }
                 Err(RequestError::Filter(_)) => prop_assert!(!in_bounds),
+                Err(RequestError::FalseStart { .. }) => prop_assert!(false_start && in_bounds),
                 Err(other) => prop_assert!(false, "unexpected refusal {other}"),
             }
+        }
+    }
+
+    /// The largest request the filter rules allow (every name and prefix slot used, 8 KiB
+    /// of filter text, every other field at its largest) fits the default --max-request.
+    #[test]
+    fn largest_valid_request_fits_the_default_request_limit() {
+        let per = MAX_FILTER_BYTES / (MAX_FILTER_TOPICS + MAX_FILTER_PREFIXES);
+        let request = v1::SubscribeRequest {
+            topics: (0..MAX_FILTER_TOPICS)
+                .map(|i| format!("{i:0>per$}"))
+                .collect(),
+            topic_prefixes: (0..MAX_FILTER_PREFIXES)
+                .map(|i| format!("{i:x>per$}"))
+                .collect(),
+            start: Some(v1::subscribe_request::Start::TimestampNs(u64::MAX)),
+            max_batch_frames: u32::MAX,
+            max_batch_bytes: u32::MAX,
+        };
+        let body = framed(&request.encode_to_vec());
+        assert!(subscription(&decode_framed(&body, MAX).expect("decodes")).is_ok());
+        // Also with a few long entries instead of many short ones.
+        let long = |c: char| c.to_string().repeat(MAX_FILTER_LEN);
+        let n = MAX_FILTER_BYTES / MAX_FILTER_LEN;
+        let request = v1::SubscribeRequest {
+            topics: (0..n)
+                .map(|i| long(char::from(b'a' + (i % 26) as u8)))
+                .collect(),
+            ..request
+        };
+        assert!(
+            request.encoded_len() + GRPC_PREFIX_LEN <= MAX,
+            "{}",
+            request.encoded_len()
+        );
+    }
+
+    #[test]
+    fn false_start_positions_are_refused() {
+        for (start, field) in [
+            (v1::subscribe_request::Start::Latest(false), "latest"),
+            (v1::subscribe_request::Start::Earliest(false), "earliest"),
+        ] {
+            let request = v1::SubscribeRequest {
+                start: Some(start),
+                ..Default::default()
+            };
+            let err = subscription(&request).expect_err("refused");
+            assert_eq!(err, RequestError::FalseStart { field });
+            assert!(
+                err.to_string().contains(&format!("`{field}: false`")),
+                "{err}"
+            );
         }
     }
 

@@ -62,6 +62,8 @@ impl Ringside for UnaryApi {
         Ok(Response::new(v1::ListTopicsResponse {
             topics,
             truncated: obs.topics_truncated,
+            frames_seen: obs.frames_seen,
+            frames_not_counted: obs.frames_seen.saturating_sub(obs.frames_counted),
         }))
     }
 }
@@ -71,9 +73,14 @@ pub fn info(shared: &Shared) -> v1::InfoResponse {
     let ring = &shared.ring;
     let bounds = ring.bounds();
     let host = shared.host.stats();
-    let (fps, bps, retention) = shared
-        .observer
-        .with(|o| (o.frames_per_sec, o.ring_bytes_per_sec, o.retention_seconds));
+    let (fps, bps, retention, span) = shared.observer.with(|o| {
+        (
+            o.frames_per_sec,
+            o.ring_bytes_per_sec,
+            o.retention_seconds,
+            o.retained_span_seconds,
+        )
+    });
     let c = &shared.counters;
     v1::InfoResponse {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -89,6 +96,7 @@ pub fn info(shared: &Shared) -> v1::InfoResponse {
         ingest_frames_per_sec: fps,
         ingest_bytes_per_sec: bps,
         retention_seconds: retention,
+        retained_span_seconds: span,
         producers_connected: host.producers_connected,
         producers_admitted: host.producers_admitted,
         producers_refused: host.producers_refused,

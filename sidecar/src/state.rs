@@ -19,6 +19,10 @@ pub struct CallLimits {
     pub max_request: usize,
     /// Reader stall bound (`--stall-timeout`).
     pub stall_timeout: Duration,
+    /// Subscribe streams one connection may carry (`--max-streams-per-connection`).
+    pub subscribe_streams_per_connection: u32,
+    /// `--subscriber-stall-timeout` (for the status of a stream it ends).
+    pub subscriber_stall_timeout: Duration,
 }
 
 /// Counters summed over all subscribers since start.

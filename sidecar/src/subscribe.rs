@@ -13,10 +13,16 @@
 //! away, and handing the reader a `&mut [u8]` into it would need `unsafe`.
 //! Owning the `BytesMut` gives the same single copy with safe truncation. The
 //! gRPC framing (5-byte prefix, trailers with `grpc-status`) is written here.
+//!
+//! Every sequence number the cursor passes is accounted in a batch (frames,
+//! losses, and the `filtered` / `discarded` counts). When only counts are new,
+//! a progress batch goes out at most once per [`PROGRESS_INTERVAL`]. A stream
+//! the server ends (shutdown, or the stall reaper) first sends a last batch for
+//! anything not reported yet, then UNAVAILABLE naming the resume sequence.
 
 use crate::batch::{BatchEncoder, CommitOutcome, LossRun};
 use crate::filter::TopicFilter;
-use crate::limits::SlotGuard;
+use crate::limits::{SlotGuard, SubscribeStreamGuard};
 use crate::request::{GRPC_PREFIX_LEN, RequestError, Subscription};
 use crate::state::Shared;
 use crate::wake::WakeState;
@@ -30,7 +36,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 use tonic::Status;
@@ -47,6 +53,9 @@ const PENDING_BACKOFF: Duration = Duration::from_micros(500);
 const PENDING_YIELDS: u32 = 64;
 /// How long a client may take to send its (tiny) request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Least time between two progress batches of a stream (batches carrying only
+/// `filtered` and `discarded` counts).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Handles one Subscribe call: validates, admits, and returns the streaming response.
 pub async fn handle(
@@ -74,8 +83,22 @@ async fn start(
     req: http::Request<tonic::body::Body>,
 ) -> Result<SubscribeBody, Status> {
     shared.auth.check(req.headers())?;
+    if shared.shutdown.load(Ordering::Acquire) {
+        return Err(Status::unavailable(
+            "ringside is shutting down; reconnect (to the restarted sidecar) and resume with the resume_seq of your last batch",
+        ));
+    }
     let peer = crate::limits::peer_addr(&req);
-    let kill = crate::limits::connect_info(&req).map(|i| Arc::clone(&i.kill));
+    let conn = crate::limits::connect_info(&req).map(|i| Arc::clone(&i.conn));
+    let per_conn = shared.limits.subscribe_streams_per_connection;
+    let stream_guard = match &conn {
+        Some(c) => Some(c.open_subscribe(per_conn).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "too many Subscribe streams on this connection: {per_conn} already open (--max-streams-per-connection {per_conn}); open another channel (connection) for more streams"
+            ))
+        })?),
+        None => None,
+    };
     if let Some(enc) = req.headers().get("grpc-encoding")
         && enc.as_bytes() != b"identity"
     {
@@ -100,7 +123,7 @@ async fn start(
             "too many subscribers: {max} already connected (--max-subscribers {max}); retry later, or raise --max-subscribers on the sidecar"
         )));
     };
-    slot.set_connection(kill);
+    slot.set_connection(conn);
     let reader = RingReader::new(
         Arc::clone(&shared.ring),
         start,
@@ -108,10 +131,13 @@ async fn start(
             stall_timeout: shared.limits.stall_timeout,
         },
     )
-    .map_err(|e| {
-        Status::invalid_argument(format!(
-            "{e}; resume from a sequence you received, or use `earliest`"
-        ))
+    .map_err(|e| match e {
+        ringside_ring::ReadError::SequenceInFuture { requested, next } => {
+            Status::invalid_argument(format!(
+                "sequence {requested} has not been written yet on ring {:016x} (its next frame will be {next}); resume from a sequence this ring gave you, or start from `earliest` if you resumed on another ring (a different ring_id)",
+                shared.ring.ring_id()
+            ))
+        }
     })?;
     let max_bytes = match max_batch_bytes {
         0 => shared.limits.subscriber_buffer,
@@ -140,9 +166,14 @@ async fn start(
         enc,
         filter,
         slot,
+        _stream: stream_guard,
         state: State::Reading,
         backoff: Box::pin(tokio::time::sleep(Duration::ZERO)),
         pending_yields: 0,
+        last_sent: Instant::now(),
+        progress_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        progress_armed: false,
+        ending: None,
         done: false,
         registered: false,
     })
@@ -174,6 +205,7 @@ fn refusal(e: RequestError) -> Status {
         RequestError::Empty
         | RequestError::Framing { .. }
         | RequestError::Decode(_)
+        | RequestError::FalseStart { .. }
         | RequestError::Filter(_) => Status::invalid_argument(e.to_string()),
     }
 }
@@ -204,11 +236,20 @@ pub struct SubscribeBody {
     enc: BatchEncoder,
     filter: TopicFilter,
     slot: SlotGuard,
+    /// Counts this stream on its connection.
+    _stream: Option<SubscribeStreamGuard>,
     wake: WatchStream<WakeState>,
     state: State,
     backoff: Pin<Box<tokio::time::Sleep>>,
     /// Consecutive quick retries of a claimed-but-uncommitted frame.
     pending_yields: u32,
+    /// When the last batch went out (progress batches wait [`PROGRESS_INTERVAL`]).
+    last_sent: Instant,
+    /// Wakes a waiting stream to send a progress batch.
+    progress_timer: Pin<Box<tokio::time::Sleep>>,
+    progress_armed: bool,
+    /// The status to end with once the last batch (sent just before) is out.
+    ending: Option<Status>,
     done: bool,
     /// Counted in the wait registry (caught up, waiting for producers).
     registered: bool,
@@ -224,13 +265,15 @@ impl std::fmt::Debug for SubscribeBody {
     }
 }
 
-/// The reader's sink: copies into the batch, filters by topic, and notes
-/// frames dropped at commit.
+/// The reader's sink: copies into the batch, filters by topic, counts discarded
+/// frames, and notes frames dropped at commit.
 struct Sink<'a> {
     enc: &'a mut BatchEncoder,
     filter: &'a TopicFilter,
     /// The topic was not UTF-8 (a corrupt frame, reported as such).
     bad_topic: bool,
+    /// The frame did not fit in the batch (the reader keeps it for the next one).
+    full: bool,
     outcome: CommitOutcome,
 }
 
@@ -244,6 +287,10 @@ impl FrameSink for Sink<'_> {
     }
 
     fn begin(&mut self, meta: &FrameMeta) -> &mut [u8] {
+        if !self.enc.fits(meta) {
+            self.full = true;
+            return &mut [];
+        }
         self.enc.begin_frame(meta)
     }
 
@@ -254,6 +301,10 @@ impl FrameSink for Sink<'_> {
 
     fn abort(&mut self) {
         self.enc.abort_frame();
+    }
+
+    fn discarded(&mut self, meta: &FrameMeta) {
+        self.enc.count_discarded(meta.seq);
     }
 }
 
@@ -269,23 +320,28 @@ impl SubscribeBody {
                 enc: &mut self.enc,
                 filter: &self.filter,
                 bad_topic: false,
+                full: false,
                 outcome: CommitOutcome::Kept,
             };
             let step = self.reader.read(&mut sink);
-            let (bad_topic, outcome) = (sink.bad_topic, sink.outcome);
+            let (bad_topic, full, outcome) = (sink.bad_topic, sink.full, sink.outcome);
             match step {
                 ReadStep::Frame(meta) => match outcome {
                     CommitOutcome::Kept => {}
                     CommitOutcome::CorruptTopic => self.loss(LossReason::Corrupt, 1, meta.seq),
-                    CommitOutcome::Filtered => {}
+                    CommitOutcome::Filtered => self.enc.count_filtered(meta.seq),
                 },
                 ReadStep::Filtered(meta) => {
                     if bad_topic {
                         self.loss(LossReason::Corrupt, 1, meta.seq);
+                    } else {
+                        self.enc.count_filtered(meta.seq);
                     }
                 }
                 ReadStep::Loss(l) => self.loss(l.reason, l.frames, l.first_seq),
                 ReadStep::Idle => return Fill::Idle,
+                // The next frame does not fit this batch: it opens the next one.
+                ReadStep::Pending if full => return Fill::Full,
                 ReadStep::Pending => return Fill::Pending,
             }
         }
@@ -303,10 +359,13 @@ impl SubscribeBody {
         });
     }
 
-    fn finish_batch(&mut self) -> Option<Bytes> {
+    /// Closes the batch; a progress batch (counts only) is made when `progress`.
+    fn finish_batch(&mut self, progress: bool) -> Option<Bytes> {
         let frames = u64::from(self.enc.frames());
         let payload = self.enc.payload_bytes();
-        let chunk = self.enc.finish(self.reader.next_seq())?;
+        let chunk = self.enc.finish(self.reader.next_seq(), progress)?;
+        self.last_sent = Instant::now();
+        self.progress_armed = false;
         let c = &self.shared.counters;
         c.frames_out.fetch_add(frames, Ordering::Relaxed);
         c.bytes_out.fetch_add(payload, Ordering::Relaxed);
@@ -329,15 +388,58 @@ impl SubscribeBody {
         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 
-    fn shutdown_status(&self) -> Status {
-        let resume = self
-            .enc
-            .undelivered_loss_seq()
-            .map_or(self.reader.next_seq(), |s| s.min(self.reader.next_seq()));
-        Status::unavailable(format!(
-            "ringside is shutting down; reconnect and resume with sequence {resume}"
-        ))
+    /// Why the server ends this stream now, if it does: shutdown, or the stall reaper.
+    fn server_end(&self) -> Option<End> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            Some(End::Shutdown)
+        } else if self.slot.reap_requested() {
+            Some(End::Stalled)
+        } else {
+            None
+        }
     }
+
+    /// Ends the stream for `why`: a last batch with anything not reported yet (then
+    /// the status on the next poll), or the status at once.
+    fn end_by_server(&mut self, why: End) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let last = self.finish_batch(true);
+        let resume = self.enc.resume_point(self.reader.next_seq());
+        let status = match why {
+            End::Shutdown => Status::unavailable(format!(
+                "ringside is shutting down; reconnect and resume with sequence {resume}"
+            )),
+            End::Stalled => Status::unavailable(format!(
+                "this subscriber's connection took no data for {:?} while frames were waiting (--subscriber-stall-timeout); reconnect and resume with sequence {resume}",
+                self.shared.limits.subscriber_stall_timeout
+            )),
+        };
+        match last {
+            Some(chunk) => {
+                self.ending = Some(status);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => self.end(status),
+        }
+    }
+
+    /// Arms the progress timer when counts wait to be reported and none is due yet.
+    fn arm_progress(&mut self) {
+        if self.progress_armed || !self.enc.has_unreported() {
+            return;
+        }
+        let due = tokio::time::Instant::from_std(self.last_sent + PROGRESS_INTERVAL);
+        self.progress_timer.as_mut().reset(due);
+        self.progress_armed = true;
+    }
+}
+
+/// Why the server ends a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// SIGTERM/SIGINT.
+    Shutdown,
+    /// The stall reaper: the subscriber stopped reading.
+    Stalled,
 }
 
 impl http_body::Body for SubscribeBody {
@@ -353,21 +455,27 @@ impl http_body::Body for SubscribeBody {
             if this.done {
                 return Poll::Ready(None);
             }
-            if this.shared.shutdown.load(Ordering::Acquire) {
-                // Deliver what is already assembled is not possible after a
-                // partial fill; nothing is open between polls, so just end.
-                let status = this.shutdown_status();
+            if let Some(status) = this.ending.take() {
                 return this.end(status);
             }
+            if let Some(why) = this.server_end() {
+                // Nothing is open between polls: the last batch only says what was
+                // passed since the previous one.
+                return this.end_by_server(why);
+            }
             match this.state {
-                State::Waiting => match Pin::new(&mut this.wake).poll_next(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(_)) => this.state = State::Reading,
-                    Poll::Ready(None) => {
-                        let status = this.shutdown_status();
-                        return this.end(status);
+                State::Waiting => {
+                    if this.progress_armed && this.progress_timer.as_mut().poll(cx).is_ready() {
+                        this.progress_armed = false;
+                        this.state = State::Reading;
+                        continue;
                     }
-                },
+                    match Pin::new(&mut this.wake).poll_next(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(_)) => this.state = State::Reading,
+                        Poll::Ready(None) => return this.end_by_server(End::Shutdown),
+                    }
+                }
                 State::Backoff => {
                     if this.backoff.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
@@ -376,8 +484,9 @@ impl http_body::Body for SubscribeBody {
                 }
                 State::Reading => {
                     let fill = this.fill();
-                    this.slot.progress(this.reader.position());
-                    let chunk = this.finish_batch();
+                    this.slot.polled(this.reader.position());
+                    let progress_due = this.last_sent.elapsed() >= PROGRESS_INTERVAL;
+                    let chunk = this.finish_batch(progress_due);
                     if fill != Fill::Idle && this.registered {
                         this.shared.waiters.unregister();
                         this.registered = false;
@@ -392,7 +501,10 @@ impl http_body::Body for SubscribeBody {
                             this.shared.waiters.register();
                             this.registered = true;
                         }
-                        Fill::Idle => this.state = State::Waiting,
+                        Fill::Idle => {
+                            this.state = State::Waiting;
+                            this.arm_progress();
+                        }
                         Fill::Pending if this.pending_yields < PENDING_YIELDS => {
                             this.pending_yields += 1;
                             if chunk.is_none() {

@@ -28,6 +28,12 @@ pub mod batch {
     pub const LOSSES: u32 = 3;
     /// `uint64 resume_seq = 4`
     pub const RESUME_SEQ: u32 = 4;
+    /// `uint64 from_seq = 5`
+    pub const FROM_SEQ: u32 = 5;
+    /// `uint64 filtered = 6`
+    pub const FILTERED: u32 = 6;
+    /// `uint64 discarded = 7`
+    pub const DISCARDED: u32 = 7;
 }
 
 /// Field numbers of `ringside.v1.Frame`.

@@ -8,12 +8,19 @@
 //! Whether the sidecar closed a connection is read from `/proc/net/tcp` (the socket left
 //! ESTABLISHED: the peer sent FIN or RST), so the client never has to write (a write or a
 //! PING would count as activity) or drain what the sidecar queued for it.
+//!
+//! Against a TLS sidecar (`tls` given), the slow reader and the stream flood speak HTTP/2
+//! over TLS (ALPN `h2`); the silent and dribbling clients stay below TLS (they test the
+//! time before any handshake).
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::chaos_tls::Conn;
 
 /// The HTTP/2 client connection preface.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -65,10 +72,22 @@ pub fn grpc_call(
     token: Option<&str>,
     message: &[u8],
 ) -> Vec<u8> {
+    grpc_call_scheme(stream, "http", authority, path, token, message)
+}
+
+/// [`grpc_call`] with the `:scheme` (`https` over TLS).
+pub fn grpc_call_scheme(
+    stream: u32,
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    token: Option<&str>,
+    message: &[u8],
+) -> Vec<u8> {
     let bearer = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![
         (":method", "POST"),
-        (":scheme", "http"),
+        (":scheme", scheme),
         (":path", path),
         (":authority", authority),
         ("content-type", "application/grpc"),
@@ -143,7 +162,9 @@ pub enum SlowEnd {
 }
 
 /// Runs one slowloris client against `addr` for at most `hold` (or until `stop`);
-/// `subscribe` is the encoded SubscribeRequest a `SlowReader` sends (with `token`).
+/// `subscribe` is the encoded SubscribeRequest a `SlowReader` sends (with `token`, over TLS
+/// when `tls` is given).
+#[allow(clippy::too_many_arguments)]
 pub fn slowloris(
     kind: Slowloris,
     addr: SocketAddr,
@@ -152,6 +173,7 @@ pub fn slowloris(
     sidecar_generation: &std::sync::atomic::AtomicU64,
     token: Option<&str>,
     subscribe: &[u8],
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> SlowEnd {
     let generation = sidecar_generation.load(std::sync::atomic::Ordering::SeqCst);
     let closed = |after: Duration| {
@@ -161,13 +183,15 @@ pub fn slowloris(
             SlowEnd::SidecarKilled
         }
     };
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+    let tls = tls.filter(|_| kind == Slowloris::SlowReader);
+    let Ok(mut s) = Conn::connect(addr, Duration::from_secs(2), tls) else {
         return SlowEnd::NoConnect;
     };
-    let Ok(local) = s.local_addr() else {
+    let Ok(local) = s.tcp().local_addr() else {
         return SlowEnd::NoConnect;
     };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+    let _ = s.tcp().set_read_timeout(Some(Duration::from_millis(50)));
+    let scheme = if s.is_tls() { "https" } else { "http" };
     let start = Instant::now();
     let mut script: Vec<u8> = match kind {
         Slowloris::Silent => Vec::new(),
@@ -179,8 +203,9 @@ pub fn slowloris(
         Slowloris::SlowReader => {
             let mut v = PREFACE.to_vec();
             v.extend(frame(0x4, 0, 0, &[]));
-            v.extend(grpc_call(
+            v.extend(grpc_call_scheme(
                 1,
+                scheme,
                 &addr.to_string(),
                 "/ringside.v1.Ringside/Subscribe",
                 token,
@@ -271,15 +296,17 @@ pub struct FloodTally {
 /// DATA = granted, RST_STREAM(REFUSED_STREAM), a trailers-only answer (HEADERS with
 /// END_STREAM: a gRPC refusal, RESOURCE_EXHAUSTED expected; HPACK is not decoded), the
 /// connection closing under it, or no answer. `request` is the encoded SubscribeRequest.
-/// None when it could not connect.
+/// Over TLS when `tls` is given. None when it could not connect.
 pub fn stream_flood(
     addr: SocketAddr,
     n: u32,
     token: Option<&str>,
     request: &[u8],
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Option<FloodTally> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut s = Conn::connect(addr, Duration::from_secs(2), tls).ok()?;
+    let _ = s.tcp().set_read_timeout(Some(Duration::from_millis(100)));
+    let scheme = if s.is_tls() { "https" } else { "http" };
     let mut out = PREFACE.to_vec();
     // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 1 GiB, and 1 GiB more for the connection.
     let mut settings = vec![0x00, 0x04];
@@ -288,8 +315,9 @@ pub fn stream_flood(
     out.extend(frame(0x8, 0, 0, &(1u32 << 30).to_be_bytes()));
     let authority = addr.to_string();
     for i in 0..n {
-        out.extend(grpc_call(
+        out.extend(grpc_call_scheme(
             2 * i + 1,
+            scheme,
             &authority,
             "/ringside.v1.Ringside/Subscribe",
             token,

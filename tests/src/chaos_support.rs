@@ -3,7 +3,8 @@
 //! protocol, `/proc` sampling, and the summary table.
 //!
 //! The chaos producer writes the self-checking payloads of [`crate::ring_support`]
-//! (producer index, per-producer sequence, xxh3 checksum) and times every `send` call.
+//! (producer index, per-producer sequence, xxh3 checksum), times every `send` call, and
+//! discards one reservation in [`DISCARD_EVERY`] (subscribers must see it counted).
 //! It reads commands on stdin, one per line:
 //! - `park`: the next send stops between claim and commit and hangs (the harness then
 //!   SIGKILLs it, leaving a claimed, never committed frame in the ring);
@@ -27,6 +28,8 @@ use crate::ring_support::{TOPIC, TestPayload, encode_payload, payload_len};
 
 /// Largest extra payload bytes of a chaos frame (payloads are 32..=32+this bytes).
 pub const MAX_EXTRA: usize = 200;
+/// The Rust chaos producer discards one reservation per this many frames it sends.
+pub const DISCARD_EVERY: u64 = 97;
 
 /// splitmix64: small, seedable, good enough to pick faults.
 #[derive(Debug, Clone)]
@@ -252,6 +255,13 @@ pub fn run_producer(socket: &Path, index: u32, burst: u64, pause: Duration) -> !
                         }
                     }
                 }
+                if seq % DISCARD_EVERY == DISCARD_EVERY - 1 {
+                    // A reservation dropped without commit: a discarded frame, which
+                    // subscribers must see counted in `Batch.discarded`. Not timed.
+                    if let Ok(reservation) = producer.reserve(TOPIC, len) {
+                        drop(reservation);
+                    }
+                }
                 let t0 = Instant::now();
                 let result = producer.send(TOPIC, payload);
                 let ns = t0.elapsed().as_nanos() as u64;
@@ -338,7 +348,8 @@ pub enum Fault {
     /// `--auth-token-file`).
     BadAuth,
     /// A hostile producer forges the ring's claim word: unaligned, far in the future, near
-    /// 2^64, backwards, sequence inconsistent with position (all five per fault).
+    /// 2^64, backwards, sequence ahead of position, sequence backwards with the position
+    /// kept (all six per fault).
     ClaimForgery,
     /// One HTTP/2 connection opening 40 Subscribe streams at once, more than
     /// `--max-streams-per-connection` (`tests/src/chaos_h2.rs`).
@@ -387,7 +398,7 @@ impl Fault {
             Fault::BadAuth => "clients with a missing/wrong bearer token",
             Fault::Slowloris => "slowloris TCP clients (silent, dribble, slow reader)",
             Fault::StreamFlood => "stream flood on one HTTP/2 connection",
-            Fault::ClaimForgery => "hostile claim word forgery (5 kinds each)",
+            Fault::ClaimForgery => "hostile claim word forgery (6 kinds each)",
         }
     }
 }
@@ -436,8 +447,22 @@ pub struct SubscriberTally {
     pub stale_reported: u64,
     /// Streams it opened.
     pub streams: u64,
+    /// Of those, streams over TLS.
+    pub tls_streams: u64,
     /// Ring ids it saw (more than one = the ring was replaced).
     pub rings: u64,
+    /// How it subscribes: `tonic` (HTTP/2) or `grpc-web` (HTTP/1.1).
+    pub client: &'static str,
+    /// Sequence numbers the batches counted as discarded reservations (`Batch.discarded`).
+    pub discarded: u64,
+    /// Sequence numbers the batches counted as filtered (`Batch.filtered`; none here).
+    pub filtered: u64,
+    /// Batches whose `[from_seq, resume_seq)` did not add up to their frames, losses and
+    /// counts, or whose counts did not fill the gaps between them: must be 0.
+    pub accounting_errors: u64,
+    /// Batches whose `resume_seq` was below the previous batch's on the same stream: must
+    /// be 0.
+    pub resume_backwards: u64,
 }
 
 impl SubscriberTally {
@@ -560,9 +585,20 @@ pub struct Summary {
     pub slowloris: BTreeMap<String, SlowTally>,
     /// Producer errors (a send that failed, a producer that could not connect).
     pub producer_errors: u64,
+    /// Sidecar starts in plaintext / with TLS (the mode alternates at every restart).
+    pub sidecar_starts: [u64; 2],
+    /// Why there was no TLS (no openssl to make certificates), if so.
+    pub tls_skipped: Option<String>,
 }
 
 impl Summary {
+    /// Batch accounting errors and `resume_seq` going backwards, over all subscribers.
+    pub fn accounting_violations(&self) -> (u64, u64) {
+        self.subscribers.iter().fold((0, 0), |(a, r), s| {
+            (a + s.accounting_errors, r + s.resume_backwards)
+        })
+    }
+
     /// Total unaccounted, duplicates, corrupt over all subscribers.
     pub fn violations(&self) -> (u64, u64, u64) {
         self.subscribers.iter().fold((0, 0, 0), |(u, d, c), s| {
@@ -622,7 +658,8 @@ impl Summary {
             row(
                 &format!("subscriber {i}"),
                 format!(
-                    "span {} = received {} (from C {}) + lost {} ({}) + unaccounted {}; duplicates {}, corrupt {}, stale-sequence frames reported {}, streams {}, rings {}",
+                    "{}: span {} = received {} (from C {}) + lost {} ({}) + discarded {} + unaccounted {}; duplicates {}, corrupt {}, stale-sequence frames reported {}, batch accounting errors {}, resume_seq backwards {}, streams {} ({} over TLS), rings {}",
+                    s.client,
                     s.span,
                     s.received,
                     s.received_c,
@@ -632,17 +669,35 @@ impl Summary {
                     } else {
                         lost.join(", ")
                     },
+                    s.discarded,
                     s.unaccounted,
                     s.duplicates,
                     s.corrupt,
                     s.stale_reported,
+                    s.accounting_errors,
+                    s.resume_backwards,
                     s.streams,
+                    s.tls_streams,
                     s.rings
                 ),
             );
         }
         let (u, d, c) = self.violations();
+        let (a, r) = self.accounting_violations();
+        row(
+            "sidecar starts: plaintext / TLS",
+            match &self.tls_skipped {
+                Some(why) => format!(
+                    "{} / 0 (TLS skipped: {})",
+                    self.sidecar_starts[0],
+                    why.lines().next().unwrap_or("")
+                ),
+                None => format!("{} / {}", self.sidecar_starts[0], self.sidecar_starts[1]),
+            },
+        );
         row("unaccounted frames (must be 0)", u.to_string());
+        row("batch accounting errors (must be 0)", a.to_string());
+        row("resume_seq went backwards (must be 0)", r.to_string());
         row("duplicates (must be 0)", d.to_string());
         row("corrupt deliveries (must be 0)", c.to_string());
         row(
@@ -717,12 +772,19 @@ impl Summary {
             ),
         );
         row(
-            "claim forgeries: unaligned / future / wrap / backwards / seq-ahead",
-            ["unaligned", "future", "wrap", "backwards", "seq-ahead"]
-                .iter()
-                .map(|k| self.forgeries.get(k).copied().unwrap_or(0).to_string())
-                .collect::<Vec<_>>()
-                .join(" / "),
+            "claim forgeries: unaligned / future / wrap / backwards / seq-ahead / seq-backwards",
+            [
+                "unaligned",
+                "future",
+                "wrap",
+                "backwards",
+                "seq-ahead",
+                "seq-backwards",
+            ]
+            .iter()
+            .map(|k| self.forgeries.get(k).copied().unwrap_or(0).to_string())
+            .collect::<Vec<_>>()
+            .join(" / "),
         );
         row(
             "sequence numbers skipped by forged claims (no frame; reported lost)",

@@ -22,11 +22,16 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of the `ringside` command line under test: this crate's `ringside-under-test`
-/// binary (`ringside_sidecar::run`), which cargo builds with this crate's tests.
+/// Path of the `ringside` command line under test: `$RINGSIDE_BIN` when set (to run the
+/// tests against another build, e.g. to check that a regression test fails on the build
+/// before a fix), else this crate's `ringside-under-test` binary (`ringside_sidecar::run`),
+/// which cargo builds with this crate's tests.
 pub fn ringside_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("RINGSIDE_BIN") {
+            return PathBuf::from(bin);
+        }
         let bin = bin_dir().join("ringside-under-test");
         assert!(
             bin.exists(),
@@ -181,7 +186,8 @@ impl Sidecar {
         self.wait_exit(Duration::from_secs(20))
     }
 
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+    /// Waits up to `within` for the process to exit (kills it and panics after that).
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(s)) = self.child.try_wait() {

@@ -8,7 +8,7 @@
 //! reconnecting producers), subscribers that drop their stream and resume from their last
 //! `resume_seq`, subscribers that stop reading, Subscribe storms past `--max-subscribers`,
 //! TCP storms past `--max-connections`, a hostile producer writing garbage over the ring,
-//! trying to truncate it, or forging its claim word (five kinds), malformed gRPC requests,
+//! trying to truncate it, or forging its claim word (six kinds), malformed gRPC requests,
 //! clients with a missing or wrong bearer token (the sidecar runs with `--auth-token-file`;
 //! the harness's own clients send the token), slowloris TCP clients, and a flood of streams
 //! on one HTTP/2 connection past `--max-streams-per-connection`. Every third producer is the
@@ -16,8 +16,18 @@
 //! producers` line, without a C compiler). Where a cgroup v1 memory group can be created,
 //! every sidecar runs under a hard limit equal to its budget (else `SKIP cgroup limit`).
 //!
+//! Subscribers: four tonic clients (HTTP/2) and one grpc-web client (HTTP/1.1,
+//! `tests/src/grpc_web.rs`). The sidecar alternates between plaintext and TLS at every
+//! restart (certificates from the `openssl` command; without it, `SKIP TLS` and plaintext
+//! only), and every client of the harness (subscribers, storms, bad-token and hostile
+//! requests, the slow reader and the stream flood) follows, so each kind runs against both.
+//! The Rust producers discard one reservation in 97, which subscribers must see counted.
+//!
 //! Checked per subscriber, by the harness itself, over the ring sequence numbers it was
-//! responsible for: received + reported lost (by reason) = span, so unaccounted = 0; no
+//! responsible for: received + reported lost (by reason) + discarded = span, so unaccounted
+//! = 0; every batch's `[from_seq, resume_seq)` adds up to its frames, losses and counts, and
+//! consecutive batches of a stream touch; `resume_seq` never goes backwards on a stream
+//! (also after the "sequence backwards, position kept" forgery); no
 //! sequence or payload seen twice; every payload passes its own checksum. Also: the sidecar
 //! never exits unless killed, no producer call fails, the sidecar's peak RssAnon stays
 //! below its printed budget and the cgroup never OOM-kills it, bad-token clients and
@@ -36,7 +46,7 @@ use ringside_tests::sidecar as harness;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +60,8 @@ use ringside_tests::chaos_support::{
     CgroupReport, Deck, Fault, ProducerStat, Rng, SubscriberTally, Summary, build_c_producer,
     run_length_from_env, run_producer, seed_from_env,
 };
+use ringside_tests::chaos_tls::{TestCerts, make_certs};
+use ringside_tests::grpc_web;
 use ringside_tests::memory::{MemCgroup, rss_anon};
 use ringside_tests::ring_support::{MAGIC_C, decode_payload};
 
@@ -58,8 +70,10 @@ const HOSTILE: &str = env!("CARGO_BIN_EXE_ring_hostile");
 const PRODUCER_ENV: &str = "RINGSIDE_CHAOS_PRODUCER";
 /// Producers alive at any time.
 const PRODUCERS: usize = 3;
-/// Accounting subscribers.
+/// Accounting subscribers: this many tonic (HTTP/2) ones, then one grpc-web (HTTP/1.1).
 const SUBSCRIBERS: usize = 4;
+/// Index of the grpc-web subscriber (after the tonic ones).
+const WEB_SUBSCRIBER: usize = SUBSCRIBERS;
 /// `--max-subscribers` of the sidecar under test.
 const MAX_SUBSCRIBERS: u64 = 12;
 /// `--max-connections` of the sidecar under test.
@@ -261,16 +275,27 @@ struct SubState {
     next: Option<u64>,
     /// Per producer index: highest per-producer sequence received.
     last_payload: BTreeMap<u32, u64>,
+    /// `resume_seq` of the last batch on the current stream (None at a stream's start).
+    stream_resume: Option<u64>,
+    /// Gaps the current batch's `filtered` + `discarded` counts may still explain.
+    gap_budget: u64,
 }
 
 impl SubState {
-    /// Accounts one event (a loss of `n` frames from `first`, or one frame) at `seq`.
+    /// Accounts one event (a loss of `n` frames from `first`, or one frame) at `seq`. A gap
+    /// before it is explained by the batch's discarded (and filtered) count as far as that
+    /// goes; beyond, it is unaccounted.
     fn account(&mut self, seq: u64, n: u64) {
         let next = *self.next.get_or_insert(seq);
         self.first.get_or_insert(seq);
         if seq > next {
-            self.tally.unaccounted += seq - next;
-            eprintln!("GAP: expected seq {next}, got {seq} (+{n})");
+            let gap = seq - next;
+            let explained = gap.min(self.gap_budget);
+            self.gap_budget -= explained;
+            if gap > explained {
+                self.tally.unaccounted += gap - explained;
+                eprintln!("GAP: expected seq {next}, got {seq} (+{n})");
+            }
         } else if seq < next {
             self.tally.duplicates += (next - seq).min(n);
             eprintln!("OVERLAP: expected seq {next}, got {seq} (+{n})");
@@ -287,12 +312,56 @@ impl SubState {
         self.last_payload.clear();
     }
 
+    /// A new stream of this subscriber starts.
+    fn new_stream(&mut self, tls: bool) {
+        self.tally.streams += 1;
+        self.tally.tls_streams += u64::from(tls);
+        self.stream_resume = None;
+    }
+
     fn batch(&mut self, b: &v1::Batch) {
         if self.ring != Some(b.ring_id) {
             self.close_segment();
             self.ring = Some(b.ring_id);
             self.tally.rings += 1;
         }
+        // The batch's own accounting: [from_seq, resume_seq) = frames + losses in range +
+        // filtered + discarded; resume_seq never goes backwards on a stream.
+        let in_range: u64 = b
+            .losses
+            .iter()
+            .filter(|l| l.first_seq >= b.from_seq)
+            .map(|l| l.frames)
+            .sum();
+        let counted = b.frames.len() as u64 + in_range + b.filtered + b.discarded;
+        if b.resume_seq.checked_sub(b.from_seq) != Some(counted) {
+            self.tally.accounting_errors += 1;
+            eprintln!(
+                "BATCH ACCOUNTING: [{}, {}) holds {} frames, {in_range} lost, {} filtered, {} discarded",
+                b.from_seq,
+                b.resume_seq,
+                b.frames.len(),
+                b.filtered,
+                b.discarded
+            );
+        }
+        if let Some(prev) = self.stream_resume {
+            if b.resume_seq < prev {
+                self.tally.resume_backwards += 1;
+                eprintln!("RESUME BACKWARDS: {prev} -> {}", b.resume_seq);
+            }
+            if b.from_seq != prev {
+                self.tally.accounting_errors += 1;
+                eprintln!(
+                    "BATCH RANGES: from_seq {} after resume_seq {prev}",
+                    b.from_seq
+                );
+            }
+        }
+        self.stream_resume = Some(b.resume_seq);
+        self.tally.discarded += b.discarded;
+        self.tally.filtered += b.filtered;
+        self.gap_budget = b.filtered + b.discarded;
         for l in &b.losses {
             let stale = l.reason == v1::LossReason::Corrupt as i32
                 && self
@@ -341,6 +410,24 @@ impl SubState {
                 }
             }
         }
+        // Discarded (or filtered) sequence numbers after the last frame of the batch.
+        if let Some(next) = self.next
+            && b.resume_seq > next
+            && self.gap_budget > 0
+        {
+            let explained = (b.resume_seq - next).min(self.gap_budget);
+            self.gap_budget -= explained;
+            self.next = Some(next + explained);
+        }
+        if self.gap_budget > 0 {
+            // Counted as discarded or filtered, but no gap was left for them.
+            self.tally.accounting_errors += 1;
+            eprintln!(
+                "BATCH COUNTS: {} discarded/filtered not in any gap",
+                self.gap_budget
+            );
+            self.gap_budget = 0;
+        }
     }
 }
 
@@ -354,6 +441,66 @@ struct SubControl {
 
 /// The bearer token of the sidecar under test (set once at start).
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Where the harness's clients connect, and how: the sidecar runs TLS or plaintext, and
+/// the mode changes at every restart (when certificates could be made), so every client
+/// kind runs against both.
+struct Target {
+    addr: SocketAddr,
+    tls_now: AtomicBool,
+    certs: Option<TestCerts>,
+    /// For tonic: the CA to trust.
+    ca_pem: Option<Vec<u8>>,
+    /// For the raw HTTP/2 clients (ALPN h2) and the grpc-web client (HTTP/1.1, no ALPN).
+    h2_tls: Option<Arc<rustls::ClientConfig>>,
+    web_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Target {
+    fn tls(&self) -> bool {
+        self.tls_now.load(Ordering::SeqCst)
+    }
+
+    fn h2(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.h2_tls.as_ref().filter(|_| self.tls())
+    }
+
+    fn web(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.web_tls.as_ref().filter(|_| self.tls())
+    }
+
+    /// A tonic endpoint for the current mode.
+    fn endpoint(&self) -> Option<tonic::transport::Endpoint> {
+        let tls = self.tls();
+        let scheme = if tls { "https" } else { "http" };
+        let mut e = tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", self.addr))
+            .ok()?
+            .connect_timeout(Duration::from_secs(2));
+        if tls {
+            let ca = tonic::transport::Certificate::from_pem(self.ca_pem.clone()?);
+            e = e
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(ca)
+                        .domain_name(ringside_tests::chaos_tls::SERVER_NAME),
+                )
+                .ok()?;
+        }
+        Some(e)
+    }
+
+    /// The serve flags for a start in `tls` mode.
+    fn flags(&self, base: &[&str], tls: bool) -> Vec<String> {
+        let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        if let (true, Some(c)) = (tls, &self.certs) {
+            v.push("--tls-cert".into());
+            v.push(c.cert.display().to_string());
+            v.push("--tls-key".into());
+            v.push(c.key.display().to_string());
+        }
+        v
+    }
+}
 
 /// A request carrying the harness's bearer token.
 fn authed<T>(msg: T) -> tonic::Request<T> {
@@ -389,8 +536,8 @@ async fn first_answer(
 /// Clients with a missing or wrong bearer token; returns (UNAUTHENTICATED, served a frame
 /// (must be 0), no clear answer: a timeout or transport error during another fault, or a
 /// different status; printed).
-async fn bad_auth(endpoint: String) -> [u64; 3] {
-    let Some(mut c) = connect(&endpoint).await else {
+async fn bad_auth(target: Arc<Target>) -> [u64; 3] {
+    let Some(mut c) = connect(&target).await else {
         return [0, 0, 0];
     };
     let token = TOKEN.get().cloned().unwrap_or_default();
@@ -444,22 +591,18 @@ async fn bad_auth(endpoint: String) -> [u64; 3] {
 }
 
 async fn connect(
-    endpoint: &str,
+    target: &Target,
 ) -> Option<v1::ringside_client::RingsideClient<tonic::transport::Channel>> {
-    let ch = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-        .ok()?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .ok()?;
+    let ch = target.endpoint()?.connect().await.ok()?;
     Some(v1::ringside_client::RingsideClient::new(ch).max_decoding_message_size(16 << 20))
 }
 
 /// An accounting subscriber: resumes from its last `resume_seq` after every disconnect.
-async fn subscriber(endpoint: String, state: Arc<Mutex<SubState>>, ctl: Arc<SubControl>) {
+async fn subscriber(target: Arc<Target>, state: Arc<Mutex<SubState>>, ctl: Arc<SubControl>) {
     let mut resume: Option<(u64, u64)> = None; // (ring id, resume_seq)
     while !ctl.stop.load(Ordering::SeqCst) {
-        let Some(mut client) = connect(&endpoint).await else {
+        let tls = target.tls();
+        let Some(mut client) = connect(&target).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -487,7 +630,7 @@ async fn subscriber(endpoint: String, state: Arc<Mutex<SubState>>, ctl: Arc<SubC
             }
         };
         if let Ok(mut s) = state.lock() {
-            s.tally.streams += 1;
+            s.new_stream(tls);
         }
         loop {
             if ctl.stop.load(Ordering::SeqCst) || ctl.reconnect.swap(false, Ordering::SeqCst) {
@@ -516,11 +659,76 @@ async fn subscriber(endpoint: String, state: Arc<Mutex<SubState>>, ctl: Arc<SubC
     }
 }
 
+/// The grpc-web accounting subscriber (HTTP/1.1, over TLS when the sidecar runs TLS):
+/// like [`subscriber`], resuming from its last `resume_seq` after every disconnect.
+fn web_subscriber(target: Arc<Target>, state: Arc<Mutex<SubState>>, ctl: Arc<SubControl>) {
+    let mut resume: Option<(u64, u64)> = None; // (ring id, resume_seq)
+    while !ctl.stop.load(Ordering::SeqCst) {
+        let start = match resume {
+            Some((_, seq)) => Start::Sequence(seq),
+            None => Start::Earliest(true),
+        };
+        let req = prost::Message::encode_to_vec(&v1::SubscribeRequest {
+            start: Some(start),
+            ..Default::default()
+        });
+        let mut stream = match grpc_web::call(
+            target.addr,
+            target.web(),
+            ringside_proto::SUBSCRIBE_PATH,
+            TOKEN.get().map(String::as_str),
+            &req,
+        ) {
+            Ok(s) => s,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if let Ok(mut s) = state.lock() {
+            s.new_stream(stream.is_tls());
+        }
+        loop {
+            if ctl.stop.load(Ordering::SeqCst) || ctl.reconnect.swap(false, Ordering::SeqCst) {
+                break;
+            }
+            let stall = ctl.stall_ms.swap(0, Ordering::SeqCst);
+            if stall > 0 {
+                std::thread::sleep(Duration::from_millis(stall));
+            }
+            match stream.next(Duration::from_millis(250)) {
+                Ok(grpc_web::Event::Timeout) => continue,
+                Ok(grpc_web::Event::Message(bytes)) => {
+                    let Ok(b) = <v1::Batch as prost::Message>::decode(bytes.as_slice()) else {
+                        eprintln!("grpc-web: a message that is not a Batch");
+                        if let Ok(mut s) = state.lock() {
+                            s.tally.corrupt += 1;
+                        }
+                        break;
+                    };
+                    resume = Some((b.ring_id, b.resume_seq));
+                    if let Ok(mut s) = state.lock() {
+                        s.batch(&b);
+                    }
+                }
+                Ok(grpc_web::Event::Trailers { status, message }) => {
+                    if status == tonic::Code::InvalidArgument as i32 && resume.is_some() {
+                        eprintln!("grpc-web resume refused ({message}); starting from earliest");
+                        resume = None;
+                    }
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 /// Opens `n` Subscribe streams over a few connections, holds them, counts the answers.
-async fn subscribe_storm(endpoint: String, n: u64) -> [u64; 3] {
+async fn subscribe_storm(target: Arc<Target>, n: u64) -> [u64; 3] {
     let mut clients = Vec::new();
     for _ in 0..4 {
-        if let Some(c) = connect(&endpoint).await {
+        if let Some(c) = connect(&target).await {
             clients.push(c);
         }
     }
@@ -570,8 +778,8 @@ async fn subscribe_storm(endpoint: String, n: u64) -> [u64; 3] {
 /// Malformed requests; returns (refused with a clear status, accepted: a stream that
 /// delivered a batch, no clear answer: timeouts or transport errors while a fault such as a
 /// SIGSTOPped or restarting sidecar is in progress).
-async fn hostile_requests(endpoint: String) -> [u64; 3] {
-    let Some(mut c) = connect(&endpoint).await else {
+async fn hostile_requests(target: Arc<Target>) -> [u64; 3] {
+    let Some(mut c) = connect(&target).await else {
         return [0, 0, 0];
     };
     let many: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
@@ -653,13 +861,34 @@ fn hostile(socket: &Path, mode: &str, extra: &[String]) {
 
 /// Claim word forgeries (`ring_hostile forge --kind K`) and the sequence numbers each adds
 /// without a frame (reported lost, never written).
-const FORGERIES: [(&str, u64); 5] = [
+const FORGERIES: [(&str, u64); 6] = [
     ("unaligned", 0),
     ("future", 1000),
     ("wrap", 100),
     ("backwards", 0),
     ("seq-ahead", 5000),
+    // Sequence - 50, position kept: the next 50 frames reuse passed sequence numbers and are
+    // reported as stale corrupt frames; resume_seq must not go backwards.
+    ("seq-backwards", 0),
 ];
+
+/// Starts (or restarts) the sidecar: plaintext on even generations, TLS on odd ones when
+/// certificates exist, so the harness's clients meet both.
+fn start_sidecar(
+    dir: &TempDir,
+    target: &Target,
+    flags: &[&str],
+    cgroup: Option<&Path>,
+    generation: u64,
+    starts: &mut [u64; 2],
+) -> Sidecar {
+    let tls = target.certs.is_some() && generation % 2 == 1;
+    target.tls_now.store(tls, Ordering::SeqCst);
+    starts[usize::from(tls)] += 1;
+    let owned = target.flags(flags, tls);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    Sidecar::start_in(dir, target.addr.port(), &args, cgroup)
+}
 
 /// SIGSTOPs every producer and waits (bounded) until each is stopped.
 fn stop_all(producers: &mut [ProducerProc]) {
@@ -783,24 +1012,69 @@ fn chaos_short_mode_accounts_for_every_frame() {
         }
     };
     let cg_path = cgroup.as_ref().map(|c| c.0.as_path());
-    let mut sidecar = Sidecar::start_in(&dir, port, flags, cg_path);
-    let endpoint = sidecar.endpoint();
+    // TLS: the sidecar alternates between plaintext and TLS at every restart.
+    let certs = match make_certs(dir.path()) {
+        Ok(c) => Some(c),
+        Err(why) => {
+            println!("SKIP TLS: {why}");
+            summary.tls_skipped = Some(why);
+            None
+        }
+    };
+    let rustls_config = |alpn: &[&[u8]]| {
+        certs.as_ref().map(|c| {
+            ringside_tests::chaos_tls::client_config(&c.ca, alpn).expect("TLS client config")
+        })
+    };
+    let target = Arc::new(Target {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        tls_now: AtomicBool::new(false),
+        ca_pem: certs
+            .as_ref()
+            .map(|c| std::fs::read(&c.ca).expect("read the test CA")),
+        h2_tls: rustls_config(&[b"h2"]),
+        // No ALPN: the sidecar's TLS offers only h2 and would refuse a client that offers
+        // only http/1.1; without ALPN, hyper takes the HTTP/1.1 request as it comes.
+        web_tls: rustls_config(&[]),
+        certs,
+    });
+    let mut sidecar = start_sidecar(
+        &dir,
+        &target,
+        flags,
+        cg_path,
+        0,
+        &mut summary.sidecar_starts,
+    );
     let socket = sidecar.socket.clone();
 
-    // Subscribers first, so they see the ring from sequence 0.
-    let subs: Vec<(Arc<Mutex<SubState>>, Arc<SubControl>)> = (0..SUBSCRIBERS)
-        .map(|_| (Arc::default(), Arc::default()))
+    // Subscribers first, so they see the ring from sequence 0: tonic ones, then grpc-web.
+    let subs: Vec<(Arc<Mutex<SubState>>, Arc<SubControl>)> = (0..=WEB_SUBSCRIBER)
+        .map(|i| {
+            let mut st = SubState::default();
+            st.tally.client = if i == WEB_SUBSCRIBER {
+                "grpc-web"
+            } else {
+                "tonic"
+            };
+            (Arc::new(Mutex::new(st)), Arc::default())
+        })
         .collect();
-    let sub_tasks: Vec<_> = subs
+    let sub_tasks: Vec<_> = subs[..SUBSCRIBERS]
         .iter()
         .map(|(st, ctl)| {
             rt.spawn(subscriber(
-                endpoint.clone(),
+                Arc::clone(&target),
                 Arc::clone(st),
                 Arc::clone(ctl),
             ))
         })
         .collect();
+    let web_thread = {
+        let (st, ctl) = &subs[WEB_SUBSCRIBER];
+        let (target, st, ctl) = (Arc::clone(&target), Arc::clone(st), Arc::clone(ctl));
+        std::thread::spawn(move || web_subscriber(target, st, ctl))
+    };
 
     let mut next_index = 0u32;
     // One producer of three is the C program (when there is one); a killed producer is
@@ -859,8 +1133,15 @@ fn chaos_short_mode_accounts_for_every_frame() {
         while Instant::now() < until {
             sample_rss(&sidecar, &mut summary);
             if !check_alive(&mut sidecar, &mut summary) {
-                sidecar_generation.fetch_add(1, Ordering::SeqCst);
-                sidecar = Sidecar::start_in(&dir, port, flags, cg_path);
+                let g = sidecar_generation.fetch_add(1, Ordering::SeqCst) + 1;
+                sidecar = start_sidecar(
+                    &dir,
+                    &target,
+                    flags,
+                    cg_path,
+                    g,
+                    &mut summary.sidecar_starts,
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -908,10 +1189,17 @@ fn chaos_short_mode_accounts_for_every_frame() {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
             }
             Fault::KillSidecar => {
-                sidecar_generation.fetch_add(1, Ordering::SeqCst);
+                let g = sidecar_generation.fetch_add(1, Ordering::SeqCst) + 1;
                 let _ = sidecar.kill();
                 std::thread::sleep(rng.millis(0, 500));
-                sidecar = Sidecar::start_in(&dir, port, flags, cg_path);
+                sidecar = start_sidecar(
+                    &dir,
+                    &target,
+                    flags,
+                    cg_path,
+                    g,
+                    &mut summary.sidecar_starts,
+                );
                 if adopted(&sidecar) {
                     summary.adopted += 1;
                 } else {
@@ -930,7 +1218,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
                     .store(rng.below(6000) + 500, Ordering::SeqCst);
             }
             Fault::SubscribeStorm => {
-                let (ep, res) = (endpoint.clone(), Arc::clone(&storm_result));
+                let (ep, res) = (Arc::clone(&target), Arc::clone(&storm_result));
                 rt.spawn(async move {
                     let r = subscribe_storm(ep, MAX_SUBSCRIBERS + 8).await;
                     if let Ok(mut s) = res.lock() {
@@ -961,6 +1249,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
                     let (stop, res) = (Arc::clone(&slow_stop), Arc::clone(&slow_results));
                     let generation = Arc::clone(&sidecar_generation);
                     let (addr, req) = (sidecar.addr, subscribe_earliest.clone());
+                    let tls = target.h2().cloned();
                     slow_threads.push(std::thread::spawn(move || {
                         let end = chaos_h2::slowloris(
                             kind,
@@ -970,6 +1259,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
                             &generation,
                             TOKEN.get().map(String::as_str),
                             &req,
+                            tls.as_ref(),
                         );
                         if let Ok(mut r) = res.lock() {
                             r.push((kind, end));
@@ -1031,6 +1321,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
                     FLOOD_STREAMS,
                     TOKEN.get().map(String::as_str),
                     &subscribe_earliest,
+                    target.h2(),
                 );
                 match flood {
                     Some(t) => {
@@ -1051,7 +1342,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
                 }
             }
             Fault::BadAuth => {
-                let (ep, res) = (endpoint.clone(), Arc::clone(&bad_auth_result));
+                let (ep, res) = (Arc::clone(&target), Arc::clone(&bad_auth_result));
                 rt.spawn(async move {
                     let r = bad_auth(ep).await;
                     if let Ok(mut s) = res.lock() {
@@ -1062,7 +1353,7 @@ fn chaos_short_mode_accounts_for_every_frame() {
                 });
             }
             Fault::HostileRequest => {
-                let (ep, res) = (endpoint.clone(), Arc::clone(&hostile_result));
+                let (ep, res) = (Arc::clone(&target), Arc::clone(&hostile_result));
                 rt.spawn(async move {
                     let r = hostile_requests(ep).await;
                     if let Ok(mut s) = res.lock() {
@@ -1074,8 +1365,15 @@ fn chaos_short_mode_accounts_for_every_frame() {
             }
         }
         if !check_alive(&mut sidecar, &mut summary) {
-            sidecar_generation.fetch_add(1, Ordering::SeqCst);
-            sidecar = Sidecar::start_in(&dir, port, flags, cg_path);
+            let g = sidecar_generation.fetch_add(1, Ordering::SeqCst) + 1;
+            sidecar = start_sidecar(
+                &dir,
+                &target,
+                flags,
+                cg_path,
+                g,
+                &mut summary.sidecar_starts,
+            );
         }
     }
 
@@ -1126,6 +1424,8 @@ fn chaos_short_mode_accounts_for_every_frame() {
     for t in sub_tasks {
         let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), t).await });
     }
+    // The grpc-web subscriber checks `stop` at least every 250 ms (and after a stall).
+    let _ = web_thread.join();
     // Let storm/hostile-request tasks finish.
     std::thread::sleep(Duration::from_secs(1));
     eprintln!(
@@ -1195,6 +1495,17 @@ fn chaos_short_mode_accounts_for_every_frame() {
         "the sidecar exited on its own"
     );
     assert_eq!(unaccounted, 0, "frames neither received nor reported lost");
+    let (accounting, backwards) = summary.accounting_violations();
+    assert_eq!(
+        accounting, 0,
+        "batches whose [from_seq, resume_seq) did not add up"
+    );
+    assert_eq!(backwards, 0, "resume_seq went backwards on a stream");
+    assert!(
+        summary.subscribers.iter().all(|s| s.discarded > 0),
+        "the Rust producers discard every {}th frame, but a subscriber saw no discards",
+        ringside_tests::chaos_support::DISCARD_EVERY
+    );
     assert_eq!(duplicates, 0, "frames received twice");
     assert_eq!(corrupt, 0, "deliveries that fail their checksum");
     assert_eq!(summary.producer_errors, 0, "producer calls failed");
@@ -1217,6 +1528,12 @@ fn chaos_short_mode_accounts_for_every_frame() {
         summary.subscribers.iter().all(|s| s.received > 0),
         "a subscriber received nothing"
     );
+    if summary.tls_skipped.is_none() && summary.sidecar_starts[1] > 0 {
+        assert!(
+            summary.subscribers.iter().any(|s| s.tls_streams > 0),
+            "the sidecar ran TLS, but no subscriber stream used it"
+        );
+    }
     assert_eq!(
         summary.hostile_requests[1], 0,
         "a malformed request was served frames"
@@ -1283,6 +1600,13 @@ fn chaos_short_mode_accounts_for_every_frame() {
             "no flood stream was refused with REFUSED_STREAM: {:?}",
             summary.flood
         );
+        if summary.tls_skipped.is_none() {
+            assert!(
+                summary.sidecar_starts[0] >= 1 && summary.sidecar_starts[1] >= 1,
+                "a 60 s run restarts the sidecar, so it runs both plaintext and TLS: {:?}",
+                summary.sidecar_starts
+            );
+        }
         for (kind, _) in FORGERIES {
             assert!(
                 summary.forgeries.get(kind).copied().unwrap_or(0) >= 1,

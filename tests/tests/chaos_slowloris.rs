@@ -44,7 +44,16 @@ fn closed_within(kind: chaos_h2::Slowloris) -> chaos_h2::SlowEnd {
     let sidecar = Sidecar::start(&dir, FLAGS);
     let stop = AtomicBool::new(false);
     let generation = AtomicU64::new(0);
-    chaos_h2::slowloris(kind, sidecar.addr, BOUND, &stop, &generation, None, &[])
+    chaos_h2::slowloris(
+        kind,
+        sidecar.addr,
+        BOUND,
+        &stop,
+        &generation,
+        None,
+        &[],
+        None,
+    )
 }
 
 #[test]

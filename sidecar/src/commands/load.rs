@@ -3,7 +3,9 @@
 //! One thread and one producer connection per `--producers`; frames are paced
 //! to `--rate` in total, round-robin over `--topics` topics (`load/0` ...).
 //! Each payload starts with the producer's frame counter (u64 LE) and the send
-//! time (u64 LE, ns since the UNIX epoch), then a fill pattern.
+//! time (u64 LE, ns since the UNIX epoch), then a fill pattern. With
+//! `--discard-every K`, every K-th frame is reserved and dropped instead
+//! (published as discarded), for testing how subscribers account for discards.
 
 use crate::config::{LoadArgs, human_bytes};
 use ringside_client::{Producer, ProducerStats, SendError};
@@ -82,10 +84,16 @@ pub fn run(args: LoadArgs) -> ExitCode {
         };
         let p = Arc::clone(p);
         let sh = Arc::clone(&shared);
-        let (topics, duration) = (args.topics, args.duration);
+        let pace = Pace {
+            rate,
+            size,
+            topics: args.topics,
+            duration: args.duration,
+            discard_every: args.discard_every,
+        };
         let t = std::thread::Builder::new()
             .name(format!("load-{i}"))
-            .spawn(move || produce(&p, &sh, rate, size, topics, duration, i as u32));
+            .spawn(move || produce(&p, &sh, pace, i as u32));
         match t {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -189,15 +197,29 @@ fn sum(ps: &[Arc<Producer>]) -> ProducerStats {
     t
 }
 
-fn produce(
-    p: &Producer,
-    shared: &Shared,
+/// What one producer thread writes.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Frames per second (0 = as fast as possible).
     rate: u64,
+    /// Payload bytes.
     size: usize,
+    /// Topics, round-robin.
     topics: u32,
+    /// How long.
     duration: Duration,
-    index: u32,
-) -> Result<(), String> {
+    /// Reserve and drop every this-many-th frame (0 = never).
+    discard_every: u64,
+}
+
+fn produce(p: &Producer, shared: &Shared, pace: Pace, index: u32) -> Result<(), String> {
+    let Pace {
+        rate,
+        size,
+        topics,
+        duration,
+        discard_every,
+    } = pace;
     let names: Vec<String> = (0..topics).map(|i| format!("load/{i}")).collect();
     let mut payload = vec![0u8; size];
     for (i, b) in payload.iter_mut().enumerate().skip(16) {
@@ -232,9 +254,18 @@ fn produce(
             if size >= 16 {
                 payload[8..16].copy_from_slice(&now_ns().to_le_bytes());
             }
-            match p.send(&names[topic], &payload) {
-                Ok(()) | Err(SendError::NotConnected) => {}
-                Err(e) => return Err(format!("send failed: {e}")),
+            if discard_every > 0 && (sent + 1).is_multiple_of(discard_every) {
+                match p.reserve(&names[topic], size) {
+                    // Dropped without commit: published as discarded.
+                    Ok(reservation) => drop(reservation),
+                    Err(SendError::NotConnected) => {}
+                    Err(e) => return Err(format!("reserve failed: {e}")),
+                }
+            } else {
+                match p.send(&names[topic], &payload) {
+                    Ok(()) | Err(SendError::NotConnected) => {}
+                    Err(e) => return Err(format!("send failed: {e}")),
+                }
             }
             sent += 1;
             topic = (topic + 1) % names.len();

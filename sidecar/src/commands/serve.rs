@@ -3,7 +3,9 @@
 use crate::auth::TokenCheck;
 use crate::budget::{Budget, BudgetInputs, MemoryLimit, retention_table};
 use crate::config::{ServeArgs, human_bytes};
-use crate::limits::{LimitedListener, SocketOptions, SubscriberSlots};
+use crate::limits::{
+    LimitedListener, SocketOptions, StallPolicy, SubscriberSlots, UNARY_STREAM_RESERVE,
+};
 use crate::observer::Observer;
 use crate::service::RingsideService;
 use crate::state::{CallLimits, Counters, Shared};
@@ -18,8 +20,11 @@ use thiserror::Error;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-/// How long graceful shutdown waits for streams to end before exiting anyway.
+/// How long graceful shutdown waits for Subscribe streams to end before exiting anyway
+/// (a stream whose client stopped reading cannot take its last message).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long connections get to close after that (in-flight unary calls, reflection).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why `serve` could not start or stopped.
 #[derive(Debug, Error)]
@@ -85,8 +90,16 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
         max_payload,
     };
     ring.validate().map_err(|e| {
+        let frame = ringside_ring::frame_len(ringside_ring::MAX_TOPIC_LEN, max_payload as usize) as u64;
+        let smallest = (4 * frame).next_power_of_two().max(64 * 1024);
+        let largest_payload = (args.ring_size / 4)
+            .saturating_sub(ringside_ring::frame_len(ringside_ring::MAX_TOPIC_LEN, 0) as u64);
         ServeError::Config(format!(
-            "invalid ring geometry: {e}; check --ring-size and --max-payload"
+            "invalid ring geometry: {e}; with --max-payload {} the ring must be a power of two of at least {} (--ring-size {}), and a ring of {} takes --max-payload {largest_payload} or less",
+            human_bytes(args.max_payload),
+            human_bytes(smallest),
+            flag_bytes(smallest),
+            human_bytes(args.ring_size),
         ))
     })?;
     let min_buf =
@@ -126,7 +139,8 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
         ring_bytes: ring.shm_len(),
         max_subscribers: args.max_subscribers as u64,
         max_connections: args.max_connections as u64,
-        max_streams_per_connection: u64::from(args.max_streams_per_connection),
+        max_streams_per_connection: u64::from(args.max_streams_per_connection)
+            + u64::from(UNARY_STREAM_RESERVE),
         subscriber_buffer: args.subscriber_buffer,
         max_request: args.max_request,
         socket_send_buffer: args.socket_send_buffer,
@@ -142,6 +156,16 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
         budget,
         limit,
     })
+}
+
+/// A byte count as a flag value: `512KiB`, `64MiB`, or plain bytes.
+fn flag_bytes(n: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= size && n.is_multiple_of(size) {
+            return format!("{}{unit}", n / size);
+        }
+    }
+    n.to_string()
 }
 
 /// Runs `ringside serve`.
@@ -258,23 +282,83 @@ fn tls_config(args: &ServeArgs) -> Result<Option<ServerTlsConfig>, ServeError> {
     Ok(Some(tls))
 }
 
-/// Periodically closes connections of subscribers that stopped reading.
-fn spawn_reaper(shared: Arc<Shared>, timeout: Duration) {
-    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    let period = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+/// Periodically ends the streams of subscribers that stopped reading, and closes their
+/// connections if they still read nothing (see `limits::SubscriberSlots::reap_stalled`).
+fn spawn_reaper(shared: Arc<Shared>, policy: StallPolicy) {
+    let period = (Duration::from_millis(policy.timeout_ms) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(5));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            let n = shared
-                .slots
-                .reap_stalled(shared.ring.tail().pos, timeout_ms);
-            if n > 0 {
-                metrics::counter!("ringside_subscribers_reaped_total").increment(n);
+            let reaped = shared.slots.reap_stalled(shared.ring.tail().pos, policy);
+            if reaped.ended > 0 {
+                metrics::counter!("ringside_subscribers_reaped_total").increment(reaped.ended);
+            }
+            if reaped.closed > 0 {
+                metrics::counter!("ringside_subscriber_connections_closed_total")
+                    .increment(reaped.closed);
             }
         }
     });
+}
+
+/// The CORS layer for `--cors-allow-origin` (none without origins): preflights are
+/// answered here, and grpc-web responses expose the gRPC status headers.
+fn cors_layer(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>, ServeError> {
+    use http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o.trim() == "*") {
+        AllowOrigin::any()
+    } else {
+        let mut list = Vec::with_capacity(origins.len());
+        for o in origins {
+            let o = o.trim();
+            if o.is_empty() || o.ends_with('/') || !o.contains("://") {
+                return Err(ServeError::Config(format!(
+                    "--cors-allow-origin {o:?} is not an origin; write scheme://host[:port] without a path, e.g. https://console.example.com, or `*`"
+                )));
+            }
+            list.push(
+                HeaderValue::from_str(o)
+                    .map_err(|e| ServeError::Config(format!("--cors-allow-origin {o:?}: {e}")))?,
+            );
+        }
+        AllowOrigin::list(list)
+    };
+    let names = |v: &[&'static str]| -> Vec<HeaderName> {
+        v.iter().map(|n| HeaderName::from_static(n)).collect()
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers(names(&[
+                "content-type",
+                "x-grpc-web",
+                "x-user-agent",
+                "grpc-timeout",
+                "authorization",
+            ]))
+            .expose_headers(names(&[
+                "grpc-status",
+                "grpc-message",
+                "grpc-status-details-bin",
+            ]))
+            .max_age(Duration::from_secs(24 * 3600)),
+    ))
+}
+
+/// True when `--max-request` is below the largest Subscribe request the filter rules
+/// allow (8 KiB of names and prefixes, 128 entries, the other fields).
+fn max_request_too_small(max_request: u64) -> bool {
+    let entries = (crate::filter::MAX_FILTER_TOPICS + crate::filter::MAX_FILTER_PREFIXES) as u64;
+    // Each entry: a key byte and a length varint of up to 2 bytes; other fields: 40 bytes.
+    max_request < crate::filter::MAX_FILTER_BYTES as u64 + entries * 3 + 40
 }
 
 async fn shutdown_signal() -> &'static str {
@@ -321,6 +405,8 @@ async fn serve_async(
             subscriber_buffer: r.subscriber_buffer,
             max_request: args.max_request as usize,
             stall_timeout: args.stall_timeout,
+            subscribe_streams_per_connection: args.max_streams_per_connection,
+            subscriber_stall_timeout: args.subscriber_stall_timeout,
         },
         counters: Counters::default(),
         budget_bytes: r.budget.total(),
@@ -359,29 +445,31 @@ async fn serve_async(
     }
     crate::metrics::spawn_updater(Arc::clone(&shared), conn_permits, args.max_connections);
     if !args.subscriber_stall_timeout.is_zero() {
-        spawn_reaper(Arc::clone(&shared), args.subscriber_stall_timeout);
+        spawn_reaper(
+            Arc::clone(&shared),
+            StallPolicy::new(args.subscriber_stall_timeout, args.keepalive_interval),
+        );
     }
 
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status(
-            ringside_proto::SERVICE_NAME,
-            tonic_health::ServingStatus::Serving,
-        )
-        .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ringside_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Runtime(format!("reflection: {e}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ringside_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| ServeError::Runtime(format!("reflection: {e}")))?;
+    let (health_reporter, health) = crate::health::health_service();
+    let index = crate::reflection::Index::sidecar()
+        .map_err(|e| ServeError::Runtime(format!("reflection descriptors: {e}")))?;
+    let reflection = crate::reflection::Reflection::new(Arc::new(index));
+    let reflection_v1 =
+        tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer::new(
+            reflection.clone(),
+        );
+    let reflection_v1alpha =
+        tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflectionServer::new(
+            reflection,
+        );
+    let cors = cors_layer(&args.cors_allow_origin)?;
+    if max_request_too_small(args.max_request) {
+        tracing::warn!(
+            max_request = args.max_request,
+            "--max-request is below the largest Subscribe request the API allows (8 KiB of topic filters); such requests get RESOURCE_EXHAUSTED"
+        );
+    }
 
     let mut builder = Server::builder();
     if let Some(tls) = tls {
@@ -395,7 +483,10 @@ async fn serve_async(
     let mut builder = builder
         .accept_http1(true)
         .tcp_nodelay(true)
-        .max_concurrent_streams(args.max_streams_per_connection)
+        .max_concurrent_streams(
+            args.max_streams_per_connection
+                .saturating_add(UNARY_STREAM_RESERVE),
+        )
         .initial_stream_window_size(budget::H2_RECV_WINDOW)
         .initial_connection_window_size(budget::H2_RECV_WINDOW)
         .max_frame_size(budget::H2_MAX_FRAME)
@@ -411,6 +502,7 @@ async fn serve_async(
             .max_connection_age_grace(Duration::from_secs(10));
     }
     let router = builder
+        .layer(tower::util::option_layer(cors))
         .layer(crate::console::ConsoleLayer::new(args.console))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(crate::limits::OverLimitLayer)
@@ -425,6 +517,7 @@ async fn serve_async(
         max_connections = args.max_connections,
         auth = auth.enabled(),
         tls = args.tls_cert.is_some(),
+        cors = ?args.cors_allow_origin,
         "serving gRPC (ringside.v1.Ringside, health, reflection, grpc-web)"
     );
     if args.console {
@@ -438,31 +531,46 @@ async fn serve_async(
 
     let wake = Arc::new(wake);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    // Shutdown, in order: health says NOT_SERVING (both names) and keeps answering; every
+    // Subscribe stream ends with UNAVAILABLE naming its resume sequence; once they are
+    // gone (or after SHUTDOWN_GRACE), health Watch streams end; only then does the
+    // server stop accepting and close its connections (CLOSE_GRACE at most).
     let on_signal = {
         let shutdown = Arc::clone(&shutdown);
         let wake = Arc::clone(&wake);
-        let reporter = health_reporter.clone();
+        let shared = Arc::clone(&shared);
         async move {
             let which = shutdown_signal().await;
             tracing::info!(
                 signal = which,
-                "shutting down: ending streams with UNAVAILABLE"
+                "shutting down: health NOT_SERVING, ending Subscribe streams with UNAVAILABLE"
             );
-            reporter
-                .set_service_status(
-                    ringside_proto::SERVICE_NAME,
-                    tonic_health::ServingStatus::NotServing,
-                )
-                .await;
+            health_reporter.not_serving();
             shutdown.store(true, Ordering::Release);
             wake.signal_shutdown();
             let _ = signalled_tx.send(());
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            loop {
+                let open = shared.slots.active();
+                if open == 0 {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        open,
+                        "{open} Subscribe streams did not end within {SHUTDOWN_GRACE:?}: their clients stopped reading and cannot take their last message; exiting anyway"
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            health_reporter.close();
         }
     };
     let serve = router.serve_with_incoming_shutdown(listener.into_stream(), on_signal);
     let grace = async {
         if signalled_rx.await.is_ok() {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tokio::time::sleep(SHUTDOWN_GRACE + CLOSE_GRACE).await;
         } else {
             std::future::pending::<()>().await;
         }
@@ -472,7 +580,7 @@ async fn serve_async(
             res.map_err(|e| ServeError::Runtime(format!("gRPC server failed: {e}")))?;
         }
         () = grace => {
-            tracing::warn!("streams did not end within {SHUTDOWN_GRACE:?} (stalled clients); exiting anyway");
+            tracing::warn!("connections did not close within {CLOSE_GRACE:?} after the Subscribe streams ended (calls still open, e.g. reflection sessions); exiting anyway");
         }
     }
     if let Some(w) = Arc::into_inner(wake) {

@@ -335,6 +335,20 @@ async fn tail(args: TailArgs, start: v1::subscribe_request::Start) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
         }
+        if msg.discarded > 0 {
+            // Reservations producers dropped: never published, not lost.
+            let line = if args.json {
+                serde_json::json!({"discarded": {"frames": msg.discarded, "resume_seq": msg.resume_seq}}).to_string()
+            } else {
+                format!(
+                    "-- {} discarded reservation(s) before seq {} (not lost)",
+                    msg.discarded, msg.resume_seq
+                )
+            };
+            if writeln!(out, "{line}").is_err() {
+                return ExitCode::SUCCESS;
+            }
+        }
         for f in &msg.frames {
             let record = tracing_record(&args.tracing_prefix, f);
             let line = if args.json {

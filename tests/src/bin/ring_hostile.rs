@@ -10,7 +10,8 @@
 //!   harness SIGSTOPs every producer first, so the read-modify-write races no claim):
 //!   `unaligned` (position + 3), `future` (position + 2^40, sequence + 1000), `wrap`
 //!   (position 2^64 - 4096, sequence + 100), `backwards` (position - capacity/2),
-//!   `seq-ahead` (sequence + 5000, position kept), `repair` (position rounded up to a
+//!   `seq-ahead` (sequence + 5000, position kept), `seq-backwards` (sequence - 50, position
+//!   kept: the next frames reuse sequence numbers already passed), `repair` (position rounded up to a
 //!   multiple of 8, after `unaligned`). Prints `FORGED kind=.. pos=..->.. seq=..->..`.
 //! - `hold --count N [--setuid UID]`: opens N connections to the socket (as UID), never
 //!   sends a Hello, prints `HELD n=..`, and opens N more every 500 ms until stdin reaches EOF.
@@ -163,6 +164,7 @@ fn main() {
                 "wrap" => (u64::MAX - 4095, seq + 100),
                 "backwards" => (pos.wrapping_sub(capacity / 2) & !7, seq),
                 "seq-ahead" => (pos, seq + 5000),
+                "seq-backwards" => (pos, seq.saturating_sub(50)),
                 "repair" => (pos.wrapping_add(7) & !7, seq),
                 other => panic!("unknown forge kind {other}"),
             };

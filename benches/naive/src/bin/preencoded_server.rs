@@ -205,6 +205,7 @@ fn build(args: &Args) -> Vec<Bytes> {
             frames,
             losses: Vec::new(),
             resume_seq: seq,
+            ..Batch::default()
         };
         let bytes = Bytes::from(batch.encode_to_vec());
         total += bytes.len() as u64;
