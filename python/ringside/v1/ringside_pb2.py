@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aringside/v1/ringside.proto\x12\x0bringside.v1\"\xc8\x01\n\x10SubscribeRequest\x12\x12\n\x08\x65\x61rliest\x18\x01 \x01(\x08H\x00\x12\x10\n\x06latest\x18\x02 \x01(\x08H\x00\x12\x12\n\x08sequence\x18\x03 \x01(\x04H\x00\x12\x16\n\x0ctimestamp_ns\x18\x04 \x01(\x04H\x00\x12\x0e\n\x06topics\x18\x05 \x03(\t\x12\x16\n\x0etopic_prefixes\x18\x06 \x03(\t\x12\x18\n\x10max_batch_frames\x18\x07 \x01(\r\x12\x17\n\x0fmax_batch_bytes\x18\x08 \x01(\rB\x07\n\x05start\"s\n\x05\x42\x61tch\x12\x0f\n\x07ring_id\x18\x01 \x01(\x06\x12\"\n\x06\x66rames\x18\x02 \x03(\x0b\x32\x12.ringside.v1.Frame\x12!\n\x06losses\x18\x03 \x03(\x0b\x32\x11.ringside.v1.Loss\x12\x12\n\nresume_seq\x18\x04 \x01(\x04\"_\n\x05\x46rame\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x14\n\x0ctimestamp_ns\x18\x02 \x01(\x04\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x13\n\x0bproducer_id\x18\x04 \x01(\r\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\"R\n\x04Loss\x12\'\n\x06reason\x18\x01 \x01(\x0e\x32\x17.ringside.v1.LossReason\x12\x0e\n\x06\x66rames\x18\x02 \x01(\x04\x12\x11\n\tfirst_seq\x18\x03 \x01(\x04\"\r\n\x0bInfoRequest\"\xd1\x06\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07ring_id\x18\x02 \x01(\x06\x12\x1b\n\x13ring_capacity_bytes\x18\x03 \x01(\x04\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\r\x12\x14\n\x0cring_adopted\x18\x05 \x01(\x08\x12\x17\n\noldest_seq\x18\x06 \x01(\x04H\x00\x88\x01\x01\x12 \n\x13oldest_timestamp_ns\x18\x07 \x01(\x04H\x01\x88\x01\x01\x12\x17\n\nnewest_seq\x18\x08 \x01(\x04H\x02\x88\x01\x01\x12\x10\n\x08next_seq\x18\t \x01(\x04\x12\x16\n\x0ewrite_position\x18\n \x01(\x04\x12\x1d\n\x15ingest_frames_per_sec\x18\x0b \x01(\x01\x12\x1c\n\x14ingest_bytes_per_sec\x18\x0c \x01(\x01\x12\x19\n\x11retention_seconds\x18\r \x01(\x01\x12\x1b\n\x13producers_connected\x18\x0e \x01(\x04\x12\x1a\n\x12producers_admitted\x18\x0f \x01(\x04\x12\x19\n\x11producers_refused\x18\x10 \x01(\x04\x12\x1a\n\x12subscribers_active\x18\x11 \x01(\x04\x12\x17\n\x0fsubscribers_max\x18\x12 \x01(\x04\x12\x1b\n\x13subscribers_refused\x18\x13 \x01(\x04\x12\x12\n\nframes_out\x18\x14 \x01(\x04\x12\x11\n\tbytes_out\x18\x15 \x01(\x04\x12\x13\n\x0blost_lapped\x18\x16 \x01(\x04\x12\x16\n\x0elost_abandoned\x18\x17 \x01(\x04\x12\x14\n\x0clost_corrupt\x18\x18 \x01(\x04\x12\x1b\n\x13memory_budget_bytes\x18\x19 \x01(\x04\x12\x1a\n\x12memory_limit_bytes\x18\x1a \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x1b \x01(\x01\x12\x1a\n\x12subscribers_reaped\x18\x1c \x01(\x04\x12\x16\n\x0erss_anon_bytes\x18\x1d \x01(\x04\x12\x30\n\x0bsubscribers\x18\x1e \x03(\x0b\x32\x1b.ringside.v1.SubscriberInfoB\r\n\x0b_oldest_seqB\x16\n\x14_oldest_timestamp_nsB\r\n\x0b_newest_seq\"E\n\x0eSubscriberInfo\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x11\n\tlag_bytes\x18\x02 \x01(\x04\x12\x12\n\nframes_out\x18\x03 \x01(\x04\"\x13\n\x11ListTopicsRequest\"[\n\tTopicInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66rames\x18\x02 \x01(\x04\x12\x15\n\rpayload_bytes\x18\x03 \x01(\x04\x12\x19\n\x11last_timestamp_ns\x18\x04 \x01(\x04\"O\n\x12ListTopicsResponse\x12&\n\x06topics\x18\x01 \x03(\x0b\x32\x16.ringside.v1.TopicInfo\x12\x11\n\ttruncated\x18\x02 \x01(\x08*u\n\nLossReason\x12\x1b\n\x17LOSS_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12LOSS_REASON_LAPPED\x10\x01\x12\x19\n\x15LOSS_REASON_ABANDONED\x10\x02\x12\x17\n\x13LOSS_REASON_CORRUPT\x10\x03\x32\xd8\x01\n\x08Ringside\x12@\n\tSubscribe\x12\x1d.ringside.v1.SubscribeRequest\x1a\x12.ringside.v1.Batch0\x01\x12;\n\x04Info\x12\x18.ringside.v1.InfoRequest\x1a\x19.ringside.v1.InfoResponse\x12M\n\nListTopics\x12\x1e.ringside.v1.ListTopicsRequest\x1a\x1f.ringside.v1.ListTopicsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aringside/v1/ringside.proto\x12\x0bringside.v1\"\xc8\x01\n\x10SubscribeRequest\x12\x12\n\x08\x65\x61rliest\x18\x01 \x01(\x08H\x00\x12\x10\n\x06latest\x18\x02 \x01(\x08H\x00\x12\x12\n\x08sequence\x18\x03 \x01(\x04H\x00\x12\x16\n\x0ctimestamp_ns\x18\x04 \x01(\x04H\x00\x12\x0e\n\x06topics\x18\x05 \x03(\t\x12\x16\n\x0etopic_prefixes\x18\x06 \x03(\t\x12\x18\n\x10max_batch_frames\x18\x07 \x01(\r\x12\x17\n\x0fmax_batch_bytes\x18\x08 \x01(\rB\x07\n\x05start\"\xaa\x01\n\x05\x42\x61tch\x12\x0f\n\x07ring_id\x18\x01 \x01(\x06\x12\"\n\x06\x66rames\x18\x02 \x03(\x0b\x32\x12.ringside.v1.Frame\x12!\n\x06losses\x18\x03 \x03(\x0b\x32\x11.ringside.v1.Loss\x12\x12\n\nresume_seq\x18\x04 \x01(\x04\x12\x10\n\x08\x66rom_seq\x18\x05 \x01(\x04\x12\x10\n\x08\x66iltered\x18\x06 \x01(\x04\x12\x11\n\tdiscarded\x18\x07 \x01(\x04\"_\n\x05\x46rame\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x14\n\x0ctimestamp_ns\x18\x02 \x01(\x04\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x13\n\x0bproducer_id\x18\x04 \x01(\r\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\"R\n\x04Loss\x12\'\n\x06reason\x18\x01 \x01(\x0e\x32\x17.ringside.v1.LossReason\x12\x0e\n\x06\x66rames\x18\x02 \x01(\x04\x12\x11\n\tfirst_seq\x18\x03 \x01(\x04\"\r\n\x0bInfoRequest\"\xf0\x06\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07ring_id\x18\x02 \x01(\x06\x12\x1b\n\x13ring_capacity_bytes\x18\x03 \x01(\x04\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\r\x12\x14\n\x0cring_adopted\x18\x05 \x01(\x08\x12\x17\n\noldest_seq\x18\x06 \x01(\x04H\x00\x88\x01\x01\x12 \n\x13oldest_timestamp_ns\x18\x07 \x01(\x04H\x01\x88\x01\x01\x12\x17\n\nnewest_seq\x18\x08 \x01(\x04H\x02\x88\x01\x01\x12\x10\n\x08next_seq\x18\t \x01(\x04\x12\x16\n\x0ewrite_position\x18\n \x01(\x04\x12\x1d\n\x15ingest_frames_per_sec\x18\x0b \x01(\x01\x12\x1c\n\x14ingest_bytes_per_sec\x18\x0c \x01(\x01\x12\x19\n\x11retention_seconds\x18\r \x01(\x01\x12\x1b\n\x13producers_connected\x18\x0e \x01(\x04\x12\x1a\n\x12producers_admitted\x18\x0f \x01(\x04\x12\x19\n\x11producers_refused\x18\x10 \x01(\x04\x12\x1a\n\x12subscribers_active\x18\x11 \x01(\x04\x12\x17\n\x0fsubscribers_max\x18\x12 \x01(\x04\x12\x1b\n\x13subscribers_refused\x18\x13 \x01(\x04\x12\x12\n\nframes_out\x18\x14 \x01(\x04\x12\x11\n\tbytes_out\x18\x15 \x01(\x04\x12\x13\n\x0blost_lapped\x18\x16 \x01(\x04\x12\x16\n\x0elost_abandoned\x18\x17 \x01(\x04\x12\x14\n\x0clost_corrupt\x18\x18 \x01(\x04\x12\x1b\n\x13memory_budget_bytes\x18\x19 \x01(\x04\x12\x1a\n\x12memory_limit_bytes\x18\x1a \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x1b \x01(\x01\x12\x1a\n\x12subscribers_reaped\x18\x1c \x01(\x04\x12\x16\n\x0erss_anon_bytes\x18\x1d \x01(\x04\x12\x30\n\x0bsubscribers\x18\x1e \x03(\x0b\x32\x1b.ringside.v1.SubscriberInfo\x12\x1d\n\x15retained_span_seconds\x18\x1f \x01(\x01\x42\r\n\x0b_oldest_seqB\x16\n\x14_oldest_timestamp_nsB\r\n\x0b_newest_seq\"E\n\x0eSubscriberInfo\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x11\n\tlag_bytes\x18\x02 \x01(\x04\x12\x12\n\nframes_out\x18\x03 \x01(\x04\"\x13\n\x11ListTopicsRequest\"[\n\tTopicInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66rames\x18\x02 \x01(\x04\x12\x15\n\rpayload_bytes\x18\x03 \x01(\x04\x12\x19\n\x11last_timestamp_ns\x18\x04 \x01(\x04\"\x80\x01\n\x12ListTopicsResponse\x12&\n\x06topics\x18\x01 \x03(\x0b\x32\x16.ringside.v1.TopicInfo\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x13\n\x0b\x66rames_seen\x18\x03 \x01(\x04\x12\x1a\n\x12\x66rames_not_counted\x18\x04 \x01(\x04*u\n\nLossReason\x12\x1b\n\x17LOSS_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12LOSS_REASON_LAPPED\x10\x01\x12\x19\n\x15LOSS_REASON_ABANDONED\x10\x02\x12\x17\n\x13LOSS_REASON_CORRUPT\x10\x03\x32\xd8\x01\n\x08Ringside\x12@\n\tSubscribe\x12\x1d.ringside.v1.SubscribeRequest\x1a\x12.ringside.v1.Batch0\x01\x12;\n\x04Info\x12\x18.ringside.v1.InfoRequest\x1a\x19.ringside.v1.InfoResponse\x12M\n\nListTopics\x12\x1e.ringside.v1.ListTopicsRequest\x1a\x1f.ringside.v1.ListTopicsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ringside.v1.ringside_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOSSREASON']._serialized_start=1677
-  _globals['_LOSSREASON']._serialized_end=1794
+  _globals['_LOSSREASON']._serialized_start=1814
+  _globals['_LOSSREASON']._serialized_end=1931
   _globals['_SUBSCRIBEREQUEST']._serialized_start=44
   _globals['_SUBSCRIBEREQUEST']._serialized_end=244
-  _globals['_BATCH']._serialized_start=246
-  _globals['_BATCH']._serialized_end=361
-  _globals['_FRAME']._serialized_start=363
-  _globals['_FRAME']._serialized_end=458
-  _globals['_LOSS']._serialized_start=460
-  _globals['_LOSS']._serialized_end=542
-  _globals['_INFOREQUEST']._serialized_start=544
-  _globals['_INFOREQUEST']._serialized_end=557
-  _globals['_INFORESPONSE']._serialized_start=560
-  _globals['_INFORESPONSE']._serialized_end=1409
-  _globals['_SUBSCRIBERINFO']._serialized_start=1411
-  _globals['_SUBSCRIBERINFO']._serialized_end=1480
-  _globals['_LISTTOPICSREQUEST']._serialized_start=1482
-  _globals['_LISTTOPICSREQUEST']._serialized_end=1501
-  _globals['_TOPICINFO']._serialized_start=1503
-  _globals['_TOPICINFO']._serialized_end=1594
-  _globals['_LISTTOPICSRESPONSE']._serialized_start=1596
-  _globals['_LISTTOPICSRESPONSE']._serialized_end=1675
-  _globals['_RINGSIDE']._serialized_start=1797
-  _globals['_RINGSIDE']._serialized_end=2013
+  _globals['_BATCH']._serialized_start=247
+  _globals['_BATCH']._serialized_end=417
+  _globals['_FRAME']._serialized_start=419
+  _globals['_FRAME']._serialized_end=514
+  _globals['_LOSS']._serialized_start=516
+  _globals['_LOSS']._serialized_end=598
+  _globals['_INFOREQUEST']._serialized_start=600
+  _globals['_INFOREQUEST']._serialized_end=613
+  _globals['_INFORESPONSE']._serialized_start=616
+  _globals['_INFORESPONSE']._serialized_end=1496
+  _globals['_SUBSCRIBERINFO']._serialized_start=1498
+  _globals['_SUBSCRIBERINFO']._serialized_end=1567
+  _globals['_LISTTOPICSREQUEST']._serialized_start=1569
+  _globals['_LISTTOPICSREQUEST']._serialized_end=1588
+  _globals['_TOPICINFO']._serialized_start=1590
+  _globals['_TOPICINFO']._serialized_end=1681
+  _globals['_LISTTOPICSRESPONSE']._serialized_start=1684
+  _globals['_LISTTOPICSRESPONSE']._serialized_end=1812
+  _globals['_RINGSIDE']._serialized_start=1934
+  _globals['_RINGSIDE']._serialized_end=2150
 # @@protoc_insertion_point(module_scope)

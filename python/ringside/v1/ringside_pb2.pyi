@@ -39,16 +39,22 @@ class SubscribeRequest(_message.Message):
     def __init__(self, earliest: _Optional[bool] = ..., latest: _Optional[bool] = ..., sequence: _Optional[int] = ..., timestamp_ns: _Optional[int] = ..., topics: _Optional[_Iterable[str]] = ..., topic_prefixes: _Optional[_Iterable[str]] = ..., max_batch_frames: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("ring_id", "frames", "losses", "resume_seq")
+    __slots__ = ("ring_id", "frames", "losses", "resume_seq", "from_seq", "filtered", "discarded")
     RING_ID_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     LOSSES_FIELD_NUMBER: _ClassVar[int]
     RESUME_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FILTERED_FIELD_NUMBER: _ClassVar[int]
+    DISCARDED_FIELD_NUMBER: _ClassVar[int]
     ring_id: int
     frames: _containers.RepeatedCompositeFieldContainer[Frame]
     losses: _containers.RepeatedCompositeFieldContainer[Loss]
     resume_seq: int
-    def __init__(self, ring_id: _Optional[int] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., losses: _Optional[_Iterable[_Union[Loss, _Mapping]]] = ..., resume_seq: _Optional[int] = ...) -> None: ...
+    from_seq: int
+    filtered: int
+    discarded: int
+    def __init__(self, ring_id: _Optional[int] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., losses: _Optional[_Iterable[_Union[Loss, _Mapping]]] = ..., resume_seq: _Optional[int] = ..., from_seq: _Optional[int] = ..., filtered: _Optional[int] = ..., discarded: _Optional[int] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("seq", "timestamp_ns", "topic", "producer_id", "payload")
@@ -79,7 +85,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("version", "ring_id", "ring_capacity_bytes", "max_payload_bytes", "ring_adopted", "oldest_seq", "oldest_timestamp_ns", "newest_seq", "next_seq", "write_position", "ingest_frames_per_sec", "ingest_bytes_per_sec", "retention_seconds", "producers_connected", "producers_admitted", "producers_refused", "subscribers_active", "subscribers_max", "subscribers_refused", "frames_out", "bytes_out", "lost_lapped", "lost_abandoned", "lost_corrupt", "memory_budget_bytes", "memory_limit_bytes", "uptime_seconds", "subscribers_reaped", "rss_anon_bytes", "subscribers")
+    __slots__ = ("version", "ring_id", "ring_capacity_bytes", "max_payload_bytes", "ring_adopted", "oldest_seq", "oldest_timestamp_ns", "newest_seq", "next_seq", "write_position", "ingest_frames_per_sec", "ingest_bytes_per_sec", "retention_seconds", "producers_connected", "producers_admitted", "producers_refused", "subscribers_active", "subscribers_max", "subscribers_refused", "frames_out", "bytes_out", "lost_lapped", "lost_abandoned", "lost_corrupt", "memory_budget_bytes", "memory_limit_bytes", "uptime_seconds", "subscribers_reaped", "rss_anon_bytes", "subscribers", "retained_span_seconds")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RING_ID_FIELD_NUMBER: _ClassVar[int]
     RING_CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +116,7 @@ class InfoResponse(_message.Message):
     SUBSCRIBERS_REAPED_FIELD_NUMBER: _ClassVar[int]
     RSS_ANON_BYTES_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
+    RETAINED_SPAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     version: str
     ring_id: int
     ring_capacity_bytes: int
@@ -140,7 +147,8 @@ class InfoResponse(_message.Message):
     subscribers_reaped: int
     rss_anon_bytes: int
     subscribers: _containers.RepeatedCompositeFieldContainer[SubscriberInfo]
-    def __init__(self, version: _Optional[str] = ..., ring_id: _Optional[int] = ..., ring_capacity_bytes: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., ring_adopted: _Optional[bool] = ..., oldest_seq: _Optional[int] = ..., oldest_timestamp_ns: _Optional[int] = ..., newest_seq: _Optional[int] = ..., next_seq: _Optional[int] = ..., write_position: _Optional[int] = ..., ingest_frames_per_sec: _Optional[float] = ..., ingest_bytes_per_sec: _Optional[float] = ..., retention_seconds: _Optional[float] = ..., producers_connected: _Optional[int] = ..., producers_admitted: _Optional[int] = ..., producers_refused: _Optional[int] = ..., subscribers_active: _Optional[int] = ..., subscribers_max: _Optional[int] = ..., subscribers_refused: _Optional[int] = ..., frames_out: _Optional[int] = ..., bytes_out: _Optional[int] = ..., lost_lapped: _Optional[int] = ..., lost_abandoned: _Optional[int] = ..., lost_corrupt: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., subscribers_reaped: _Optional[int] = ..., rss_anon_bytes: _Optional[int] = ..., subscribers: _Optional[_Iterable[_Union[SubscriberInfo, _Mapping]]] = ...) -> None: ...
+    retained_span_seconds: float
+    def __init__(self, version: _Optional[str] = ..., ring_id: _Optional[int] = ..., ring_capacity_bytes: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., ring_adopted: _Optional[bool] = ..., oldest_seq: _Optional[int] = ..., oldest_timestamp_ns: _Optional[int] = ..., newest_seq: _Optional[int] = ..., next_seq: _Optional[int] = ..., write_position: _Optional[int] = ..., ingest_frames_per_sec: _Optional[float] = ..., ingest_bytes_per_sec: _Optional[float] = ..., retention_seconds: _Optional[float] = ..., producers_connected: _Optional[int] = ..., producers_admitted: _Optional[int] = ..., producers_refused: _Optional[int] = ..., subscribers_active: _Optional[int] = ..., subscribers_max: _Optional[int] = ..., subscribers_refused: _Optional[int] = ..., frames_out: _Optional[int] = ..., bytes_out: _Optional[int] = ..., lost_lapped: _Optional[int] = ..., lost_abandoned: _Optional[int] = ..., lost_corrupt: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., subscribers_reaped: _Optional[int] = ..., rss_anon_bytes: _Optional[int] = ..., subscribers: _Optional[_Iterable[_Union[SubscriberInfo, _Mapping]]] = ..., retained_span_seconds: _Optional[float] = ...) -> None: ...
 
 class SubscriberInfo(_message.Message):
     __slots__ = ("slot", "lag_bytes", "frames_out")
@@ -169,9 +177,13 @@ class TopicInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., frames: _Optional[int] = ..., payload_bytes: _Optional[int] = ..., last_timestamp_ns: _Optional[int] = ...) -> None: ...
 
 class ListTopicsResponse(_message.Message):
-    __slots__ = ("topics", "truncated")
+    __slots__ = ("topics", "truncated", "frames_seen", "frames_not_counted")
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_SEEN_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_NOT_COUNTED_FIELD_NUMBER: _ClassVar[int]
     topics: _containers.RepeatedCompositeFieldContainer[TopicInfo]
     truncated: bool
-    def __init__(self, topics: _Optional[_Iterable[_Union[TopicInfo, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    frames_seen: int
+    frames_not_counted: int
+    def __init__(self, topics: _Optional[_Iterable[_Union[TopicInfo, _Mapping]]] = ..., truncated: _Optional[bool] = ..., frames_seen: _Optional[int] = ..., frames_not_counted: _Optional[int] = ...) -> None: ...

@@ -58,13 +58,30 @@ class RingsideServicer:
 
     def Subscribe(self, request, context):
         """Streams frames from the ring, starting at the requested position, until
-        the client cancels or the server shuts down (status UNAVAILABLE, with the
-        sequence to resume from in the message).
+        the client cancels or the server ends the stream. The server ends a
+        stream with status UNAVAILABLE and a message that names the sequence to
+        resume from ("... reconnect and resume with sequence N") when:
+        - it shuts down (SIGTERM): "ringside is shutting down; ...";
+        - the subscriber stopped reading: its connection took no data for
+        --subscriber-stall-timeout (default 60s) while frames were waiting.
+        The status is queued behind the batches already sent, so a client
+        sees it once it reads again; a client that does not read for another
+        --subscriber-stall-timeout has its connection closed (it then sees a
+        transport error and resumes from the `resume_seq` of its last batch).
+        Progress is measured per connection: bytes the connection took, which
+        the client's HTTP/2 flow control only allows as the client reads.
+        Before ending a stream, the server sends one last batch for anything not
+        reported yet (frames filtered or discarded since the last batch, a loss).
 
         Errors before the first batch:
-        INVALID_ARGUMENT   bad filters (too many, too long, empty), sequence in the future
-        RESOURCE_EXHAUSTED the sidecar already serves --max-subscribers streams
+        INVALID_ARGUMENT   bad filters (too many, too long, empty), sequence in
+        the future, `earliest` or `latest` set to false
+        RESOURCE_EXHAUSTED the sidecar already serves --max-subscribers streams,
+        or this connection already carries
+        --max-streams-per-connection Subscribe streams, or
+        the request is larger than --max-request (16 KiB)
         UNAUTHENTICATED    a bearer token is required and was missing or wrong
+        UNAVAILABLE        the sidecar is shutting down
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,7 +95,8 @@ class RingsideServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTopics(self, request, context):
-        """Topics seen recently on the ring (bounded table; see `truncated`).
+        """Topics of the frames written since the sidecar started (bounded table;
+        see `truncated` and `frames_not_counted`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
