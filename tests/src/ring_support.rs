@@ -303,6 +303,8 @@ pub fn field(line: &str, key: &str) -> Option<u64> {
 pub struct PerProducer {
     /// Frames delivered.
     pub delivered: u64,
+    /// First per-producer sequence number delivered.
+    pub first_seq: Option<u64>,
     /// Last per-producer sequence number delivered.
     pub last_seq: Option<u64>,
     /// Frames delivered with `FLAG_SIDECAR_CONNECTED` clear.
@@ -438,6 +440,7 @@ impl Tally {
             self.error(text);
             return;
         }
+        entry.first_seq.get_or_insert(payload.seq);
         entry.last_seq = Some(payload.seq);
         entry.delivered += 1;
         if payload.flags & FLAG_SIDECAR_CONNECTED == 0 {

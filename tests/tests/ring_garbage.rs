@@ -5,13 +5,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringside_ring::layout::frame_len;
 use ringside_ring::{
     HostOptions, ReadStep, ReaderOptions, RingConfig, RingHost, RingReader, StartAt, VecSink,
 };
-use ringside_tests::ring_support::{Proc, Tally, field, prime_ring, socket_path, start_host};
+use ringside_tests::ring_support::{
+    MIN_PAYLOAD, Proc, TOPIC, Tally, field, prime_ring, socket_path, start_host,
+};
 
 const PRODUCER: &str = env!("CARGO_BIN_EXE_ring_producer");
 const HOSTILE: &str = env!("CARGO_BIN_EXE_ring_hostile");
+/// How long [`genuine_frames_are_read_again`] waits for its producer's `SENT` line.
+const HELPER_SENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`genuine_frames_are_read_again`] then waits for its producer to exit.
+const HELPER_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn args(path: &std::path::Path, pairs: &[(&str, &str)]) -> Vec<String> {
     let mut out = vec!["--socket".to_owned(), path.display().to_string()];
@@ -65,8 +72,8 @@ fn genuine_frames_are_read_again(
             ],
         ),
     );
-    let line = after.expect_line("SENT", Duration::from_secs(20));
-    after.wait_success(Duration::from_secs(10));
+    let line = after.expect_line("SENT", HELPER_SENT_TIMEOUT);
+    after.wait_success(HELPER_EXIT_TIMEOUT);
     assert!(tally.drain(reader, sink, Duration::from_secs(10)));
     let seen = tally.producers.get(&index).copied().unwrap_or_default();
     assert_eq!(field(&line, "sent"), Some(count));
@@ -427,18 +434,49 @@ fn forge_claim(path: &std::path::Path, pos: u64, seq: u64) {
     hostile.wait_success(Duration::from_secs(10));
 }
 
+/// Ring capacity of both hosts in `restart_recovers_from_a_damaged_ring_header`.
+const RESTART_CAPACITY: u64 = 1 << 20;
+/// Its genuine producer sleeps this long after every frame: at most 100 frames a second.
+const RESTART_PAUSE: Duration = Duration::from_millis(10);
+/// Payload bytes beyond [`MIN_PAYLOAD`] of its frames, at most.
+const RESTART_MAX_EXTRA: usize = 60;
+/// Frames the helper of [`genuine_frames_are_read_again`] writes in it.
+const RESTART_AFTER_FRAMES: u64 = 100;
+/// How long it waits for the producer to move to the fresh ring.
+const RESTART_MOVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest the fresh ring goes unread within the test's timeouts: the reader is made
+/// once the producer has moved, and first reads after the helper producer has exited.
+const RESTART_LONGEST_UNREAD: Duration = RESTART_MOVE_TIMEOUT
+    .saturating_add(HELPER_SENT_TIMEOUT)
+    .saturating_add(HELPER_EXIT_TIMEOUT);
+// No lap is possible within those timeouts: everything both producers can write meanwhile
+// fits in the ring (the test asserts that nothing is lost, so a lap would fail it).
+const _: () = assert!(
+    (RESTART_LONGEST_UNREAD.as_millis() as u64 / RESTART_PAUSE.as_millis() as u64
+        + RESTART_AFTER_FRAMES)
+        * frame_len(TOPIC.len(), MIN_PAYLOAD + RESTART_MAX_EXTRA) as u64
+        <= RESTART_CAPACITY
+);
+
 /// Recovery from the header lock-out above: a restarted host refuses to adopt the damaged
 /// ring (its header no longer validates), creates a fresh one, and the producers that held
 /// the damaged ring move to it; new producers connect again.
+///
+/// The genuine producer is throttled and the ring sized so that it cannot lap the reader
+/// within the test's timeouts (see `RESTART_LONGEST_UNREAD`): the test asserts that no frame
+/// of the fresh ring is lost. (It used to write about 13 frames a millisecond into a 64 KiB
+/// ring that nobody read until the helper producer had exited, so on a loaded machine a
+/// helper slower than about 30 ms made the reader report lapped frames.)
 #[test]
 fn restart_recovers_from_a_damaged_ring_header() {
     let path = socket_path("header-restart");
+    let capacity = RESTART_CAPACITY.to_string();
     let host_args = |grace: &str| -> Vec<String> {
         [
             "--socket",
             &path.display().to_string(),
             "--capacity",
-            "65536",
+            &capacity,
             "--max-payload",
             "4096",
             "--adopt-grace-ms",
@@ -456,8 +494,9 @@ fn restart_recovers_from_a_damaged_ring_header() {
             &path,
             &[
                 ("index", "0"),
-                ("throttle-every", "10"),
-                ("throttle-us", "1000"),
+                ("throttle-every", "1"),
+                ("throttle-us", &RESTART_PAUSE.as_micros().to_string()),
+                ("max-extra", &RESTART_MAX_EXTRA.to_string()),
             ],
         ),
     );
@@ -477,7 +516,7 @@ fn restart_recovers_from_a_damaged_ring_header() {
     let host = RingHost::start(HostOptions {
         socket_path: path.clone(),
         ring: RingConfig {
-            capacity: 65536,
+            capacity: RESTART_CAPACITY,
             max_payload: 4096,
         },
         adopt_grace: Duration::from_millis(1500),
@@ -490,7 +529,7 @@ fn restart_recovers_from_a_damaged_ring_header() {
     );
     assert_ne!(Some(host.ring().ring_id()), old_id);
     let ring = host.ring();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + RESTART_MOVE_TIMEOUT;
     while host.stats().producers_connected < 1 || ring.tail().seq < 20 {
         assert!(
             Instant::now() < deadline,
@@ -506,18 +545,36 @@ fn restart_recovers_from_a_damaged_ring_header() {
     .expect("reader");
     let mut tally = Tally::default();
     let mut sink = VecSink::default();
-    let after = genuine_frames_are_read_again(&path, &mut reader, &mut tally, &mut sink, 1, 100);
-    assert_eq!(after, 100);
+    let after = genuine_frames_are_read_again(
+        &path,
+        &mut reader,
+        &mut tally,
+        &mut sink,
+        1,
+        RESTART_AFTER_FRAMES,
+    );
+    assert_eq!(after, RESTART_AFTER_FRAMES);
     genuine.close_stdin();
     let line = genuine.expect_line("SENT", Duration::from_secs(10));
     genuine.wait_success(Duration::from_secs(10));
     assert!(tally.drain(&mut reader, &mut sink, Duration::from_secs(10)));
     tally.assert_clean();
-    assert_eq!(tally.lost_total(), 0);
+    assert_eq!(tally.lost_total(), 0, "losses: {:?}", tally.losses);
+    let moved = tally.producers.get(&0).copied().unwrap_or_default();
     assert_eq!(
-        tally.producers.get(&0).and_then(|p| p.last_seq),
+        moved.last_seq,
         field(&line, "sent").map(|n| n - 1),
         "the old producer writes into the fresh ring"
+    );
+    // Once moved, it wrote every frame into the fresh ring: its sequence numbers there have
+    // no gap (a frame still written into the old ring after the move would leave one).
+    assert_eq!(
+        moved
+            .last_seq
+            .zip(moved.first_seq)
+            .map(|(last, first)| last - first + 1),
+        Some(moved.delivered),
+        "the old producer's frames in the fresh ring are contiguous: {moved:?}"
     );
 }
 
