@@ -100,7 +100,8 @@ pub fn read_all(view: Arc<RingView>) -> Vec<Seen> {
 
 /// Subscribes to the `ringside serve` at `endpoint` from the earliest frame with
 /// `ringside tail --json` (the binary under test) until it has been idle for 2 s, and
-/// returns the frames. Panics on a reported loss.
+/// returns the frames. Skips announcements of discarded reservations (not frames, not
+/// loss); panics on a reported loss.
 pub fn tail_all(endpoint: &str) -> Vec<Seen> {
     let out = Command::new(crate::sidecar::ringside_bin())
         .arg("tail")
@@ -118,9 +119,13 @@ pub fn tail_all(endpoint: &str) -> Vec<Seen> {
     String::from_utf8(out.stdout)
         .expect("tail output is UTF-8")
         .lines()
-        .map(|line| {
+        .filter_map(|line| {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("bad tail line {line:?}: {e}"));
+            if v.get("discarded").is_some() {
+                // Reservations a producer dropped: announced, never published, not lost.
+                return None;
+            }
             assert!(
                 v.get("loss").is_none() && v.get("end").is_none(),
                 "subscriber reported {line}"
@@ -131,13 +136,13 @@ pub fn tail_all(endpoint: &str) -> Vec<Seen> {
                 Some(payload.len() as u64),
                 "payload_len in {line}"
             );
-            Seen {
+            Some(Seen {
                 topic: v["topic"].as_str().expect("topic").to_owned(),
                 timestamp_ns: v["ts_ns"].as_u64().expect("ts_ns"),
                 payload,
                 producer_id: u32::try_from(v["producer_id"].as_u64().expect("producer_id"))
                     .expect("producer_id fits u32"),
-            }
+            })
         })
         .collect()
 }
