@@ -143,6 +143,8 @@ pub struct BatchEncoder {
     frames_end: Option<u64>,
     /// `resume_seq` of the last batch.
     last_resume: Option<u64>,
+    /// Timestamp of the open batch's first frame.
+    first_ts: u64,
 }
 
 impl BatchEncoder {
@@ -173,6 +175,7 @@ impl BatchEncoder {
             discarded: 0,
             frames_end: None,
             last_resume: None,
+            first_ts: 0,
         }
     }
 
@@ -184,6 +187,12 @@ impl BatchEncoder {
     /// Frames in the open batch.
     pub fn frames(&self) -> u32 {
         self.frames
+    }
+
+    /// Timestamp (ns since the Unix epoch, the producer's clock) of the open batch's first
+    /// frame; meaningful while [`frames`](Self::frames) is above 0.
+    pub fn first_timestamp_ns(&self) -> u64 {
+        self.first_ts
     }
 
     /// Payload bytes in the open batch.
@@ -391,6 +400,9 @@ impl BatchEncoder {
         i += t;
         i += wire::write_len_prefix(&mut b[i..], wire::frame::PAYLOAD, h.payload_len as usize);
         debug_assert_eq!(i, rel_copy + t, "payload must already sit in place");
+        if self.frames == 0 {
+            self.first_ts = h.timestamp_ns;
+        }
         self.frames += 1;
         self.payload_bytes += u64::from(h.payload_len);
         self.from.get_or_insert(h.seq);

@@ -44,13 +44,16 @@ use tonic::Status;
 /// Read steps per poll at most, so one busy subscriber cannot starve the
 /// runtime (filtered frames take no batch room).
 const MAX_STEPS_PER_POLL: usize = 4096;
-/// Retry delay when the next frame is claimed but not committed yet, after the quick
-/// retries below ran out (tokio's timer rounds it up to its 1 ms tick).
-const PENDING_BACKOFF: Duration = Duration::from_micros(500);
-/// Quick retries (a yield to the scheduler, microseconds each) before the timer backoff: a
-/// producer commits within nanoseconds of its claim unless it was descheduled, and a
-/// timer-based wait there cost 1-2 ms of tail latency under load.
-const PENDING_YIELDS: u32 = 64;
+/// Quick retries (a yield to the scheduler, about a microsecond each) when the next frame
+/// is claimed but not committed yet: a producer commits within nanoseconds of its claim
+/// unless it was descheduled in between. After them the stream waits for the commit on
+/// the wake thread's ticks (see [`crate::wake`]): woken by the producer's doorbell ring
+/// after its commit, or at the latest after [`crate::wake::PENDING_TICK`]. (It used to
+/// sleep 500 µs on tokio's timer, which ticks in milliseconds: 1-2 ms of tail latency.)
+const PENDING_YIELDS: u32 = 16;
+/// Per-batch delay histogram: now minus the batch's first frame's timestamp, when the
+/// batch is closed, by what led to the poll (label `after`).
+pub const DELAY_HISTOGRAM: &str = "ringside_batch_delay_seconds";
 /// How long a client may take to send its (tiny) request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Least time between two progress batches of a stream (batches carrying only
@@ -168,8 +171,10 @@ async fn start(
         slot,
         _stream: stream_guard,
         state: State::Reading,
-        backoff: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        ticks: None,
+        pending_registered: false,
         pending_yields: 0,
+        after: After::Backlog,
         last_sent: Instant::now(),
         progress_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         progress_armed: false,
@@ -216,8 +221,37 @@ enum State {
     Reading,
     /// Caught up: wait for producers to write.
     Waiting,
-    /// The next frame is claimed, not committed: retry shortly.
-    Backoff,
+    /// The next frame is claimed, not committed: wait for the wake thread's next tick.
+    PendingWait,
+}
+
+/// How the poll that read a batch's first frame came about: the label of the
+/// per-batch delay histogram (`ringside_batch_delay_seconds`), which attributes the
+/// latency tail to its cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Caught up, woken by the wake thread (a doorbell ring or a new claim).
+    Doorbell,
+    /// Reading on after a full batch or a spent step budget.
+    Backlog,
+    /// A quick retry of a claimed-but-uncommitted frame.
+    PendingYield,
+    /// A wait for a claimed frame's commit (the wake thread's ticks).
+    PendingWait,
+    /// The progress timer.
+    Progress,
+}
+
+impl After {
+    fn as_str(self) -> &'static str {
+        match self {
+            After::Doorbell => "doorbell",
+            After::Backlog => "backlog",
+            After::PendingYield => "pending_yield",
+            After::PendingWait => "pending_wait",
+            After::Progress => "progress",
+        }
+    }
 }
 
 /// Why filling a batch stopped.
@@ -240,9 +274,14 @@ pub struct SubscribeBody {
     _stream: Option<SubscribeStreamGuard>,
     wake: WatchStream<WakeState>,
     state: State,
-    backoff: Pin<Box<tokio::time::Sleep>>,
+    /// The wake thread's tick counter, while waiting for a commit (made on first use).
+    ticks: Option<WatchStream<u64>>,
+    /// Counted in the wait registry as waiting for a commit.
+    pending_registered: bool,
     /// Consecutive quick retries of a claimed-but-uncommitted frame.
     pending_yields: u32,
+    /// How the current poll came about (for the delay histogram).
+    after: After,
     /// When the last batch went out (progress batches wait [`PROGRESS_INTERVAL`]).
     last_sent: Instant,
     /// Wakes a waiting stream to send a progress batch.
@@ -363,6 +402,15 @@ impl SubscribeBody {
     fn finish_batch(&mut self, progress: bool) -> Option<Bytes> {
         let frames = u64::from(self.enc.frames());
         let payload = self.enc.payload_bytes();
+        if frames > 0 {
+            // The batch's oldest frame: how long after its producer stamped it (the
+            // producer's clock, comparable with CLOCK_REALTIME) it leaves the reader,
+            // labelled by how this poll came about. One clock read per batch.
+            let now = crate::commands::load::now_ns();
+            let delay = now.saturating_sub(self.enc.first_timestamp_ns());
+            metrics::histogram!(DELAY_HISTOGRAM, "after" => self.after.as_str())
+                .record(delay as f64 * 1e-9);
+        }
         let chunk = self.enc.finish(self.reader.next_seq(), progress)?;
         self.last_sent = Instant::now();
         self.progress_armed = false;
@@ -468,19 +516,30 @@ impl http_body::Body for SubscribeBody {
                     if this.progress_armed && this.progress_timer.as_mut().poll(cx).is_ready() {
                         this.progress_armed = false;
                         this.state = State::Reading;
+                        this.after = After::Progress;
                         continue;
                     }
                     match Pin::new(&mut this.wake).poll_next(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Some(_)) => this.state = State::Reading,
+                        Poll::Ready(Some(_)) => {
+                            this.state = State::Reading;
+                            this.after = After::Doorbell;
+                        }
                         Poll::Ready(None) => return this.end_by_server(End::Shutdown),
                     }
                 }
-                State::Backoff => {
-                    if this.backoff.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
+                State::PendingWait => {
+                    let ticks = this.ticks.get_or_insert_with(|| {
+                        WatchStream::from_changes(this.shared.waiters.ticks())
+                    });
+                    match Pin::new(ticks).poll_next(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(_)) => {
+                            this.state = State::Reading;
+                            this.after = After::PendingWait;
+                        }
+                        Poll::Ready(None) => return this.end_by_server(End::Shutdown),
                     }
-                    this.state = State::Reading;
                 }
                 State::Reading => {
                     let fill = this.fill();
@@ -493,6 +552,14 @@ impl http_body::Body for SubscribeBody {
                     }
                     if fill != Fill::Pending {
                         this.pending_yields = 0;
+                        if this.pending_registered {
+                            this.shared.waiters.unregister_pending();
+                            this.pending_registered = false;
+                        }
+                    }
+                    if chunk.is_some() {
+                        // What follows this batch is read on, whatever led to this one.
+                        this.after = After::Backlog;
                     }
                     match fill {
                         Fill::Full => {}
@@ -508,16 +575,18 @@ impl http_body::Body for SubscribeBody {
                         Fill::Pending if this.pending_yields < PENDING_YIELDS => {
                             this.pending_yields += 1;
                             if chunk.is_none() {
+                                this.after = After::PendingYield;
                                 cx.waker().wake_by_ref();
                                 return Poll::Pending;
                             }
                         }
-                        Fill::Pending => {
-                            this.pending_yields = 0;
-                            let deadline = tokio::time::Instant::now() + PENDING_BACKOFF;
-                            this.backoff.as_mut().reset(deadline);
-                            this.state = State::Backoff;
+                        Fill::Pending if !this.pending_registered => {
+                            // Say we wait for a commit (the wake thread starts ticking),
+                            // then look once more before waiting.
+                            this.shared.waiters.register_pending();
+                            this.pending_registered = true;
                         }
+                        Fill::Pending => this.state = State::PendingWait,
                         Fill::Yield => {
                             if chunk.is_none() {
                                 cx.waker().wake_by_ref();
@@ -538,6 +607,9 @@ impl Drop for SubscribeBody {
     fn drop(&mut self) {
         if self.registered {
             self.shared.waiters.unregister();
+        }
+        if self.pending_registered {
+            self.shared.waiters.unregister_pending();
         }
         metrics::gauge!("ringside_subscribers").decrement(1.0);
         tracing::debug!(
