@@ -256,10 +256,14 @@ impl After {
 
 /// Why filling a batch stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fill {
+pub enum Fill {
+    /// The batch is full (or the next frame opens the next one).
     Full,
+    /// Caught up with the producers.
     Idle,
+    /// The next frame is claimed, not committed yet.
     Pending,
+    /// The step budget is spent.
     Yield,
 }
 
@@ -347,55 +351,78 @@ impl FrameSink for Sink<'_> {
     }
 }
 
-impl SubscribeBody {
-    /// Reads frames into the open batch until it is full, the ring is idle or
-    /// pending, or the step budget is spent.
-    fn fill(&mut self) -> Fill {
-        for _ in 0..MAX_STEPS_PER_POLL {
-            if !self.enc.has_room() {
-                return Fill::Full;
-            }
-            let mut sink = Sink {
-                enc: &mut self.enc,
-                filter: &self.filter,
-                bad_topic: false,
-                full: false,
-                outcome: CommitOutcome::Kept,
-            };
-            let step = self.reader.read(&mut sink);
-            let (bad_topic, full, outcome) = (sink.bad_topic, sink.full, sink.outcome);
-            match step {
-                ReadStep::Frame(meta) => match outcome {
-                    CommitOutcome::Kept => {}
-                    CommitOutcome::CorruptTopic => self.loss(LossReason::Corrupt, 1, meta.seq),
-                    CommitOutcome::Filtered => self.enc.count_filtered(meta.seq),
-                },
-                ReadStep::Filtered(meta) => {
-                    if bad_topic {
-                        self.loss(LossReason::Corrupt, 1, meta.seq);
-                    } else {
-                        self.enc.count_filtered(meta.seq);
-                    }
-                }
-                ReadStep::Loss(l) => self.loss(l.reason, l.frames, l.first_seq),
-                ReadStep::Idle => return Fill::Idle,
-                // The next frame does not fit this batch: it opens the next one.
-                ReadStep::Pending if full => return Fill::Full,
-                ReadStep::Pending => return Fill::Pending,
-            }
-        }
-        Fill::Yield
-    }
-
-    fn loss(&mut self, reason: LossReason, frames: u64, first_seq: u64) {
-        self.shared.counters.lost[reason].fetch_add(frames, Ordering::Relaxed);
-        metrics::counter!("ringside_frames_lost_total", "reason" => reason.as_str())
-            .increment(frames);
-        self.enc.record_loss(LossRun {
+/// Reads frames from `reader` into the open batch of `enc` until it is full, the
+/// ring is idle or pending, or `max_steps` read steps are spent: the per-frame path
+/// of every subscriber (and of the `instructions` benchmark). Frames the filter
+/// skips and discarded reservations are counted in the encoder; every loss is
+/// recorded in the encoder and passed to `lost` (reason, frames) for the totals.
+pub fn fill_batch(
+    reader: &mut RingReader,
+    enc: &mut BatchEncoder,
+    filter: &TopicFilter,
+    max_steps: usize,
+    lost: &mut impl FnMut(LossReason, u64),
+) -> Fill {
+    let mut loss = |enc: &mut BatchEncoder, reason: LossReason, frames: u64, first_seq: u64| {
+        lost(reason, frames);
+        enc.record_loss(LossRun {
             reason,
             frames,
             first_seq,
         });
+    };
+    for _ in 0..max_steps {
+        if !enc.has_room() {
+            return Fill::Full;
+        }
+        let mut sink = Sink {
+            enc: &mut *enc,
+            filter,
+            bad_topic: false,
+            full: false,
+            outcome: CommitOutcome::Kept,
+        };
+        let step = reader.read(&mut sink);
+        let (bad_topic, full, outcome) = (sink.bad_topic, sink.full, sink.outcome);
+        match step {
+            ReadStep::Frame(meta) => match outcome {
+                CommitOutcome::Kept => {}
+                CommitOutcome::CorruptTopic => loss(enc, LossReason::Corrupt, 1, meta.seq),
+                CommitOutcome::Filtered => enc.count_filtered(meta.seq),
+            },
+            ReadStep::Filtered(meta) => {
+                if bad_topic {
+                    loss(enc, LossReason::Corrupt, 1, meta.seq);
+                } else {
+                    enc.count_filtered(meta.seq);
+                }
+            }
+            ReadStep::Loss(l) => loss(enc, l.reason, l.frames, l.first_seq),
+            ReadStep::Idle => return Fill::Idle,
+            // The next frame does not fit this batch: it opens the next one.
+            ReadStep::Pending if full => return Fill::Full,
+            ReadStep::Pending => return Fill::Pending,
+        }
+    }
+    Fill::Yield
+}
+
+impl SubscribeBody {
+    /// Reads frames into the open batch (see [`fill_batch`]), counting losses in the
+    /// sidecar's totals.
+    fn fill(&mut self) -> Fill {
+        let counters = &self.shared.counters;
+        fill_batch(
+            &mut self.reader,
+            &mut self.enc,
+            &self.filter,
+            MAX_STEPS_PER_POLL,
+            &mut |reason, frames| {
+                counters.lost[reason].fetch_add(frames, Ordering::Relaxed);
+                metrics::counter!("ringside_frames_lost_total", "reason" => reason.as_str())
+                    .increment(frames);
+            },
+        )
     }
 
     /// Closes the batch; a progress batch (counts only) is made when `progress`.
