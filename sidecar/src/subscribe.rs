@@ -20,13 +20,13 @@
 //! the server ends (shutdown, or the stall reaper) first sends a last batch for
 //! anything not reported yet, then UNAVAILABLE naming the resume sequence.
 
-use crate::batch::{BatchEncoder, CommitOutcome, LossRun};
+use crate::batch::{BatchEncoder, LossRun};
 use crate::filter::TopicFilter;
 use crate::limits::{SlotGuard, SubscribeStreamGuard};
 use crate::request::{GRPC_PREFIX_LEN, RequestError, Subscription};
 use crate::state::Shared;
 use crate::wake::WakeState;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -317,29 +317,28 @@ struct Sink<'a> {
     bad_topic: bool,
     /// The frame did not fit in the batch (the reader keeps it for the next one).
     full: bool,
-    outcome: CommitOutcome,
+    /// The encoder dropped the committed frame (a body of the wrong length: never, with
+    /// the ring crate's reader).
+    dropped: bool,
 }
 
 impl FrameSink for Sink<'_> {
-    fn accept_topic(&mut self, topic: &[u8]) -> bool {
-        if std::str::from_utf8(topic).is_err() {
+    fn accept_topic(&mut self, topic: &[u8], utf8: bool) -> bool {
+        if !utf8 {
             self.bad_topic = true;
             return false;
         }
         self.filter.matches(topic)
     }
 
-    fn begin(&mut self, meta: &FrameMeta) -> &mut [u8] {
-        if !self.enc.fits(meta) {
-            self.full = true;
-            return &mut [];
-        }
-        self.enc.begin_frame(meta)
+    fn begin(&mut self, meta: &FrameMeta) -> Option<&mut BytesMut> {
+        let buf = self.enc.begin_frame(meta);
+        self.full = buf.is_none();
+        buf
     }
 
     fn commit(&mut self, _meta: &FrameMeta) {
-        let filter = self.filter;
-        self.outcome = self.enc.commit_frame(|t| filter.matches(t));
+        self.dropped = !self.enc.commit_frame();
     }
 
     fn abort(&mut self) {
@@ -380,16 +379,16 @@ pub fn fill_batch(
             filter,
             bad_topic: false,
             full: false,
-            outcome: CommitOutcome::Kept,
+            dropped: false,
         };
         let step = reader.read(&mut sink);
-        let (bad_topic, full, outcome) = (sink.bad_topic, sink.full, sink.outcome);
+        let (bad_topic, full, dropped) = (sink.bad_topic, sink.full, sink.dropped);
         match step {
-            ReadStep::Frame(meta) => match outcome {
-                CommitOutcome::Kept => {}
-                CommitOutcome::CorruptTopic => loss(enc, LossReason::Corrupt, 1, meta.seq),
-                CommitOutcome::Filtered => enc.count_filtered(meta.seq),
-            },
+            ReadStep::Frame(meta) => {
+                if dropped {
+                    loss(enc, LossReason::Corrupt, 1, meta.seq);
+                }
+            }
             ReadStep::Filtered(meta) => {
                 if bad_topic {
                     loss(enc, LossReason::Corrupt, 1, meta.seq);
