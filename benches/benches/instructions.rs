@@ -227,7 +227,13 @@ fn encode(iters: u64, len: usize) -> Result<(), Box<dyn Error>> {
             &data,
         );
     }
-    let reader = || RingReader::new(Arc::clone(&view), StartAt::Earliest, ReaderOptions::default());
+    let reader = || {
+        RingReader::new(
+            Arc::clone(&view),
+            StartAt::Earliest,
+            ReaderOptions::default(),
+        )
+    };
     let mut rd = reader()?;
     let mut enc = BatchEncoder::new(header.ring_id, 64 * 1024, 0, 255, 4096);
     let filter = TopicFilter::new(&[], &[])?;

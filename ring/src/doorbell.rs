@@ -15,8 +15,8 @@ use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, ppoll};
-use nix::sys::time::TimeSpec;
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::time::TimeSpec;
 
 use crate::shm::RingError;
 use crate::shm::{DoorbellMapping, DoorbellSlot};

@@ -507,7 +507,11 @@ impl RingReader {
             return Step::Deliver(ReadStep::Pending);
         };
         let start = buf.len();
-        map.append_out(self.pos.wrapping_add(FRAME_HEADER_LEN as u64), body_len, buf);
+        map.append_out(
+            self.pos.wrapping_add(FRAME_HEADER_LEN as u64),
+            body_len,
+            buf,
+        );
         // Copy first, then re-check the claim counter: if a producer claimed over our frame
         // while we copied, the copy may be torn and is dropped.
         if self.lapped(self.claim_position()) {

@@ -144,6 +144,25 @@ impl Params {
     }
 }
 
+/// The `<!-- BEGIN ... -->` to `<!-- END ... -->` blocks of a previous benchmarks.md, each
+/// followed by a newline.
+fn kept_sections(old: &str) -> String {
+    let mut kept = String::new();
+    let mut rest = old;
+    while let Some(start) = rest.find("<!-- BEGIN ") {
+        let Some(end) = rest[start..].find("<!-- END ") else {
+            break;
+        };
+        let end = start + end;
+        let close = rest[end..].find("-->").map_or(rest.len(), |i| end + i + 3);
+        kept.push('\n');
+        kept.push_str(&rest[start..close]);
+        kept.push('\n');
+        rest = &rest[close..];
+    }
+    kept
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if args.os_floor_child {
@@ -328,7 +347,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dgram: &dg,
         serving: &serv,
     };
-    let md = report(&p, &[&tbl, &ltbl, &ftbl, &ltbl2], budget, &m);
+    let mut md = report(&p, &[&tbl, &ltbl, &ftbl, &ltbl2], budget, &m);
+    // Sections written by hand or by other tools (`<!-- BEGIN name ... -->` to
+    // `<!-- END name -->`, e.g. export-bench) are kept as they are.
+    let old = std::fs::read_to_string(args.out.join("benchmarks.md")).unwrap_or_default();
+    md.push_str(&kept_sections(&old));
     std::fs::write(args.out.join("benchmarks.md"), md)?;
     println!(
         "wrote {}, {}/burst-*.csv, {}/{{memory-burst,throughput,latency}}.svg",
