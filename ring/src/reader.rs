@@ -526,8 +526,9 @@ impl RingReader {
         }
         let copied_topic = &body[..topic_len];
         if copied_topic != &topic[..topic_len] {
-            // The topic changed between the two copies (only a producer writing over its
-            // own committed frame does that): the final copy is what counts. Check it as
+            // The topic changed between the two copies and still passed the frame check of
+            // the header copied before (a producer writing over its committed frame, with a
+            // check collision; ring/tests/topic_rewrite.rs): the final copy is what counts. Check it as
             // the first one was, and ask the sink again.
             let utf8 = std::str::from_utf8(copied_topic).is_ok();
             topic[..topic_len].copy_from_slice(copied_topic);
