@@ -80,6 +80,14 @@ const CASES: &[Case] = &[
         run: |n| reserve_commit(n, 64, false),
     },
     Case {
+        name: "sidecar/encode/64",
+        run: |n| encode(n, 64),
+    },
+    Case {
+        name: "sidecar/encode/1024",
+        run: |n| encode(n, 1024),
+    },
+    Case {
         name: "ring/frame_check/64",
         run: |n| frame_check(n, 64),
     },
@@ -175,6 +183,80 @@ fn frame_check(iters: u64, len: usize) -> Result<(), Box<dyn Error>> {
     };
     measure(iters, &mut || {
         black_box(frame_check_body(black_box(&header), black_box(&body)));
+    });
+    Ok(())
+}
+
+/// The sidecar's per-frame serving path, per frame: one subscriber's read step from a real
+/// memfd ring (copy out, re-check the claim counter, frame check, topic checks) into its
+/// batch encoder, the batch closed into a `Bytes` whenever it is full (64 KiB batches, the
+/// e2e `--subscriber-buffer`). The ring (4 MiB, 4 KiB max payload) holds frames of `len`
+/// bytes under 4 topics, written once before counting and never lapped; the reader starts
+/// over from the earliest frame when it has read them all.
+fn encode(iters: u64, len: usize) -> Result<(), Box<dyn Error>> {
+    use ringside_ring::layout::RingHeader;
+    use ringside_ring::shm::create_ring_memfd;
+    use ringside_ring::writer::WritableRing;
+    use ringside_ring::{ReaderOptions, RingReader, RingView, StartAt};
+    use ringside_sidecar::batch::BatchEncoder;
+    use ringside_sidecar::filter::TopicFilter;
+    use ringside_sidecar::subscribe::{Fill, fill_batch};
+    use std::sync::Arc;
+
+    let config = RingConfig {
+        capacity: 4 << 20,
+        max_payload: 4096,
+    };
+    let header = RingHeader::new(&config, 0x5eed_0000_0000_0002, 1);
+    let fd = create_ring_memfd(&config, &header)?;
+    let view = Arc::new(RingView::open(fd.try_clone()?)?);
+    let ring = WritableRing::open(fd, header.ring_id, config)?;
+    let topics = ["load/0", "load/1", "load/2", "load/3"];
+    let data = payload(len);
+    let frame = ringside_ring::frame_len(topics[0].len(), len) as u64;
+    // Three quarters of the ring: never lapped, so every read is a frame.
+    for i in 0..(config.capacity * 3 / 4 / frame) {
+        let topic = topics[i as usize % topics.len()].as_bytes();
+        let claim = ring.claim(topic.len(), data.len());
+        ring.write_topic(&claim, topic);
+        ring.write_payload(&claim, &data);
+        ring.publish(
+            claim,
+            ringside_benches::fixture::bench_fields(),
+            topic,
+            &data,
+        );
+    }
+    let reader = || {
+        RingReader::new(
+            Arc::clone(&view),
+            StartAt::Earliest,
+            ReaderOptions::default(),
+        )
+    };
+    let mut rd = reader()?;
+    let mut enc = BatchEncoder::new(header.ring_id, 64 * 1024, 0, 255, 4096);
+    let filter = TopicFilter::new(&[], &[])?;
+    let mut restart = false;
+    measure(iters, &mut || {
+        if restart {
+            restart = false;
+            if let Ok(r) = reader() {
+                rd = r;
+            }
+        }
+        match fill_batch(&mut rd, &mut enc, &filter, 1, &mut |_, _| {}) {
+            Fill::Full => {
+                black_box(enc.finish(rd.next_seq(), false));
+                // The step that found the batch full read nothing: read the frame now.
+                fill_batch(&mut rd, &mut enc, &filter, 1, &mut |_, _| {});
+            }
+            Fill::Idle | Fill::Pending => {
+                black_box(enc.finish(rd.next_seq(), false));
+                restart = true;
+            }
+            Fill::Yield => {}
+        }
     });
     Ok(())
 }

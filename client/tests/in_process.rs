@@ -175,16 +175,16 @@ fn disconnected_producer_drops_and_counts() {
 #[derive(Default)]
 struct AppendSink {
     committed: Vec<Vec<u8>>,
-    open: Vec<u8>,
+    open: ringside_ring::BytesMut,
 }
 
 impl ringside_ring::FrameSink for AppendSink {
-    fn begin(&mut self, meta: &ringside_ring::FrameMeta) -> &mut [u8] {
-        self.open = vec![0; meta.body_len()];
-        &mut self.open
+    fn begin(&mut self, _meta: &ringside_ring::FrameMeta) -> Option<&mut ringside_ring::BytesMut> {
+        self.open.clear();
+        Some(&mut self.open)
     }
     fn commit(&mut self, _meta: &ringside_ring::FrameMeta) {
-        self.committed.push(std::mem::take(&mut self.open));
+        self.committed.push(self.open.split().to_vec());
     }
     fn abort(&mut self) {
         self.open.clear();

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::time::TimeSpec;
 
 use crate::shm::RingError;
 use crate::shm::{DoorbellMapping, DoorbellSlot};
@@ -67,7 +68,11 @@ impl RingWaiter {
         RingWaiter { view, doorbell }
     }
 
-    /// Returns when the claim position moved past `seen_pos`, or after `timeout`.
+    /// Returns when the claim position moved past `seen_pos`, when a producer rang (after
+    /// a commit), when [`nudge`](Self::nudge) was called, or after `timeout`, whichever
+    /// comes first. The timeout has the kernel's timer precision (tens of microseconds),
+    /// not milliseconds: a sidecar thread waiting for a claimed frame's commit uses a
+    /// sub-millisecond bound.
     pub fn wait(&self, seen_pos: u64, timeout: Duration) -> Tail {
         let tail = self.view.tail();
         if tail.pos != seen_pos {
@@ -80,15 +85,22 @@ impl RingWaiter {
         fence(Ordering::SeqCst);
         let tail = self.view.tail();
         if tail.pos == seen_pos {
-            let millis = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
             let mut fds = [PollFd::new(self.doorbell.event.as_fd(), PollFlags::POLLIN)];
             // An interrupted or failed poll just means an early return; callers loop.
-            let _ = poll(&mut fds, PollTimeout::from(millis));
+            let _ = ppoll(&mut fds, Some(TimeSpec::from_duration(timeout)), None);
             let mut drain = [0u8; 8];
             let _ = nix::unistd::read(&self.doorbell.event, &mut drain);
         }
         sleeping.store(0, Ordering::Relaxed);
         self.view.tail()
+    }
+
+    /// Wakes a thread blocked in [`wait`](Self::wait) now (a write to the doorbell's
+    /// eventfd, as a producer's ring does). For the sidecar's own use: a subscriber that
+    /// starts waiting for a commit asks the waiting thread to shorten its timeout.
+    pub fn nudge(&self) {
+        // Non-blocking eventfd; EAGAIN (counter saturated) means it is already rung.
+        let _ = nix::unistd::write(&self.doorbell.event, &1u64.to_ne_bytes());
     }
 }
 

@@ -71,6 +71,9 @@ pub mod shm;
 pub mod view;
 pub mod writer;
 
+/// The buffer type [`FrameSink::begin`] hands the reader (re-exported so that sinks use
+/// the same `bytes` version).
+pub use bytes::BytesMut;
 pub use doorbell::RingWaiter;
 pub use handshake::{ConnectError, ConnectErrorKind, HANDSHAKE_VERSION, RefusalReason};
 pub use host::{HostError, HostOptions, HostStats, ProducerInfo, RingHost};

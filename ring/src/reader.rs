@@ -1,6 +1,7 @@
 //! The read-only reader: a cursor into the ring that yields validated frames or explicit
 //! loss records. It never writes to the ring and never trusts it.
 
+use bytes::BytesMut;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -149,22 +150,28 @@ pub enum ReadStep {
     Pending,
 }
 
-/// Where a reader puts the bytes of a frame. The reader copies straight into the slice
-/// `begin` returns, validates, then calls `commit` or `abort`.
+/// Where a reader puts the bytes of a frame. The reader appends the frame's body straight
+/// into the buffer `begin` returns (no zero-fill), validates the appended bytes, then calls
+/// `commit` or `abort`.
 pub trait FrameSink {
-    /// Topic filter, called before the payload is copied. Return false to skip the frame.
-    fn accept_topic(&mut self, _topic: &[u8]) -> bool {
+    /// Topic filter, called before the payload is copied, with the reader's own copy of the
+    /// topic and whether it is UTF-8 (checked once, here, by the reader). Return false to
+    /// skip the frame. A topic that is not UTF-8 never reaches `commit`: a sink that accepts
+    /// one sees the frame fail validation. If the topic in the frame's final copy differs
+    /// from this one (a producer rewrote it in between), the reader asks again with that
+    /// copy before `commit`, so a committed frame's topic is always one the sink accepted.
+    fn accept_topic(&mut self, _topic: &[u8], _utf8: bool) -> bool {
         true
     }
-    /// Room for exactly `meta.body_len()` bytes: the topic, then the payload. A sink that
-    /// has no room for this frame now (a full batch) returns an empty slice instead: the
-    /// reader then leaves the frame where it is and returns [`ReadStep::Pending`], and the
-    /// next `read` offers the same frame again (frames are never empty: the topic has at
-    /// least one byte).
-    fn begin(&mut self, meta: &FrameMeta) -> &mut [u8];
-    /// The copy validated: keep it.
+    /// The buffer the reader appends exactly `meta.body_len()` bytes to: the topic, then
+    /// the payload. A sink that has no room for this frame now (a full batch) returns
+    /// `None` instead: the reader then leaves the frame where it is and returns
+    /// [`ReadStep::Pending`], and the next `read` offers the same frame again.
+    fn begin(&mut self, meta: &FrameMeta) -> Option<&mut BytesMut>;
+    /// The appended copy validated: keep it.
     fn commit(&mut self, meta: &FrameMeta);
-    /// The copy failed validation: drop everything written since `begin`.
+    /// The copy failed validation (or the sink declined its final topic): drop everything
+    /// appended since `begin`.
     fn abort(&mut self);
     /// The reader passed a reservation its producer discarded (sequence `meta.seq`): never
     /// published, not a loss (ring-format.md §5.5). Called once per discarded frame, in
@@ -177,7 +184,7 @@ pub trait FrameSink {
 /// capacity is bounded by the ring's max frame size.
 #[derive(Debug, Default)]
 pub struct VecSink {
-    body: Vec<u8>,
+    body: BytesMut,
     topic_len: usize,
 }
 
@@ -193,12 +200,12 @@ impl VecSink {
 }
 
 impl FrameSink for VecSink {
-    fn begin(&mut self, meta: &FrameMeta) -> &mut [u8] {
+    fn begin(&mut self, _meta: &FrameMeta) -> Option<&mut BytesMut> {
+        // The reader appends body_len bytes, bounded by the validated header
+        // (<= 255 + max payload); the buffer's capacity never grows beyond that.
         self.body.clear();
-        // body_len is bounded by the validated header (<= 255 + max payload).
-        self.body.resize(meta.body_len(), 0);
         self.topic_len = 0;
-        &mut self.body
+        Some(&mut self.body)
     }
     fn commit(&mut self, meta: &FrameMeta) {
         self.topic_len = usize::from(meta.topic_len);
@@ -486,28 +493,55 @@ impl RingReader {
         if self.lapped(self.claim_position()) {
             return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
         }
-        if !sink.accept_topic(&topic[..topic_len]) {
+        // The one UTF-8 check of a frame (unless its topic changes before the final copy).
+        let topic_utf8 = std::str::from_utf8(&topic[..topic_len]).is_ok();
+        if !sink.accept_topic(&topic[..topic_len], topic_utf8) {
             self.advance(&meta);
             return Step::Deliver(ReadStep::Filtered(meta));
         }
 
-        let body = sink.begin(&meta);
-        if body.len() != meta.body_len() {
-            // No room in the sink now (an empty slice), or a sink that does not honour the
-            // contract: nothing is copied and the cursor stays on this frame.
+        let body_len = meta.body_len();
+        let Some(buf) = sink.begin(&meta) else {
+            // No room in the sink now: nothing is copied and the cursor stays on this frame.
             sink.abort();
             return Step::Deliver(ReadStep::Pending);
-        }
-        map.copy_out(self.pos.wrapping_add(FRAME_HEADER_LEN as u64), body);
+        };
+        let start = buf.len();
+        map.append_out(
+            self.pos.wrapping_add(FRAME_HEADER_LEN as u64),
+            body_len,
+            buf,
+        );
         // Copy first, then re-check the claim counter: if a producer claimed over our frame
         // while we copied, the copy may be torn and is dropped.
         if self.lapped(self.claim_position()) {
             sink.abort();
             return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
         }
-        if frame_check_body(&header, body) != header.check
-            || std::str::from_utf8(&body[..topic_len]).is_err()
-        {
+        // Validate the copy, never the ring: the check covers the appended bytes only.
+        let body = buf.get(start..).unwrap_or_default();
+        if body.len() != body_len || frame_check_body(&header, body) != header.check {
+            sink.abort();
+            return Step::Deliver(self.resync(tail, LossReason::Corrupt));
+        }
+        let copied_topic = &body[..topic_len];
+        if copied_topic != &topic[..topic_len] {
+            // The topic changed between the two copies and still passed the frame check of
+            // the header copied before (a producer writing over its committed frame, with a
+            // check collision; ring/tests/topic_rewrite.rs): the final copy is what counts. Check it as
+            // the first one was, and ask the sink again.
+            let utf8 = std::str::from_utf8(copied_topic).is_ok();
+            topic[..topic_len].copy_from_slice(copied_topic);
+            if !utf8 {
+                sink.abort();
+                return Step::Deliver(self.resync(tail, LossReason::Corrupt));
+            }
+            if !sink.accept_topic(&topic[..topic_len], true) {
+                sink.abort();
+                self.advance(&meta);
+                return Step::Deliver(ReadStep::Filtered(meta));
+            }
+        } else if !topic_utf8 {
             sink.abort();
             return Step::Deliver(self.resync(tail, LossReason::Corrupt));
         }

@@ -296,6 +296,34 @@ impl RingMapping {
         unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) }
     }
 
+    /// Appends `len` bytes of the ring starting at `position` to `dst`, copying straight into
+    /// its spare capacity: no zero-fill of the destination first.
+    ///
+    /// Like [`copy_out`](Self::copy_out), the bytes may be changing under us and the copy
+    /// may be torn: callers must re-check the claim counter afterwards and validate the
+    /// appended bytes (never the ring) before using them.
+    ///
+    /// # Panics
+    ///
+    /// When `len` exceeds the capacity (internal misuse, never ring data: callers bound
+    /// `len` by the validated max frame length), as [`copy_out`](Self::copy_out).
+    pub fn append_out(&self, position: u64, len: usize, dst: &mut bytes::BytesMut) {
+        let src = self.at(position, len);
+        dst.reserve(len);
+        let spare = dst.spare_capacity_mut();
+        debug_assert!(spare.len() >= len, "reserve gave room for len bytes");
+        let len = len.min(spare.len());
+        // SAFETY: src..src+len is inside the mapping (see `at`); the destination is the
+        // BytesMut's own spare capacity, at least `len` bytes after `reserve` (and `len`
+        // is clamped to it), a distinct allocation. As in `copy_out`, concurrent writes by
+        // other processes can only make the copied bytes inconsistent, never the copy
+        // fault, and every byte value is a valid u8.
+        unsafe { std::ptr::copy_nonoverlapping(src, spare.as_mut_ptr().cast::<u8>(), len) };
+        let new_len = dst.len() + len;
+        // SAFETY: the `len` bytes after the old length were initialised by the copy above.
+        unsafe { dst.set_len(new_len) };
+    }
+
     /// Asks the CPU to start loading the cache lines of `[position, position + len)` (a hint;
     /// no memory is read into the program). A producer issues it right after its claim, so
     /// that the ring lines it is about to overwrite (long out of cache in a large ring) arrive

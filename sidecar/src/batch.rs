@@ -3,17 +3,19 @@
 //!
 //! # Copies per payload byte: exactly one
 //!
-//! The ring reader copies a frame's topic and payload (contiguous in the ring)
-//! in one `memcpy` into the slice [`BatchEncoder::begin_frame`] returns. That
-//! slice lies inside the batch buffer, positioned so that the payload lands
-//! exactly where the protobuf `payload` field's bytes belong. The topic lands
+//! The ring reader appends a frame's topic and payload (contiguous in the ring)
+//! in one `memcpy` to the batch buffer [`BatchEncoder::begin_frame`] returns,
+//! whose length is set so that the payload lands exactly where the protobuf
+//! `payload` field's bytes belong. The topic lands
 //! just in front of it; [`BatchEncoder::commit_frame`] then moves the topic
 //! (at most 255 bytes, never payload) a few bytes left to make room for the
 //! payload field's key and length, and writes the frame's other fields. The
 //! finished batch is frozen into a `Bytes` and handed to hyper/h2, which write
 //! it to the socket without copying. Payload bytes are therefore copied once
-//! (ring -> batch buffer); the buffer region is zero-filled before the copy
-//! (a write, not a copy; it keeps the sidecar free of `unsafe`).
+//! (ring -> batch buffer), into the buffer's spare capacity without zero-filling
+//! it first (`RingMapping::append_out` in the ring crate holds the `unsafe`; the
+//! sidecar has none). The reader validates the appended copy (frame check, the
+//! topic's UTF-8) before [`BatchEncoder::commit_frame`] keeps it.
 //!
 //! # Layout of one batch chunk
 //!
@@ -100,17 +102,8 @@ struct OpenFrame {
     start: usize,
     /// Offset where the reader copies the topic (scratch, just before the payload).
     copy_at: usize,
-}
-
-/// What happened to a frame at commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitOutcome {
-    /// Kept in the batch.
-    Kept,
-    /// Its copied topic is not UTF-8: dropped; report it as a corrupt loss.
-    CorruptTopic,
-    /// Its copied topic no longer matches the filter (changed under us): dropped, not a loss.
-    Filtered,
+    /// Encoded length of the frame's message body (computed once, at begin).
+    body_len: usize,
 }
 
 /// Builds batches for one subscriber into a buffer of at most `max_bytes`, and
@@ -143,6 +136,8 @@ pub struct BatchEncoder {
     frames_end: Option<u64>,
     /// `resume_seq` of the last batch.
     last_resume: Option<u64>,
+    /// Timestamp of the open batch's first frame.
+    first_ts: u64,
 }
 
 impl BatchEncoder {
@@ -173,6 +168,7 @@ impl BatchEncoder {
             discarded: 0,
             frames_end: None,
             last_resume: None,
+            first_ts: 0,
         }
     }
 
@@ -184,6 +180,12 @@ impl BatchEncoder {
     /// Frames in the open batch.
     pub fn frames(&self) -> u32 {
         self.frames
+    }
+
+    /// Timestamp (ns since the Unix epoch, the producer's clock) of the open batch's first
+    /// frame; meaningful while [`frames`](Self::frames) is above 0.
+    pub fn first_timestamp_ns(&self) -> u64 {
+        self.first_ts
     }
 
     /// Payload bytes in the open batch.
@@ -260,12 +262,17 @@ impl BatchEncoder {
     /// and the trailer after it. Always true for an empty batch (`max_bytes`
     /// holds one maximum-size frame).
     pub fn fits(&self, h: &FrameMeta) -> bool {
+        self.fits_total(frame_layout(h).0)
+    }
+
+    /// [`fits`](Self::fits) for a frame entry of `total` encoded bytes.
+    fn fits_total(&self, total: usize) -> bool {
         let loss = if self.pending_loss.is_some() {
             MAX_LOSS_LEN
         } else {
             0
         };
-        self.used() + loss + frame_layout(h).0 + MAX_TRAILER_LEN <= self.max_bytes
+        self.used() + loss + total + MAX_TRAILER_LEN <= self.max_bytes
     }
 
     /// Bytes the open batch uses (its header, when none is open yet).
@@ -331,50 +338,53 @@ impl BatchEncoder {
         self.losses_written += 1;
     }
 
-    /// Starts a frame and returns the slice the reader copies
-    /// `topic_len + payload_len` bytes (topic, then payload) into, or an empty
-    /// slice when the frame does not [`fit`](Self::fits) (the reader then offers
-    /// it again to the next batch).
+    /// Starts a frame and returns the buffer the reader appends exactly
+    /// `topic_len + payload_len` bytes (topic, then payload) to, or `None` when the
+    /// frame does not [`fit`](Self::fits) (the reader then offers it again to the
+    /// next batch). The buffer has room for them already: the append never
+    /// allocates.
     ///
     /// Call only after [`has_room`](Self::has_room) returned true, for a frame
     /// no larger than the maximum this encoder was built for.
-    pub fn begin_frame(&mut self, h: &FrameMeta) -> &mut [u8] {
-        if !self.fits(h) {
-            return &mut [];
+    pub fn begin_frame(&mut self, h: &FrameMeta) -> Option<&mut BytesMut> {
+        let body_len = frame_body_len(h);
+        let total = 1 + wire::varint_len(body_len as u64) + body_len;
+        let payload_at_rel = total - h.payload_len as usize;
+        if !self.fits_total(total) {
+            return None;
         }
         self.open_batch();
         self.flush_loss();
-        let (total, payload_at_rel) = frame_layout(h);
         let start = self.buf.len();
-        self.buf.resize(start + total, 0);
         let payload_at = start + payload_at_rel;
         let copy_at = payload_at - usize::from(h.topic_len);
+        // The frame's key, length and small fields go here at commit (a few bytes).
+        self.buf.resize(copy_at, 0);
         self.cur = Some(OpenFrame {
             header: *h,
             start,
             copy_at,
+            body_len,
         });
-        &mut self.buf[copy_at..start + total]
+        debug_assert!(self.buf.capacity() >= start + total, "fits() left room");
+        Some(&mut self.buf)
     }
 
-    /// Keeps the frame copied since [`begin_frame`](Self::begin_frame).
-    /// `accept` re-checks the copied topic against the subscriber's filter.
-    pub fn commit_frame(&mut self, accept: impl FnOnce(&[u8]) -> bool) -> CommitOutcome {
+    /// Keeps the frame appended since [`begin_frame`](Self::begin_frame), which the
+    /// reader validated (frame check, UTF-8 topic, and a topic the filter accepted).
+    /// A frame whose appended length is not exactly its body's is dropped instead;
+    /// returns whether the frame was kept.
+    pub fn commit_frame(&mut self) -> bool {
         let Some(f) = self.cur.take() else {
-            return CommitOutcome::Filtered;
+            return false;
         };
         let h = f.header;
         let t = usize::from(h.topic_len);
-        let copied_topic = f.copy_at..f.copy_at + t;
-        if std::str::from_utf8(&self.buf[copied_topic.clone()]).is_err() {
+        if self.buf.len() != f.copy_at + h.body_len() {
             self.buf.truncate(f.start);
-            return CommitOutcome::CorruptTopic;
+            return false;
         }
-        if !accept(&self.buf[copied_topic.clone()]) {
-            self.buf.truncate(f.start);
-            return CommitOutcome::Filtered;
-        }
-        let body_len = frame_body_len(&h);
+        let body_len = f.body_len;
         let b = &mut self.buf[f.start..];
         let mut i = wire::write_len_prefix(b, wire::batch::FRAMES, body_len);
         i += wire::write_varint_field(&mut b[i..], wire::frame::SEQ, h.seq);
@@ -391,11 +401,14 @@ impl BatchEncoder {
         i += t;
         i += wire::write_len_prefix(&mut b[i..], wire::frame::PAYLOAD, h.payload_len as usize);
         debug_assert_eq!(i, rel_copy + t, "payload must already sit in place");
+        if self.frames == 0 {
+            self.first_ts = h.timestamp_ns;
+        }
         self.frames += 1;
         self.payload_bytes += u64::from(h.payload_len);
         self.from.get_or_insert(h.seq);
         self.frames_end = Some(h.seq.saturating_add(1));
-        CommitOutcome::Kept
+        true
     }
 
     /// Drops the frame copied since [`begin_frame`](Self::begin_frame).
@@ -499,7 +512,16 @@ mod tests {
         v1::Batch::decode(&chunk[GRPC_PREFIX_LEN..]).expect("prost decodes our encoding")
     }
 
-    fn put(enc: &mut BatchEncoder, seq: u64, topic: &str, payload: &[u8]) -> CommitOutcome {
+    /// Appends a body as the reader does.
+    fn append(enc: &mut BatchEncoder, h: &FrameMeta, topic: &[u8], payload: &[u8]) {
+        let buf = enc.begin_frame(h).expect("the frame fits");
+        let cap = buf.capacity();
+        buf.extend_from_slice(topic);
+        buf.extend_from_slice(payload);
+        assert_eq!(buf.capacity(), cap, "the append did not reallocate");
+    }
+
+    fn put(enc: &mut BatchEncoder, seq: u64, topic: &str, payload: &[u8]) -> bool {
         let h = meta(
             seq,
             seq * 1000 + 7,
@@ -507,11 +529,8 @@ mod tests {
             topic.len(),
             payload.len(),
         );
-        let dst = enc.begin_frame(&h);
-        assert_eq!(dst.len(), topic.len() + payload.len(), "the frame fits");
-        dst[..topic.len()].copy_from_slice(topic.as_bytes());
-        dst[topic.len()..].copy_from_slice(payload);
-        enc.commit_frame(|_| true)
+        append(enc, &h, topic.as_bytes(), payload);
+        enc.commit_frame()
     }
 
     /// `resume_seq - from_seq` = frames + losses in range + filtered + discarded.
@@ -538,8 +557,8 @@ mod tests {
             frames: 2,
             first_seq: 3,
         });
-        assert_eq!(put(&mut enc, 5, "cpu", b"hello"), CommitOutcome::Kept);
-        assert_eq!(put(&mut enc, 6, "", b""), CommitOutcome::Kept);
+        assert!(put(&mut enc, 5, "cpu", b"hello"));
+        assert!(put(&mut enc, 6, "", b""));
         let chunk = enc.finish(7, false).expect("non-empty");
         let b = decode(&chunk);
         assert_eq!(b.ring_id, 42);
@@ -620,14 +639,14 @@ mod tests {
     }
 
     #[test]
-    fn abort_and_bad_topic_leave_no_trace() {
+    fn abort_and_short_append_leave_no_trace() {
         let mut enc = BatchEncoder::new(1, 64 * 1024, 0, 255, 1024);
         let h = meta(0, 0, 0, 1, 3);
-        enc.begin_frame(&h).copy_from_slice(b"tabc");
+        append(&mut enc, &h, b"t", b"abc");
         enc.abort_frame();
         let h = FrameMeta { seq: 1, ..h };
-        enc.begin_frame(&h).copy_from_slice(&[0xff, 1, 2, 3]);
-        assert_eq!(enc.commit_frame(|_| true), CommitOutcome::CorruptTopic);
+        append(&mut enc, &h, b"t", b"ab");
+        assert!(!enc.commit_frame(), "a body of the wrong length is dropped");
         assert!(enc.finish(2, false).is_none(), "nothing to send");
     }
 
@@ -739,24 +758,23 @@ mod tests {
                     Op::Frame(t, p, id, ts) => {
                         let h = meta(seq, ts, id, t.len(), p.len());
                         if !enc.fits(&h) {
-                            prop_assert!(enc.begin_frame(&h).is_empty(), "a frame that does not fit is declined");
+                            prop_assert!(enc.begin_frame(&h).is_none(), "a frame that does not fit is declined");
                             drain(&mut enc, seq, false, &mut got)?;
                             if !enc.fits(&h) {
                                 // A loss waiting after frames: one more batch.
                                 drain(&mut enc, seq, false, &mut got)?;
                             }
                         }
-                        let dst = enc.begin_frame(&h);
-                        prop_assert_eq!(dst.len(), t.len() + p.len());
-                        dst[..t.len()].copy_from_slice(t.as_bytes());
-                        dst[t.len()..].copy_from_slice(&p);
-                        prop_assert_eq!(enc.commit_frame(|_| true), CommitOutcome::Kept);
+                        append(&mut enc, &h, t.as_bytes(), &p);
+                        prop_assert!(enc.commit_frame());
                         want_frames.push(v1::Frame { seq, timestamp_ns: ts, topic: t, producer_id: id, payload: p.into() });
                         seq += 1;
                     }
                     Op::Abort(n) => {
                         let h = meta(seq, 1, 1, 0, n);
-                        enc.begin_frame(&h).fill(0xAA);
+                        if let Some(buf) = enc.begin_frame(&h) {
+                            buf.extend_from_slice(&vec![0xAA; n]);
+                        }
                         enc.abort_frame();
                     }
                     Op::Loss(r, n) => {

@@ -33,6 +33,16 @@ pub struct MetricsError {
 pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                crate::subscribe::DELAY_HISTOGRAM.to_owned(),
+            ),
+            DELAY_BUCKETS,
+        )
+        .map_err(|e| MetricsError {
+            addr,
+            reason: e.to_string(),
+        })?
         .install()
         .map_err(|e| MetricsError {
             addr,
@@ -42,6 +52,11 @@ pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
     register_at_zero();
     Ok(())
 }
+
+/// Upper bounds (seconds) of the per-batch delay histogram's buckets.
+pub const DELAY_BUCKETS: &[f64] = &[
+    25e-6, 50e-6, 100e-6, 200e-6, 300e-6, 500e-6, 1e-3, 1.5e-3, 2e-3, 5e-3, 10e-3, 100e-3, 1.0,
+];
 
 /// Every counter series, including each loss reason.
 pub const COUNTERS: &[&str] = &[
@@ -97,6 +112,11 @@ fn describe() {
         "Ring bytes (frame headers, topics, payloads) written by producers."
     );
     describe_counter!("ringside_frames_out_total", "Frames sent to subscribers.");
+    metrics::describe_histogram!(
+        crate::subscribe::DELAY_HISTOGRAM,
+        metrics::Unit::Seconds,
+        "Per batch sent: time from its first frame's producer timestamp to the batch being closed, by what led to the read (after: doorbell, backlog, pending_yield, pending_wait, progress)."
+    );
     describe_counter!(
         "ringside_payload_bytes_out_total",
         "Payload bytes sent to subscribers."

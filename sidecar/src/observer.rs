@@ -133,16 +133,16 @@ struct TopicSink {
 }
 
 impl FrameSink for TopicSink {
-    fn accept_topic(&mut self, topic: &[u8]) -> bool {
+    fn accept_topic(&mut self, topic: &[u8], _utf8: bool) -> bool {
         let n = topic.len().min(self.topic.len());
         self.topic[..n].copy_from_slice(&topic[..n]);
         self.topic_len = n;
         false
     }
 
-    fn begin(&mut self, _meta: &FrameMeta) -> &mut [u8] {
-        // Never called with a non-empty frame: accept_topic always declines.
-        &mut self.topic[..0]
+    fn begin(&mut self, _meta: &FrameMeta) -> Option<&mut ringside_ring::BytesMut> {
+        // Never called: accept_topic always declines.
+        None
     }
 
     fn commit(&mut self, _meta: &FrameMeta) {}

@@ -20,13 +20,13 @@
 //! the server ends (shutdown, or the stall reaper) first sends a last batch for
 //! anything not reported yet, then UNAVAILABLE naming the resume sequence.
 
-use crate::batch::{BatchEncoder, CommitOutcome, LossRun};
+use crate::batch::{BatchEncoder, LossRun};
 use crate::filter::TopicFilter;
 use crate::limits::{SlotGuard, SubscribeStreamGuard};
 use crate::request::{GRPC_PREFIX_LEN, RequestError, Subscription};
 use crate::state::Shared;
 use crate::wake::WakeState;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -44,13 +44,16 @@ use tonic::Status;
 /// Read steps per poll at most, so one busy subscriber cannot starve the
 /// runtime (filtered frames take no batch room).
 const MAX_STEPS_PER_POLL: usize = 4096;
-/// Retry delay when the next frame is claimed but not committed yet, after the quick
-/// retries below ran out (tokio's timer rounds it up to its 1 ms tick).
-const PENDING_BACKOFF: Duration = Duration::from_micros(500);
-/// Quick retries (a yield to the scheduler, microseconds each) before the timer backoff: a
-/// producer commits within nanoseconds of its claim unless it was descheduled, and a
-/// timer-based wait there cost 1-2 ms of tail latency under load.
-const PENDING_YIELDS: u32 = 64;
+/// Quick retries (a yield to the scheduler, about a microsecond each) when the next frame
+/// is claimed but not committed yet: a producer commits within nanoseconds of its claim
+/// unless it was descheduled in between. After them the stream waits for the commit on
+/// the wake thread's ticks (see [`crate::wake`]): woken by the producer's doorbell ring
+/// after its commit, or at the latest after [`crate::wake::PENDING_TICK`]. (It used to
+/// sleep 500 µs on tokio's timer, which ticks in milliseconds: 1-2 ms of tail latency.)
+const PENDING_YIELDS: u32 = 16;
+/// Per-batch delay histogram: now minus the batch's first frame's timestamp, when the
+/// batch is closed, by what led to the poll (label `after`).
+pub const DELAY_HISTOGRAM: &str = "ringside_batch_delay_seconds";
 /// How long a client may take to send its (tiny) request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Least time between two progress batches of a stream (batches carrying only
@@ -168,8 +171,10 @@ async fn start(
         slot,
         _stream: stream_guard,
         state: State::Reading,
-        backoff: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        ticks: None,
+        pending_registered: false,
         pending_yields: 0,
+        after: After::Backlog,
         last_sent: Instant::now(),
         progress_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         progress_armed: false,
@@ -216,16 +221,49 @@ enum State {
     Reading,
     /// Caught up: wait for producers to write.
     Waiting,
-    /// The next frame is claimed, not committed: retry shortly.
-    Backoff,
+    /// The next frame is claimed, not committed: wait for the wake thread's next tick.
+    PendingWait,
+}
+
+/// How the poll that read a batch's first frame came about: the label of the
+/// per-batch delay histogram (`ringside_batch_delay_seconds`), which attributes the
+/// latency tail to its cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Caught up, woken by the wake thread (a doorbell ring or a new claim).
+    Doorbell,
+    /// Reading on after a full batch or a spent step budget.
+    Backlog,
+    /// A quick retry of a claimed-but-uncommitted frame.
+    PendingYield,
+    /// A wait for a claimed frame's commit (the wake thread's ticks).
+    PendingWait,
+    /// The progress timer.
+    Progress,
+}
+
+impl After {
+    fn as_str(self) -> &'static str {
+        match self {
+            After::Doorbell => "doorbell",
+            After::Backlog => "backlog",
+            After::PendingYield => "pending_yield",
+            After::PendingWait => "pending_wait",
+            After::Progress => "progress",
+        }
+    }
 }
 
 /// Why filling a batch stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fill {
+pub enum Fill {
+    /// The batch is full (or the next frame opens the next one).
     Full,
+    /// Caught up with the producers.
     Idle,
+    /// The next frame is claimed, not committed yet.
     Pending,
+    /// The step budget is spent.
     Yield,
 }
 
@@ -240,9 +278,14 @@ pub struct SubscribeBody {
     _stream: Option<SubscribeStreamGuard>,
     wake: WatchStream<WakeState>,
     state: State,
-    backoff: Pin<Box<tokio::time::Sleep>>,
+    /// The wake thread's tick counter, while waiting for a commit (made on first use).
+    ticks: Option<WatchStream<u64>>,
+    /// Counted in the wait registry as waiting for a commit.
+    pending_registered: bool,
     /// Consecutive quick retries of a claimed-but-uncommitted frame.
     pending_yields: u32,
+    /// How the current poll came about (for the delay histogram).
+    after: After,
     /// When the last batch went out (progress batches wait [`PROGRESS_INTERVAL`]).
     last_sent: Instant,
     /// Wakes a waiting stream to send a progress batch.
@@ -274,29 +317,28 @@ struct Sink<'a> {
     bad_topic: bool,
     /// The frame did not fit in the batch (the reader keeps it for the next one).
     full: bool,
-    outcome: CommitOutcome,
+    /// The encoder dropped the committed frame (a body of the wrong length: never, with
+    /// the ring crate's reader).
+    dropped: bool,
 }
 
 impl FrameSink for Sink<'_> {
-    fn accept_topic(&mut self, topic: &[u8]) -> bool {
-        if std::str::from_utf8(topic).is_err() {
+    fn accept_topic(&mut self, topic: &[u8], utf8: bool) -> bool {
+        if !utf8 {
             self.bad_topic = true;
             return false;
         }
         self.filter.matches(topic)
     }
 
-    fn begin(&mut self, meta: &FrameMeta) -> &mut [u8] {
-        if !self.enc.fits(meta) {
-            self.full = true;
-            return &mut [];
-        }
-        self.enc.begin_frame(meta)
+    fn begin(&mut self, meta: &FrameMeta) -> Option<&mut BytesMut> {
+        let buf = self.enc.begin_frame(meta);
+        self.full = buf.is_none();
+        buf
     }
 
     fn commit(&mut self, _meta: &FrameMeta) {
-        let filter = self.filter;
-        self.outcome = self.enc.commit_frame(|t| filter.matches(t));
+        self.dropped = !self.enc.commit_frame();
     }
 
     fn abort(&mut self) {
@@ -308,61 +350,93 @@ impl FrameSink for Sink<'_> {
     }
 }
 
-impl SubscribeBody {
-    /// Reads frames into the open batch until it is full, the ring is idle or
-    /// pending, or the step budget is spent.
-    fn fill(&mut self) -> Fill {
-        for _ in 0..MAX_STEPS_PER_POLL {
-            if !self.enc.has_room() {
-                return Fill::Full;
-            }
-            let mut sink = Sink {
-                enc: &mut self.enc,
-                filter: &self.filter,
-                bad_topic: false,
-                full: false,
-                outcome: CommitOutcome::Kept,
-            };
-            let step = self.reader.read(&mut sink);
-            let (bad_topic, full, outcome) = (sink.bad_topic, sink.full, sink.outcome);
-            match step {
-                ReadStep::Frame(meta) => match outcome {
-                    CommitOutcome::Kept => {}
-                    CommitOutcome::CorruptTopic => self.loss(LossReason::Corrupt, 1, meta.seq),
-                    CommitOutcome::Filtered => self.enc.count_filtered(meta.seq),
-                },
-                ReadStep::Filtered(meta) => {
-                    if bad_topic {
-                        self.loss(LossReason::Corrupt, 1, meta.seq);
-                    } else {
-                        self.enc.count_filtered(meta.seq);
-                    }
-                }
-                ReadStep::Loss(l) => self.loss(l.reason, l.frames, l.first_seq),
-                ReadStep::Idle => return Fill::Idle,
-                // The next frame does not fit this batch: it opens the next one.
-                ReadStep::Pending if full => return Fill::Full,
-                ReadStep::Pending => return Fill::Pending,
-            }
-        }
-        Fill::Yield
-    }
-
-    fn loss(&mut self, reason: LossReason, frames: u64, first_seq: u64) {
-        self.shared.counters.lost[reason].fetch_add(frames, Ordering::Relaxed);
-        metrics::counter!("ringside_frames_lost_total", "reason" => reason.as_str())
-            .increment(frames);
-        self.enc.record_loss(LossRun {
+/// Reads frames from `reader` into the open batch of `enc` until it is full, the
+/// ring is idle or pending, or `max_steps` read steps are spent: the per-frame path
+/// of every subscriber (and of the `instructions` benchmark). Frames the filter
+/// skips and discarded reservations are counted in the encoder; every loss is
+/// recorded in the encoder and passed to `lost` (reason, frames) for the totals.
+pub fn fill_batch(
+    reader: &mut RingReader,
+    enc: &mut BatchEncoder,
+    filter: &TopicFilter,
+    max_steps: usize,
+    lost: &mut impl FnMut(LossReason, u64),
+) -> Fill {
+    let mut loss = |enc: &mut BatchEncoder, reason: LossReason, frames: u64, first_seq: u64| {
+        lost(reason, frames);
+        enc.record_loss(LossRun {
             reason,
             frames,
             first_seq,
         });
+    };
+    for _ in 0..max_steps {
+        if !enc.has_room() {
+            return Fill::Full;
+        }
+        let mut sink = Sink {
+            enc: &mut *enc,
+            filter,
+            bad_topic: false,
+            full: false,
+            dropped: false,
+        };
+        let step = reader.read(&mut sink);
+        let (bad_topic, full, dropped) = (sink.bad_topic, sink.full, sink.dropped);
+        match step {
+            ReadStep::Frame(meta) => {
+                if dropped {
+                    loss(enc, LossReason::Corrupt, 1, meta.seq);
+                }
+            }
+            ReadStep::Filtered(meta) => {
+                if bad_topic {
+                    loss(enc, LossReason::Corrupt, 1, meta.seq);
+                } else {
+                    enc.count_filtered(meta.seq);
+                }
+            }
+            ReadStep::Loss(l) => loss(enc, l.reason, l.frames, l.first_seq),
+            ReadStep::Idle => return Fill::Idle,
+            // The next frame does not fit this batch: it opens the next one.
+            ReadStep::Pending if full => return Fill::Full,
+            ReadStep::Pending => return Fill::Pending,
+        }
+    }
+    Fill::Yield
+}
+
+impl SubscribeBody {
+    /// Reads frames into the open batch (see [`fill_batch`]), counting losses in the
+    /// sidecar's totals.
+    fn fill(&mut self) -> Fill {
+        let counters = &self.shared.counters;
+        fill_batch(
+            &mut self.reader,
+            &mut self.enc,
+            &self.filter,
+            MAX_STEPS_PER_POLL,
+            &mut |reason, frames| {
+                counters.lost[reason].fetch_add(frames, Ordering::Relaxed);
+                metrics::counter!("ringside_frames_lost_total", "reason" => reason.as_str())
+                    .increment(frames);
+            },
+        )
     }
 
     /// Closes the batch; a progress batch (counts only) is made when `progress`.
     fn finish_batch(&mut self, progress: bool) -> Option<Bytes> {
         let frames = u64::from(self.enc.frames());
         let payload = self.enc.payload_bytes();
+        if frames > 0 {
+            // The batch's oldest frame: how long after its producer stamped it (the
+            // producer's clock, comparable with CLOCK_REALTIME) it leaves the reader,
+            // labelled by how this poll came about. One clock read per batch.
+            let now = crate::commands::load::now_ns();
+            let delay = now.saturating_sub(self.enc.first_timestamp_ns());
+            metrics::histogram!(DELAY_HISTOGRAM, "after" => self.after.as_str())
+                .record(delay as f64 * 1e-9);
+        }
         let chunk = self.enc.finish(self.reader.next_seq(), progress)?;
         self.last_sent = Instant::now();
         self.progress_armed = false;
@@ -468,19 +542,30 @@ impl http_body::Body for SubscribeBody {
                     if this.progress_armed && this.progress_timer.as_mut().poll(cx).is_ready() {
                         this.progress_armed = false;
                         this.state = State::Reading;
+                        this.after = After::Progress;
                         continue;
                     }
                     match Pin::new(&mut this.wake).poll_next(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Some(_)) => this.state = State::Reading,
+                        Poll::Ready(Some(_)) => {
+                            this.state = State::Reading;
+                            this.after = After::Doorbell;
+                        }
                         Poll::Ready(None) => return this.end_by_server(End::Shutdown),
                     }
                 }
-                State::Backoff => {
-                    if this.backoff.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
+                State::PendingWait => {
+                    let ticks = this.ticks.get_or_insert_with(|| {
+                        WatchStream::from_changes(this.shared.waiters.ticks())
+                    });
+                    match Pin::new(ticks).poll_next(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(_)) => {
+                            this.state = State::Reading;
+                            this.after = After::PendingWait;
+                        }
+                        Poll::Ready(None) => return this.end_by_server(End::Shutdown),
                     }
-                    this.state = State::Reading;
                 }
                 State::Reading => {
                     let fill = this.fill();
@@ -493,6 +578,14 @@ impl http_body::Body for SubscribeBody {
                     }
                     if fill != Fill::Pending {
                         this.pending_yields = 0;
+                        if this.pending_registered {
+                            this.shared.waiters.unregister_pending();
+                            this.pending_registered = false;
+                        }
+                    }
+                    if chunk.is_some() {
+                        // What follows this batch is read on, whatever led to this one.
+                        this.after = After::Backlog;
                     }
                     match fill {
                         Fill::Full => {}
@@ -508,16 +601,18 @@ impl http_body::Body for SubscribeBody {
                         Fill::Pending if this.pending_yields < PENDING_YIELDS => {
                             this.pending_yields += 1;
                             if chunk.is_none() {
+                                this.after = After::PendingYield;
                                 cx.waker().wake_by_ref();
                                 return Poll::Pending;
                             }
                         }
-                        Fill::Pending => {
-                            this.pending_yields = 0;
-                            let deadline = tokio::time::Instant::now() + PENDING_BACKOFF;
-                            this.backoff.as_mut().reset(deadline);
-                            this.state = State::Backoff;
+                        Fill::Pending if !this.pending_registered => {
+                            // Say we wait for a commit (the wake thread starts ticking),
+                            // then look once more before waiting.
+                            this.shared.waiters.register_pending();
+                            this.pending_registered = true;
                         }
+                        Fill::Pending => this.state = State::PendingWait,
                         Fill::Yield => {
                             if chunk.is_none() {
                                 cx.waker().wake_by_ref();
@@ -538,6 +633,9 @@ impl Drop for SubscribeBody {
     fn drop(&mut self) {
         if self.registered {
             self.shared.waiters.unregister();
+        }
+        if self.pending_registered {
+            self.shared.waiters.unregister_pending();
         }
         metrics::gauge!("ringside_subscribers").decrement(1.0);
         tracing::debug!(

@@ -12,6 +12,15 @@
 //! *before* its final check of the ring (`register`, then read again, then
 //! wait), and the thread publishes whenever the tail differs from what it last
 //! published, so no change can slip between the two.
+//!
+//! A subscriber whose next frame is claimed but not committed yet (a producer between
+//! its claim and its commit) waits on a second value, a tick counter. While any
+//! subscriber waits so ([`WaitRegistry::register_pending`]), the thread bounds each of
+//! its waits to [`PENDING_TICK`] (a sub-millisecond `ppoll`, not tokio's 1 ms timer
+//! wheel) and bumps the counter after every wait: when a producer rings after its
+//! commit, at once, and otherwise at the latest after one tick. A producer descheduled
+//! mid-write therefore costs its subscribers a re-read every tick, never a sleep of
+//! 1-2 ms after it commits.
 
 use ringside_ring::{RingWaiter, Tail};
 use std::sync::Arc;
@@ -31,6 +40,10 @@ pub struct WakeState {
 
 /// How long one wait lasts at most, so the thread notices shutdown.
 const WAIT_SLICE: Duration = Duration::from_millis(250);
+/// How long one wait lasts at most while a subscriber waits for a claimed frame's commit:
+/// the bound on how late it re-reads when the commit came without a doorbell ring (the
+/// producer committed while this thread was awake).
+pub const PENDING_TICK: Duration = Duration::from_micros(100);
 
 /// The waker thread and the value it publishes.
 #[derive(Debug)]
@@ -41,10 +54,14 @@ pub struct Wake {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Counts subscribers that are caught up and waiting for a change.
+/// Counts subscribers that are caught up and waiting for a change, and those waiting
+/// for a claimed frame's commit.
 #[derive(Debug, Clone)]
 pub struct WaitRegistry {
     waiters: Arc<AtomicUsize>,
+    pending: Arc<AtomicUsize>,
+    ticks: watch::Receiver<u64>,
+    waiter: RingWaiter,
     thread: std::thread::Thread,
 }
 
@@ -64,6 +81,29 @@ impl WaitRegistry {
     pub fn unregister(&self) {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
+
+    /// Marks one subscriber as waiting for a claimed frame's commit: from now on the
+    /// thread ticks at least every [`PENDING_TICK`]. The caller must read the ring again
+    /// afterwards before it waits on [`ticks`](Self::ticks).
+    pub fn register_pending(&self) {
+        // SeqCst like `register`; the counter is only a mode switch for the thread, so a
+        // late view of it costs at most one longer wait, which the nudge below cuts short.
+        if self.pending.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.thread.unpark();
+            // The thread may sit in a 250 ms wait: cut it short so it starts ticking.
+            self.waiter.nudge();
+        }
+    }
+
+    /// Marks one subscriber as no longer waiting for a commit.
+    pub fn unregister_pending(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The tick counter pending subscribers wait on.
+    pub fn ticks(&self) -> watch::Receiver<u64> {
+        self.ticks.clone()
+    }
 }
 
 impl Wake {
@@ -78,12 +118,16 @@ impl Wake {
             shutting_down: false,
         });
         let tx = Arc::new(tx);
+        let (ticks_tx, ticks_rx) = watch::channel(0u64);
         let stop = Arc::new(AtomicBool::new(false));
         let waiters = Arc::new(AtomicUsize::new(0));
+        let pending = Arc::new(AtomicUsize::new(0));
         let thread = {
             let tx = Arc::clone(&tx);
             let stop = Arc::clone(&stop);
             let waiters = Arc::clone(&waiters);
+            let pending = Arc::clone(&pending);
+            let waiter = waiter.clone();
             std::thread::Builder::new()
                 .name("ringside-wake".into())
                 .stack_size(256 * 1024)
@@ -91,22 +135,30 @@ impl Wake {
                     let mut seen = initial.pos;
                     let mut published = initial;
                     while !stop.load(Ordering::Acquire) {
-                        if waiters.load(Ordering::SeqCst) == 0 {
+                        let committing = pending.load(Ordering::SeqCst) > 0;
+                        if !committing && waiters.load(Ordering::SeqCst) == 0 {
                             // Nobody waits: sleep until a subscriber registers.
                             std::thread::park_timeout(WAIT_SLICE);
                             continue;
                         }
-                        let tail = waiter.wait(seen, WAIT_SLICE);
+                        let slice = if committing { PENDING_TICK } else { WAIT_SLICE };
+                        let tail = waiter.wait(seen, slice);
                         seen = tail.pos;
                         if tail != published {
                             published = tail;
                             tx.send_modify(|s| s.tail = tail);
+                        }
+                        if pending.load(Ordering::SeqCst) > 0 {
+                            ticks_tx.send_modify(|t| *t = t.wrapping_add(1));
                         }
                     }
                 })?
         };
         let registry = WaitRegistry {
             waiters,
+            pending,
+            ticks: ticks_rx,
+            waiter,
             thread: thread.thread().clone(),
         };
         Ok(Wake {

@@ -17,6 +17,77 @@ pub(crate) struct LatResult {
     pub(crate) max_us: f64,
     pub(crate) peak_anon: u64,
     pub(crate) note: String,
+    /// ringside only: the sidecar's per-batch delay histogram by cause, scraped from its
+    /// Prometheus endpoint at the end of the run.
+    pub(crate) causes: Vec<Cause>,
+}
+
+/// One label of the sidecar's `ringside_batch_delay_seconds` histogram.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Cause {
+    pub(crate) after: String,
+    /// Batches with this cause.
+    pub(crate) count: u64,
+    /// Cumulative bucket counts: (upper bound in seconds, batches at or below it).
+    pub(crate) buckets: Vec<(f64, u64)>,
+}
+
+impl Cause {
+    /// Batches whose delay exceeded `secs` (a bucket bound).
+    pub(crate) fn above(&self, secs: f64) -> u64 {
+        let within = self
+            .buckets
+            .iter()
+            .find(|(le, _)| (le - secs).abs() < 1e-12)
+            .map_or(0, |&(_, n)| n);
+        self.count.saturating_sub(within)
+    }
+}
+
+/// Reads the sidecar's `/metrics` and returns the delay histogram per `after` label.
+fn scrape_causes(port: u16) -> Result<Vec<Cause>, String> {
+    use std::io::Write as _;
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let mut causes: Vec<Cause> = Vec::new();
+    let label = |line: &str, key: &str| -> Option<String> {
+        let start = line.find(&format!("{key}=\""))? + key.len() + 2;
+        let end = line[start..].find('"')? + start;
+        Some(line[start..end].to_owned())
+    };
+    for line in text.lines() {
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let Some(after) = label(line, "after") else {
+            continue;
+        };
+        let idx = match causes.iter().position(|c| c.after == after) {
+            Some(i) => i,
+            None => {
+                causes.push(Cause {
+                    after: after.clone(),
+                    ..Default::default()
+                });
+                causes.len() - 1
+            }
+        };
+        let c = &mut causes[idx];
+        if line.starts_with("ringside_batch_delay_seconds_bucket") {
+            if let Some(le) = label(line, "le").and_then(|v| v.parse::<f64>().ok()) {
+                c.buckets.push((le, value as u64));
+            }
+        } else if line.starts_with("ringside_batch_delay_seconds_count") {
+            c.count = value as u64;
+        }
+    }
+    causes.retain(|c| c.count > 0);
+    Ok(causes)
 }
 
 /// Steady rate: one producer process at `rate` frames/s of 64 B payloads for
@@ -43,7 +114,26 @@ pub(crate) async fn run_latency(
     let endpoint = format!("http://127.0.0.1:{port}");
     let socket = tmp.join(format!("lat-{name}-{rate}.sock"));
     let log = tmp.join(format!("lat-{name}-{rate}.log"));
-    let mut server = spawn_server(system, bins, p, port, &socket, None, log);
+    let metrics_port = free_port();
+    let mut server = match system {
+        System::Ringside => {
+            // As spawn_server, plus the Prometheus endpoint for the delay histogram.
+            let mut args: Vec<String> = vec!["serve".into()];
+            args.extend(p.serve_flags());
+            args.extend([
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--socket".into(),
+                socket.display().to_string(),
+                "--adopt-grace".into(),
+                "100ms".into(),
+                "--metrics-listen".into(),
+                format!("127.0.0.1:{metrics_port}"),
+            ]);
+            Server::spawn(None, &bins.ringside, &args, log)
+        }
+        System::Naive => spawn_server(system, bins, p, port, &socket, None, log),
+    };
     let sock = (system == System::Ringside).then_some(socket.as_path());
     if let Err(e) = server.wait_ready(port, sock) {
         res.note = format!("server did not start: {e}");
@@ -180,6 +270,12 @@ pub(crate) async fn run_latency(
         .map(|s| s.anon)
         .max()
         .unwrap_or(0);
+    if system == System::Ringside {
+        match scrape_causes(metrics_port) {
+            Ok(c) => res.causes = c,
+            Err(e) => res.note = format!("{} metrics: {e}", res.note).trim().to_owned(),
+        }
+    }
     let _ = server.stop(Duration::from_secs(10));
     res.received = received.load(Ordering::Relaxed);
     res.reported_lost = lost.load(Ordering::Relaxed);
@@ -201,6 +297,135 @@ pub(crate) async fn run_latency(
         mib(res.peak_anon)
     );
     res
+}
+
+/// The OS floor: the same pacing as `ringside load --rate R` (a 200 µs sleep whenever it
+/// is ahead, then every frame due, each stamped just before it is written), but each
+/// frame is one 8-byte `write` of the timestamp into a pipe to another process, which
+/// blocks in `read` and records its receive time minus the timestamp. One wake-up of a
+/// blocked process through the kernel: the least any cross-process path pays per hop.
+pub(crate) fn run_os_floor(rate: u64, secs: u64) -> LatResult {
+    use std::io::Write as _;
+    let mut res = LatResult {
+        system: "OS floor (pipe)".into(),
+        rate,
+        ..Default::default()
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            res.note = format!("no executable path: {e}");
+            return res;
+        }
+    };
+    let mut child = match Command::new(exe)
+        .arg("--os-floor-child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            res.note = format!("child did not start: {e}");
+            return res;
+        }
+    };
+    let Some(mut pipe) = child.stdin.take() else {
+        res.note = "no pipe to the child".into();
+        return res;
+    };
+    let count = rate * secs;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < count {
+        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(count);
+        if sent >= due {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        while sent < due {
+            if pipe
+                .write_all(&ringside_naive::now_ns().to_le_bytes())
+                .is_err()
+            {
+                res.note = "the child closed the pipe".into();
+                break;
+            }
+            sent += 1;
+        }
+        if !res.note.is_empty() {
+            break;
+        }
+    }
+    drop(pipe);
+    res.written = sent;
+    let (json, _) = run_to_json(child);
+    res.received = json["received"].as_u64().unwrap_or(0);
+    res.p50_us = json["p50_ns"].as_f64().unwrap_or(0.0) / 1000.0;
+    res.p99_us = json["p99_ns"].as_f64().unwrap_or(0.0) / 1000.0;
+    res.p999_us = json["p999_ns"].as_f64().unwrap_or(0.0) / 1000.0;
+    res.max_us = json["max_ns"].as_f64().unwrap_or(0.0) / 1000.0;
+    println!(
+        "[OS floor {rate}/s] received {} of {}: p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us",
+        res.received, res.written, res.p50_us, res.p99_us, res.p999_us, res.max_us
+    );
+    res
+}
+
+/// The child of [`run_os_floor`]: reads 8-byte timestamps from stdin until EOF, then
+/// prints its latency quantiles as JSON.
+pub(crate) fn os_floor_child() -> Result<(), Box<dyn std::error::Error>> {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = [0u8; 8];
+    let mut received = 0u64;
+    while stdin.read_exact(&mut buf).is_ok() {
+        let now = ringside_naive::now_ns();
+        let _ = h.record(now.saturating_sub(u64::from_le_bytes(buf)).max(1));
+        received += 1;
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "received": received,
+            "p50_ns": h.value_at_quantile(0.5),
+            "p99_ns": h.value_at_quantile(0.99),
+            "p999_ns": h.value_at_quantile(0.999),
+            "max_ns": h.max(),
+        })
+    );
+    Ok(())
+}
+
+/// The sidecar's per-batch delay by cause, for each ringside latency run.
+pub(crate) fn causes_table(results: &[LatResult]) -> String {
+    let mut t = String::from(
+        "| rate (frames/s) | read after | batches | share | ≤ 100 µs | > 500 µs | > 1 ms | > 2 ms |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in results.iter().filter(|r| !r.causes.is_empty()) {
+        let total: u64 = r.causes.iter().map(|c| c.count).sum::<u64>().max(1);
+        for c in &r.causes {
+            let fast = c.count - c.above(100e-6);
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {:.2}% | {:.2}% | {} | {} | {} |",
+                r.rate,
+                c.after,
+                c.count,
+                100.0 * c.count as f64 / total as f64,
+                100.0 * fast as f64 / c.count.max(1) as f64,
+                c.above(500e-6),
+                c.above(1e-3),
+                c.above(2e-3),
+            );
+        }
+    }
+    let _ = writeln!(
+        t,
+        "\nFrom the sidecar's `ringside_batch_delay_seconds` histogram (Prometheus, scraped at the end of each ringside run): for every batch sent, the time from its first frame's producer timestamp to the batch being closed, labelled by what led to the read: `doorbell` (caught up, woken by the wake thread), `backlog` (reading on after a full batch), `pending_yield` / `pending_wait` (the next frame was claimed but not committed: a quick retry, or a wait for the commit on the wake thread's sub-millisecond ticks), `progress` (the progress timer). At these rates a batch is one or a few frames, so the batches' tail is the frames' tail inside the sidecar; the rest of the end-to-end figure is h2, loopback TCP and the client."
+    );
+    t
 }
 
 pub(crate) fn latency_table(results: &[LatResult], secs: u64) -> String {
@@ -230,7 +455,7 @@ pub(crate) fn latency_table(results: &[LatResult], secs: u64) -> String {
     }
     let _ = writeln!(
         t,
-        "\nOne producer process (`ringside load --rate R --size 64` / `naive-load --rate R --size 64`) for {secs} s, one reader from the newest frame in the harness process; latency is the reader's receive time minus the producer's clock stored in payload bytes 8..16 (same host, same clock), recorded in an HDR histogram. No cgroup limit in this scenario."
+        "\nOne producer process (`ringside load --rate R --size 64` / `naive-load --rate R --size 64`) for {secs} s, one reader from the newest frame in the harness process; latency is the reader's receive time minus the producer's clock stored in payload bytes 8..16 (same host, same clock), recorded in an HDR histogram. No cgroup limit in this scenario. *OS floor (pipe)*: in the same run, the harness writes a timestamp into a pipe at the same rate and pacing as `ringside load`, and a second process blocked in `read` records its receive time minus it: one wake-up of a blocked process, the least one cross-process hop costs here (ringside's path has at least three: producer to the sidecar's wake thread, to its tokio worker, over loopback TCP to the reader; the naive server's at least two)."
     );
     t
 }

@@ -80,6 +80,13 @@ struct Args {
     /// tables, and write nothing.
     #[arg(long)]
     serving_only: bool,
+    /// Run only the steady-rate latency scenario (with its OS floor), print its
+    /// table, and write nothing.
+    #[arg(long)]
+    latency_only: bool,
+    /// Internal: the reading side of the OS floor measurement (reads timestamps on stdin).
+    #[arg(long, hide = true)]
+    os_floor_child: bool,
 }
 
 /// Scenario parameters.
@@ -137,8 +144,30 @@ impl Params {
     }
 }
 
+/// The `<!-- BEGIN ... -->` to `<!-- END ... -->` blocks of a previous benchmarks.md, each
+/// followed by a newline.
+fn kept_sections(old: &str) -> String {
+    let mut kept = String::new();
+    let mut rest = old;
+    while let Some(start) = rest.find("<!-- BEGIN ") {
+        let Some(end) = rest[start..].find("<!-- END ") else {
+            break;
+        };
+        let end = start + end;
+        let close = rest[end..].find("-->").map_or(rest.len(), |i| end + i + 3);
+        kept.push('\n');
+        kept.push_str(&rest[start..close]);
+        kept.push('\n');
+        rest = &rest[close..];
+    }
+    kept
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if args.os_floor_child {
+        return os_floor_child();
+    }
     let full = args.full;
     let p = Params {
         mode: if full { "--full" } else { "--quick" },
@@ -214,6 +243,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "limits: loopback TCP {:.2} GiB/s, memcpy {:.2} GiB/s",
         limits.tcp_gib_s, limits.memcpy_gib_s
     );
+    if args.latency_only {
+        let lat = rt.block_on(async {
+            let mut l = Vec::new();
+            for rate in [10_000u64, 100_000] {
+                for sys in [System::Ringside, System::Naive] {
+                    l.push(run_latency(sys, &bins, &p, rate, p.lat_secs, &tmp).await);
+                }
+                let secs = p.lat_secs;
+                if let Ok(r) = tokio::task::spawn_blocking(move || run_os_floor(rate, secs)).await {
+                    l.push(r);
+                }
+            }
+            l
+        });
+        rt.shutdown_timeout(Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&tmp);
+        println!("\n{}", latency_table(&lat, p.lat_secs));
+        println!("{}", causes_table(&lat));
+        println!("total run time {:.1} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     if args.serving_only {
         let serv = rt.block_on(run_serving(&bins, full, limits.tcp_gib_s, &tmp));
         rt.shutdown_timeout(Duration::from_secs(2));
@@ -233,6 +283,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for sys in [System::Ringside, System::Naive] {
                 l.push(run_latency(sys, &bins, &p, rate, p.lat_secs, &tmp).await);
             }
+            let secs = p.lat_secs;
+            if let Ok(r) = tokio::task::spawn_blocking(move || run_os_floor(rate, secs)).await {
+                l.push(r);
+            }
         }
         let mut f = Vec::new();
         for (n, fp) in &fanout {
@@ -250,7 +304,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_dir_all(&tmp);
     let tbl = table(&results, &p);
     println!("\n{tbl}");
-    let ltbl = latency_table(&lat, p.lat_secs);
+    let ltbl = format!(
+        "{}\n### Where the sidecar's share of the latency goes\n\n{}",
+        latency_table(&lat, p.lat_secs),
+        causes_table(&lat)
+    );
     println!("{ltbl}");
     let ftbl = fanout_table(&fan, &fanout[0].1, fan_budget);
     println!("{ftbl}");
@@ -289,7 +347,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dgram: &dg,
         serving: &serv,
     };
-    let md = report(&p, &[&tbl, &ltbl, &ftbl, &ltbl2], budget, &m);
+    let mut md = report(&p, &[&tbl, &ltbl, &ftbl, &ltbl2], budget, &m);
+    // Sections written by hand or by other tools (`<!-- BEGIN name ... -->` to
+    // `<!-- END name -->`, e.g. export-bench) are kept as they are.
+    let old = std::fs::read_to_string(args.out.join("benchmarks.md")).unwrap_or_default();
+    md.push_str(&kept_sections(&old));
     std::fs::write(args.out.join("benchmarks.md"), md)?;
     println!(
         "wrote {}, {}/burst-*.csv, {}/{{memory-burst,throughput,latency}}.svg",
