@@ -420,6 +420,40 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_subscribers_fit_two_gib() {
+        // The `e2e --scale` flags (docs/benchmarks.md), with the default 64 MiB ring.
+        let i = BudgetInputs {
+            ring_bytes: (64 << 20) + 4096,
+            max_subscribers: 10_000,
+            max_connections: 10_000,
+            max_streams_per_connection: 1 + u64::from(crate::limits::UNARY_STREAM_RESERVE),
+            subscriber_buffer: 8 << 10,
+            max_request: 1 << 10,
+            socket_send_buffer: 8 << 10,
+            worker_threads: 2,
+            tls: false,
+            demo: false,
+        };
+        let b = Budget::compute(&i);
+        assert!(b.total() <= 2 << 30, "{}", b.table(None));
+        // Explicit per-subscriber and per-connection terms, and they add up.
+        let fixed: u64 = b
+            .lines
+            .iter()
+            .filter(|l| l.count == 1 || l.item == "thread stacks")
+            .map(BudgetLine::total)
+            .sum();
+        let conns = 10_000 + crate::limits::OVERFLOW_CONNECTIONS as u64;
+        assert_eq!(
+            b.total(),
+            fixed + 10_000 * b.per_subscriber + conns * b.per_connection
+        );
+        // The inbound HTTP/2 term follows the stream window, not the 64 KiB connection window.
+        assert_eq!(h2_stream_window(1 << 10), 1029);
+        assert_eq!(h2_stream_window(1 << 20), H2_CONN_WINDOW);
+    }
+
+    #[test]
     fn scales_linearly_with_subscribers() {
         let mut i = inputs();
         let a = Budget::compute(&i);
