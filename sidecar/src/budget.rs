@@ -47,6 +47,11 @@ pub const H2_MAX_HEADER_LIST: u32 = 8 * 1024;
 /// HPACK dynamic tables, both directions (SETTINGS_HEADER_TABLE_SIZE default 4096 each).
 pub const HPACK_TABLES: u64 = 2 * 4096;
 
+/// `n` rounded up to a whole number of 4 KiB pages.
+fn page_up(n: u64) -> u64 {
+    n.div_ceil(4096).saturating_mul(4096)
+}
+
 /// The HTTP/2 stream receive window we advertise for `--max-request`: one whole request
 /// (and its 5-byte gRPC prefix) fits, at least 1 KiB, at most the connection window.
 /// Requests are small; a larger one just waits for a WINDOW_UPDATE.
@@ -165,19 +170,23 @@ impl Budget {
     /// Computes the budget.
     pub fn compute(i: &BudgetInputs) -> Budget {
         let batches = (crate::inflight::CHUNKS_IN_FLIGHT as u64 + 1) * i.subscriber_buffer;
-        let per_subscriber = batches + SUBSCRIBER_STATE + i.max_request;
+        // Per-item terms are rounded up to whole pages, so the total is a whole number of
+        // pages too (a cgroup limit is rounded down to pages by the kernel).
+        let per_subscriber = page_up(batches + SUBSCRIBER_STATE + i.max_request);
         let streams = i.max_streams_per_connection;
         let h2_inbound =
             u64::from(H2_CONN_WINDOW).min(streams * u64::from(h2_stream_window(i.max_request)));
         let requests = streams * (i.max_request + u64::from(H2_MAX_HEADER_LIST));
         let tls = if i.tls { TLS_STATE } else { 0 };
-        let per_connection = CONNECTION_STATE
-            + tls
-            + h2_inbound
-            + 2 * u64::from(H2_MAX_FRAME)
-            + HPACK_TABLES
-            + requests;
-        let kernel_per_connection = 2 * i.socket_send_buffer + 2 * SOCKET_RECV_BUFFER;
+        let per_connection = page_up(
+            CONNECTION_STATE
+                + tls
+                + h2_inbound
+                + 2 * u64::from(H2_MAX_FRAME)
+                + HPACK_TABLES
+                + requests,
+        );
+        let kernel_per_connection = page_up(2 * i.socket_send_buffer + 2 * SOCKET_RECV_BUFFER);
         let connections = i.max_connections + crate::limits::OVERFLOW_CONNECTIONS as u64;
         let mut lines = vec![
             BudgetLine {
@@ -436,6 +445,7 @@ mod tests {
         };
         let b = Budget::compute(&i);
         assert!(b.total() <= 2 << 30, "{}", b.table(None));
+        assert_eq!(b.total() % 4096, 0, "whole pages");
         // Explicit per-subscriber and per-connection terms, and they add up.
         let fixed: u64 = b
             .lines
