@@ -388,12 +388,11 @@ async fn run_subscriber(
             break;
         }
     }
-    if body.is_end_stream() || out.end.is_none() {
-        if let Ok(Ok(Some(t))) =
+    if (body.is_end_stream() || out.end.is_none())
+        && let Ok(Ok(Some(t))) =
             tokio::time::timeout(Duration::from_millis(100), body.trailers()).await
-        {
-            out.end = grpc_status(&t);
-        }
+    {
+        out.end = grpc_status(&t);
     }
     Ok(())
 }
@@ -942,7 +941,7 @@ pub(crate) fn splice_section(md: &str, section: &str) -> String {
                 .map_or(md.len(), |i| start + HEAD.len() + i + 1);
             format!("{}{}{}", &md[..start], section, &md[end..])
         }
-        None => format!("{}\n{}", md.trim_end(), format!("\n{section}")),
+        None => format!("{}\n\n{section}", md.trim_end()),
     }
 }
 
