@@ -11,9 +11,6 @@ use crate::config::human_bytes;
 use std::fmt::Write as _;
 use thiserror::Error;
 
-/// hyper's per-stream HTTP/2 send buffer cap (`max_send_buf_size`, 400 KiB by
-/// default; tonic does not expose it). Data a stream may have queued in h2.
-pub const H2_SEND_BUFFER: u64 = 400 * 1024;
 /// Runtime, allocator arenas, tracing, tonic services, metrics registry, the
 /// topic table: measured idle RssAnon is well below this.
 pub const FIXED_BASE: u64 = 24 << 20;
@@ -22,21 +19,49 @@ pub const THREAD_STACK: u64 = 2 << 20;
 /// Threads besides the tokio workers: wake thread, stats thread, ring host
 /// thread(s), blocking pool (capped at 2), signal handling.
 pub const EXTRA_THREADS: u64 = 6;
-/// Per-subscriber state besides buffers: ring reader, batch encoder struct,
-/// topic filter (at most 128 entries of 255 bytes), task and h2 stream state.
-pub const SUBSCRIBER_STATE: u64 = 64 * 1024;
-/// Per-connection state besides buffers: hyper/h2 connection, HPACK tables,
-/// task, TLS session.
-pub const CONNECTION_STATE: u64 = 64 * 1024;
-/// Kernel receive buffer we set per connection (SO_RCVBUF; requests are tiny).
-pub const SOCKET_RECV_BUFFER: u64 = 64 * 1024;
-/// HTTP/2 receive windows we advertise (stream and connection): inbound data
-/// is bounded by them. Requests are tiny.
-pub const H2_RECV_WINDOW: u32 = 64 * 1024;
-/// HTTP/2 max frame size we accept (the protocol minimum).
+/// Per-subscriber state besides its batch buffers and filter: ring reader, batch encoder,
+/// timers, the wake receiver, the h2 stream and hyper's task for it, the request's
+/// headers and routing future. Measured: about 12 KiB of RssAnon per waiting subscriber
+/// *with* its connection (`e2e --scale`, docs/benchmarks.md); this is that with room.
+pub const SUBSCRIBER_STATE: u64 = 16 * 1024;
+/// Per-connection state besides the buffers counted on their own: hyper/h2 connection,
+/// stream table, flow control, the tokio task and socket registration, the connection's
+/// handle. Measured together with one subscriber above.
+pub const CONNECTION_STATE: u64 = 16 * 1024;
+/// Extra per connection under TLS: rustls's record buffers (up to 16 KiB of plaintext
+/// and of ciphertext each way) and session state.
+pub const TLS_STATE: u64 = 80 * 1024;
+/// Kernel receive buffer we set per connection (SO_RCVBUF; the kernel doubles it).
+/// Clients only send small requests, and the sidecar reads all the time.
+pub const SOCKET_RECV_BUFFER: u64 = 8 * 1024;
+/// HTTP/2 connection-level receive window: the protocol's initial 65,535 bytes, which a
+/// server cannot lower and which we never raise. Inbound DATA buffered in h2 per
+/// connection is at most this, and at most the stream windows of its open streams.
+pub const H2_CONN_WINDOW: u32 = 65_535;
+/// HTTP/2 max frame size we accept (the protocol minimum). h2 reads one frame at a time
+/// into a buffer of at most this (plus its 9-byte header), and writes through a buffer
+/// of this size.
 pub const H2_MAX_FRAME: u32 = 16 * 1024;
-/// HTTP/2 header list size we accept.
-pub const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// HTTP/2 header list size we accept (decoded request headers of one stream).
+pub const H2_MAX_HEADER_LIST: u32 = 8 * 1024;
+/// HPACK dynamic tables, both directions (SETTINGS_HEADER_TABLE_SIZE default 4096 each).
+pub const HPACK_TABLES: u64 = 2 * 4096;
+
+/// `n` rounded up to a whole number of 4 KiB pages.
+fn page_up(n: u64) -> u64 {
+    n.div_ceil(4096).saturating_mul(4096)
+}
+
+/// The HTTP/2 stream receive window we advertise for `--max-request`: one whole request
+/// (and its 5-byte gRPC prefix) fits, at least 1 KiB, at most the connection window.
+/// Requests are small; a larger one just waits for a WINDOW_UPDATE.
+pub fn h2_stream_window(max_request: u64) -> u32 {
+    let w = max_request
+        .saturating_add(5)
+        .clamp(1024, u64::from(H2_CONN_WINDOW));
+    u32::try_from(w).unwrap_or(H2_CONN_WINDOW)
+}
+
 /// Memory the in-process demo producer and subscriber may use.
 pub const DEMO_OVERHEAD: u64 = 8 << 20;
 
@@ -59,6 +84,8 @@ pub struct BudgetInputs {
     pub socket_send_buffer: u64,
     /// Tokio worker threads.
     pub worker_threads: u64,
+    /// TLS is on (`--tls-cert`).
+    pub tls: bool,
     /// `--demo`.
     pub demo: bool,
 }
@@ -90,7 +117,7 @@ pub struct Budget {
     pub lines: Vec<BudgetLine>,
     /// Bytes per subscriber.
     pub per_subscriber: u64,
-    /// Bytes per connection.
+    /// Bytes per connection (user space and kernel socket buffers).
     pub per_connection: u64,
 }
 
@@ -142,15 +169,25 @@ pub struct OverBudget {
 impl Budget {
     /// Computes the budget.
     pub fn compute(i: &BudgetInputs) -> Budget {
-        let per_subscriber =
-            3 * i.subscriber_buffer + H2_SEND_BUFFER + SUBSCRIBER_STATE + i.max_request;
-        let per_connection = CONNECTION_STATE
-            + 2 * i.socket_send_buffer
-            + 2 * SOCKET_RECV_BUFFER
-            + u64::from(H2_RECV_WINDOW)
-            + 2 * u64::from(H2_MAX_FRAME)
-            + u64::from(H2_MAX_HEADER_LIST)
-            + i.max_streams_per_connection * (i.max_request + 2048);
+        let batches = (crate::inflight::CHUNKS_IN_FLIGHT as u64 + 1) * i.subscriber_buffer;
+        // Per-item terms are rounded up to whole pages, so the total is a whole number of
+        // pages too (a cgroup limit is rounded down to pages by the kernel).
+        let per_subscriber = page_up(batches + SUBSCRIBER_STATE + i.max_request);
+        let streams = i.max_streams_per_connection;
+        let h2_inbound =
+            u64::from(H2_CONN_WINDOW).min(streams * u64::from(h2_stream_window(i.max_request)));
+        let requests = streams * (i.max_request + u64::from(H2_MAX_HEADER_LIST));
+        let tls = if i.tls { TLS_STATE } else { 0 };
+        let per_connection = page_up(
+            CONNECTION_STATE
+                + tls
+                + h2_inbound
+                + 2 * u64::from(H2_MAX_FRAME)
+                + HPACK_TABLES
+                + requests,
+        );
+        let kernel_per_connection = page_up(2 * i.socket_send_buffer + 2 * SOCKET_RECV_BUFFER);
+        let connections = i.max_connections + crate::limits::OVERFLOW_CONNECTIONS as u64;
         let mut lines = vec![
             BudgetLine {
                 item: "ring (shared memory)",
@@ -178,22 +215,42 @@ impl Budget {
                 count: i.max_subscribers,
                 each: per_subscriber,
                 note: format!(
-                    "--max-subscribers x (3 x --subscriber-buffer {} + HTTP/2 send buffer {} + state {} + request {})",
+                    "--max-subscribers x ({} batches x --subscriber-buffer {} (being filled + {} handed to HTTP/2) + state {} + filter <= --max-request {})",
+                    crate::inflight::CHUNKS_IN_FLIGHT + 1,
                     human_bytes(i.subscriber_buffer),
-                    human_bytes(H2_SEND_BUFFER),
+                    crate::inflight::CHUNKS_IN_FLIGHT,
                     human_bytes(SUBSCRIBER_STATE),
                     human_bytes(i.max_request)
                 ),
             },
             BudgetLine {
                 item: "connections",
-                count: i.max_connections + crate::limits::OVERFLOW_CONNECTIONS as u64,
+                count: connections,
                 each: per_connection,
                 note: format!(
-                    "(--max-connections + {} refusal slots) x (2 x --socket-send-buffer {} + receive window/buffers + {} streams x --max-request)",
+                    "(--max-connections + {} refusal slots) x (state {}{} + HTTP/2 inbound {} + frame buffers {} + HPACK {} + {streams} streams x (--max-request {} + headers {}))",
                     crate::limits::OVERFLOW_CONNECTIONS,
+                    human_bytes(CONNECTION_STATE),
+                    if i.tls {
+                        format!(" + TLS {}", human_bytes(TLS_STATE))
+                    } else {
+                        String::new()
+                    },
+                    human_bytes(h2_inbound),
+                    human_bytes(2 * u64::from(H2_MAX_FRAME)),
+                    human_bytes(HPACK_TABLES),
+                    human_bytes(i.max_request),
+                    human_bytes(u64::from(H2_MAX_HEADER_LIST)),
+                ),
+            },
+            BudgetLine {
+                item: "socket buffers (kernel)",
+                count: connections,
+                each: kernel_per_connection,
+                note: format!(
+                    "connections x 2 x (--socket-send-buffer {} + receive buffer {}); the kernel doubles both; not RssAnon, charged to a cgroup v2",
                     human_bytes(i.socket_send_buffer),
-                    i.max_streams_per_connection
+                    human_bytes(SOCKET_RECV_BUFFER)
                 ),
             },
         ];
@@ -208,7 +265,7 @@ impl Budget {
         Budget {
             lines,
             per_subscriber,
-            per_connection,
+            per_connection: per_connection + kernel_per_connection,
         }
     }
 
@@ -353,6 +410,7 @@ mod tests {
             max_request: 16 << 10,
             socket_send_buffer: 256 << 10,
             worker_threads: 2,
+            tls: false,
             demo: false,
         }
     }
@@ -364,10 +422,45 @@ mod tests {
         assert_eq!(b.total(), sum);
         assert_eq!(
             b.per_subscriber,
-            3 * (256 << 10) + H2_SEND_BUFFER + SUBSCRIBER_STATE + (16 << 10)
+            3 * (256 << 10) + SUBSCRIBER_STATE + (16 << 10)
         );
         let t = b.table(None);
         assert!(t.contains("subscribers") && t.contains("total"), "{t}");
+    }
+
+    #[test]
+    fn ten_thousand_subscribers_fit_two_gib() {
+        // The `e2e --scale` flags (docs/benchmarks.md), with the default 64 MiB ring.
+        let i = BudgetInputs {
+            ring_bytes: (64 << 20) + 4096,
+            max_subscribers: 10_000,
+            max_connections: 10_000,
+            max_streams_per_connection: 1 + u64::from(crate::limits::UNARY_STREAM_RESERVE),
+            subscriber_buffer: 8 << 10,
+            max_request: 1 << 10,
+            socket_send_buffer: 8 << 10,
+            worker_threads: 2,
+            tls: false,
+            demo: false,
+        };
+        let b = Budget::compute(&i);
+        assert!(b.total() <= 2 << 30, "{}", b.table(None));
+        assert_eq!(b.total() % 4096, 0, "whole pages");
+        // Explicit per-subscriber and per-connection terms, and they add up.
+        let fixed: u64 = b
+            .lines
+            .iter()
+            .filter(|l| l.count == 1 || l.item == "thread stacks")
+            .map(BudgetLine::total)
+            .sum();
+        let conns = 10_000 + crate::limits::OVERFLOW_CONNECTIONS as u64;
+        assert_eq!(
+            b.total(),
+            fixed + 10_000 * b.per_subscriber + conns * b.per_connection
+        );
+        // The inbound HTTP/2 term follows the stream window, not the 64 KiB connection window.
+        assert_eq!(h2_stream_window(1 << 10), 1029);
+        assert_eq!(h2_stream_window(1 << 20), H2_CONN_WINDOW);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod config;
 pub mod console;
 pub mod filter;
 pub mod health;
+pub mod inflight;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

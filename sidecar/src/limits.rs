@@ -28,6 +28,13 @@
 //!   they are closed after [`OVERFLOW_LIFETIME`], so a gRPC client learns why.
 //!   Past that too, a connection is accepted and closed at once; nothing is
 //!   allocated for it.
+//! - File descriptors: at start, `serve` raises its RLIMIT_NOFILE soft limit to the hard
+//!   limit ([`raise_nofile`]) and keeps [`fd_reserve`] descriptors for producers and its
+//!   own use; the rest bound the connections ([`connections_fds_allow`]). When that is
+//!   below `--max-connections`, the connection limit is lowered to it and the refusal
+//!   names RLIMIT_NOFILE, so the sidecar refuses with a clear error instead of failing
+//!   `accept` with EMFILE (which leaves clients hanging in the backlog). Subscribers take
+//!   no descriptor of their own (they are streams on connections).
 //! - Handshakes: a connection must deliver the HTTP/2 client preface and the
 //!   header of its first frame ([`HANDSHAKE_BYTES`]) within
 //!   `--handshake-timeout`, or it is closed. Keepalive pings only start once
@@ -63,6 +70,60 @@ pub const HANDSHAKE_BYTES: usize = 24 + 9;
 /// (`--max-streams-per-connection`): room for unary calls (Info, ListTopics, health,
 /// reflection) on a connection full of Subscribe streams.
 pub const UNARY_STREAM_RESERVE: u32 = 4;
+
+/// Descriptors the sidecar keeps for itself besides connections and producers: stdio,
+/// the gRPC and producer listeners, the ring's memfd, eventfds, epoll and signal
+/// descriptors of the runtime, the metrics listener and its scrapes, files it opens.
+pub const BASE_FDS: u64 = 64;
+/// Producer connections the ring host holds beyond `--max-producers`: 16 waiting for
+/// their handshake and one being refused.
+pub const PRODUCER_FD_SLACK: u64 = 17;
+
+/// Descriptors kept for everything but gRPC connections, with `max_producers`.
+pub fn fd_reserve(max_producers: u64) -> u64 {
+    BASE_FDS + max_producers + PRODUCER_FD_SLACK
+}
+
+/// gRPC connections a descriptor limit of `nofile` leaves room for, refusal slots
+/// ([`OVERFLOW_CONNECTIONS`]) included in the reserve.
+pub fn connections_fds_allow(nofile: u64, max_producers: u64) -> u64 {
+    nofile.saturating_sub(fd_reserve(max_producers) + OVERFLOW_CONNECTIONS as u64)
+}
+
+/// The descriptor limit after [`raise_nofile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    /// Soft limit before.
+    pub was: u64,
+    /// Soft limit now (the one that counts).
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// Raises this process's RLIMIT_NOFILE soft limit to its hard limit.
+///
+/// # Errors
+///
+/// The OS error of `getrlimit` (a failed raise is not an error: the limit stays as it was).
+pub fn raise_nofile() -> Result<NofileLimit, nix::Error> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let mut out = NofileLimit {
+        was: soft,
+        soft,
+        hard,
+    };
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => out.soft = hard,
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "cannot raise RLIMIT_NOFILE to its hard limit")
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// Live counters of one subscriber slot.
 #[derive(Debug, Default)]
@@ -418,11 +479,31 @@ pub struct LimitedListener {
     options: SocketOptions,
     counters: Arc<ConnCounters>,
     limit: usize,
+    /// What a refused client is told.
+    refusal: Arc<str>,
+}
+
+/// Why connections past the limit are refused: the message a refused call gets.
+pub fn connection_refusal(limit: usize, max_connections: usize, nofile: Option<u64>) -> String {
+    match nofile {
+        Some(n) if limit < max_connections => format!(
+            "too many connections: the sidecar serves at most {limit} (--max-connections {max_connections}, but its file descriptor limit RLIMIT_NOFILE {n} leaves room for only {limit}); this connection closes now; retry later, or raise the sidecar's hard RLIMIT_NOFILE (ulimit -Hn, LimitNOFILE=)"
+        ),
+        _ => format!(
+            "too many connections: the sidecar serves at most {limit} (--max-connections {limit}); this connection closes now; retry later"
+        ),
+    }
 }
 
 impl LimitedListener {
-    /// Wraps a bound listener.
-    pub fn new(listener: TcpListener, limit: usize, options: SocketOptions) -> Self {
+    /// Wraps a bound listener admitting `limit` connections; refused calls get `refusal`
+    /// ([`connection_refusal`]).
+    pub fn new(
+        listener: TcpListener,
+        limit: usize,
+        options: SocketOptions,
+        refusal: String,
+    ) -> Self {
         Self {
             listener,
             permits: Arc::new(Semaphore::new(limit)),
@@ -430,6 +511,7 @@ impl LimitedListener {
             options,
             counters: Arc::new(ConnCounters::default()),
             limit,
+            refusal: refusal.into(),
         }
     }
 
@@ -459,7 +541,7 @@ impl LimitedListener {
                 Ok(x) => x,
                 Err(e) if is_transient(&e) => {
                     // EMFILE etc.: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed; retrying in 50ms");
+                    tracing::warn!(error = %e, "accept failed (EMFILE: out of file descriptors, RLIMIT_NOFILE; something besides connections and producers holds more than the reserve); retrying in 50ms");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
@@ -489,7 +571,10 @@ impl LimitedListener {
                 // Admitted only to answer RESOURCE_EXHAUSTED, then closed.
                 return Ok(LimitedConn {
                     stream,
-                    over_limit: Some((self.limit, Box::pin(tokio::time::sleep(OVERFLOW_LIFETIME)))),
+                    over_limit: Some((
+                        Arc::clone(&self.refusal),
+                        Box::pin(tokio::time::sleep(OVERFLOW_LIFETIME)),
+                    )),
                     handshake: self.handshake_deadline(),
                     counters: Arc::clone(&self.counters),
                     conn: Arc::default(),
@@ -562,8 +647,8 @@ fn set_buffers(stream: &TcpStream, o: SocketOptions) {
 #[derive(Debug)]
 pub struct LimitedConn {
     stream: TcpStream,
-    /// Set on a refusal connection: the limit, and when to close it.
-    over_limit: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
+    /// Set on a refusal connection: what its calls are told, and when to close it.
+    over_limit: Option<(Arc<str>, Pin<Box<tokio::time::Sleep>>)>,
     /// Until the handshake bytes have arrived: how many are missing, and the deadline.
     handshake: Option<Handshake>,
     counters: Arc<ConnCounters>,
@@ -585,8 +670,8 @@ struct Handshake {
 pub struct LimitedConnectInfo {
     /// The peer.
     pub remote_addr: Option<SocketAddr>,
-    /// `Some(limit)` on a connection admitted past `--max-connections`.
-    pub over_limit: Option<usize>,
+    /// On a connection admitted past the connection limit: what its calls are told.
+    pub over_limit: Option<Arc<str>>,
     /// The connection's shared state (progress, Subscribe streams, closing it).
     pub conn: Arc<ConnHandle>,
 }
@@ -597,7 +682,7 @@ impl Connected for LimitedConn {
     fn connect_info(&self) -> Self::ConnectInfo {
         LimitedConnectInfo {
             remote_addr: self.stream.peer_addr().ok(),
-            over_limit: self.over_limit.as_ref().map(|(l, _)| *l),
+            over_limit: self.over_limit.as_ref().map(|(m, _)| Arc::clone(m)),
             conn: Arc::clone(&self.conn),
         }
     }
@@ -680,8 +765,8 @@ pub fn connect_info<B>(req: &http::Request<B>) -> Option<&LimitedConnectInfo> {
     })
 }
 
-fn over_limit<B>(req: &http::Request<B>) -> Option<usize> {
-    connect_info(req).and_then(|i| i.over_limit)
+fn over_limit<B>(req: &http::Request<B>) -> Option<Arc<str>> {
+    connect_info(req).and_then(|i| i.over_limit.clone())
 }
 
 /// The peer address of the connection a request came on.
@@ -705,11 +790,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if let Some(limit) = over_limit(&req) {
-            let status = tonic::Status::resource_exhausted(format!(
-                "too many connections: the sidecar serves at most {limit} \
-                 (--max-connections {limit}); this connection closes now; retry later"
-            ));
+        if let Some(message) = over_limit(&req) {
+            let status = tonic::Status::resource_exhausted(message.to_string());
             let resp = status.into_http::<R>();
             return Box::pin(std::future::ready(Ok(resp)));
         }
@@ -798,6 +880,25 @@ mod tests {
             conn.open_subscribe(2).is_some(),
             "a slot freed by a finished stream"
         );
+    }
+
+    #[test]
+    fn fds_bound_connections_and_the_refusal_says_so() {
+        // 64 base + 2 producers + 17 slack + 8 refusal slots.
+        assert_eq!(connections_fds_allow(128, 2), 128 - 64 - 2 - 17 - 8);
+        assert_eq!(connections_fds_allow(64, 64), 0);
+        let m = connection_refusal(37, 1000, Some(128));
+        assert!(
+            m.contains("RLIMIT_NOFILE 128") && m.contains("at most 37"),
+            "{m}"
+        );
+        let m = connection_refusal(10, 10, Some(1 << 20));
+        assert!(
+            !m.contains("RLIMIT_NOFILE") && m.contains("--max-connections 10"),
+            "{m}"
+        );
+        let l = raise_nofile().expect("getrlimit");
+        assert!(l.soft >= l.was && l.soft <= l.hard);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 
 use crate::batch::{BatchEncoder, LossRun};
 use crate::filter::TopicFilter;
+use crate::inflight::ChunkGate;
 use crate::limits::{SlotGuard, SubscribeStreamGuard};
 use crate::request::{GRPC_PREFIX_LEN, RequestError, Subscription};
 use crate::state::Shared;
@@ -181,6 +182,7 @@ async fn start(
         ending: None,
         done: false,
         registered: false,
+        gate: ChunkGate::default(),
     })
 }
 
@@ -296,6 +298,8 @@ pub struct SubscribeBody {
     done: bool,
     /// Counted in the wait registry (caught up, waiting for producers).
     registered: bool,
+    /// Batches handed to HTTP/2 and not yet written (bounded, see [`crate::inflight`]).
+    gate: ChunkGate,
 }
 
 impl std::fmt::Debug for SubscribeBody {
@@ -450,7 +454,7 @@ impl SubscribeBody {
         s.frames_out.fetch_add(frames, Ordering::Relaxed);
         s.lag_bytes
             .store(self.reader.lag_bytes(), Ordering::Relaxed);
-        Some(chunk)
+        Some(self.gate.track(chunk))
     }
 
     fn end(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
@@ -568,6 +572,10 @@ impl http_body::Body for SubscribeBody {
                     }
                 }
                 State::Reading => {
+                    // At most CHUNKS_IN_FLIGHT batches out: woken when h2 drops one.
+                    if this.gate.poll_room(cx).is_pending() {
+                        return Poll::Pending;
+                    }
                     let fill = this.fill();
                     this.slot.polled(this.reader.position());
                     let progress_due = this.last_sent.elapsed() >= PROGRESS_INTERVAL;

@@ -104,14 +104,46 @@ impl Sidecar {
     /// Like [`start_on`](Self::start_on), but the process first moves itself
     /// into the cgroup v1 directory `cgroup` (so all its memory is charged there).
     pub fn start_in(dir: &TempDir, port: u16, extra: &[&str], cgroup: Option<&Path>) -> Sidecar {
+        Self::start_wrapped(dir, port, extra, cgroup, None)
+    }
+
+    /// Like [`start_on`](Self::start_on), with RLIMIT_NOFILE set to `soft` and `hard`
+    /// (by the shell's `ulimit`) before `serve` starts.
+    pub fn start_with_nofile(
+        dir: &TempDir,
+        port: u16,
+        extra: &[&str],
+        soft: u64,
+        hard: u64,
+    ) -> Sidecar {
+        Self::start_wrapped(dir, port, extra, None, Some((soft, hard)))
+    }
+
+    fn start_wrapped(
+        dir: &TempDir,
+        port: u16,
+        extra: &[&str],
+        cgroup: Option<&Path>,
+        nofile: Option<(u64, u64)>,
+    ) -> Sidecar {
         let socket = dir.join("ringside.sock");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let n = std::fs::read_dir(dir.path())
             .map(|d| d.count())
             .unwrap_or(0);
         let log = dir.join(&format!("serve-{n}.log"));
-        let mut cmd = match cgroup {
-            Some(cg) => {
+        let mut cmd = match (cgroup, nofile) {
+            (_, Some((soft, hard))) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg(format!(
+                        "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$@\""
+                    ))
+                    .arg("sh")
+                    .arg(ringside_bin());
+                c
+            }
+            (Some(cg), None) => {
                 let mut c = Command::new("/bin/sh");
                 c.arg("-c")
                     .arg("echo $$ > \"$0/cgroup.procs\" && exec \"$@\"")
@@ -119,7 +151,7 @@ impl Sidecar {
                     .arg(ringside_bin());
                 c
             }
-            None => Command::new(ringside_bin()),
+            (None, None) => Command::new(ringside_bin()),
         };
         cmd.arg("serve");
         if !extra.contains(&"--adopt-grace") {

@@ -25,7 +25,7 @@ use ringside_proto::v1::ringside_client::RingsideClient;
 use ringside_proto::v1::subscribe_request::Start;
 use std::fmt::Write as _;
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +40,7 @@ mod latency;
 mod limits;
 mod plots;
 mod report;
+mod scale;
 mod serving;
 
 use burst::*;
@@ -49,6 +50,7 @@ use latency::*;
 use limits::*;
 use plots::*;
 use report::*;
+use scale::*;
 use serving::*;
 
 /// Producer threads/streams in the burst.
@@ -87,6 +89,17 @@ struct Args {
     /// Internal: the reading side of the OS floor measurement (reads timestamps on stdin).
     #[arg(long, hide = true)]
     os_floor_child: bool,
+    /// Run only the scale scenario (scale.rs): 10,000 subscribers on separate
+    /// connections against one sidecar in a cgroup at its budget; writes its section of
+    /// `benchmarks.md` (unless --no-write).
+    #[arg(long)]
+    scale: bool,
+    /// Subscribers in the scale scenario (1,000 is a quick run).
+    #[arg(long, default_value_t = 10_000)]
+    scale_subscribers: usize,
+    /// Data frames per second in the scale scenario.
+    #[arg(long, default_value_t = 200)]
+    scale_rate: u64,
 }
 
 /// Scenario parameters.
@@ -197,7 +210,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         naive_server: bin_dir.join("naive-server"),
         naive_load: bin_dir.join("naive-load"),
     };
-    for b in [&bins.ringside, &bins.naive_server, &bins.naive_load] {
+    let needed: &[&PathBuf] = if args.scale {
+        &[&bins.ringside]
+    } else {
+        &[&bins.ringside, &bins.naive_server, &bins.naive_load]
+    };
+    for b in needed {
         if !b.exists() {
             return Err(format!(
                 "{} not found; build with `cargo build --release -p ringside-naive -p ringside -p ringside-e2e`",
@@ -205,6 +223,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
             .into());
         }
+    }
+    if args.scale {
+        return run_scale_only(&args, &bins);
     }
     let budget = budget_bytes(&bins.ringside, &p)?;
     println!(
@@ -360,4 +381,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         data.display()
     );
     verdict
+}
+
+/// `e2e --scale`: the scale scenario alone.
+fn run_scale_only(args: &Args, bins: &Bins) -> Result<(), Box<dyn std::error::Error>> {
+    let sp = ScaleParams::new(args.scale_subscribers, args.scale_rate);
+    let tmp = std::env::temp_dir().join(format!("ringside-e2e-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(run_scale(bins, &sp, &tmp));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let mut command = String::from("target/release/e2e --scale");
+    if args.scale_subscribers != 10_000 {
+        let _ = write!(command, " --scale-subscribers {}", args.scale_subscribers);
+    }
+    if args.scale_rate != 200 {
+        let _ = write!(command, " --scale-rate {}", args.scale_rate);
+    }
+    let section = scale_section(&r, &command);
+    println!("\n{section}");
+    if !args.no_write && r.skipped.is_none() {
+        let path = args.out.join("benchmarks.md");
+        let md = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, splice_section(&md, &section))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }

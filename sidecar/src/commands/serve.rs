@@ -145,6 +145,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, ServeError> {
         max_request: args.max_request,
         socket_send_buffer: args.socket_send_buffer,
         worker_threads: workers as u64,
+        tls: args.tls_cert.is_some(),
         demo: args.demo,
     };
     let budget = Budget::compute(&inputs);
@@ -222,7 +223,63 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// The connection limit after the file descriptor limit, and what refused calls are told.
+#[derive(Debug, Clone)]
+struct ConnLimit {
+    limit: usize,
+    refusal: String,
+}
+
+/// Raises RLIMIT_NOFILE to the hard limit, logs it, and lowers the connection limit to
+/// what the descriptors allow.
+fn fd_admission(args: &ServeArgs) -> Result<ConnLimit, ServeError> {
+    let nofile = crate::limits::raise_nofile()
+        .map_err(|e| ServeError::Runtime(format!("cannot read RLIMIT_NOFILE: {e}")))?;
+    let producers = args.max_producers as u64;
+    let reserve = crate::limits::fd_reserve(producers);
+    let allow = crate::limits::connections_fds_allow(nofile.soft, producers);
+    if allow == 0 {
+        return Err(ServeError::Config(format!(
+            "the file descriptor limit RLIMIT_NOFILE {} (hard {}) leaves none for gRPC connections: {reserve} are kept for --max-producers {} and the sidecar itself, {} for refusal connections; raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower --max-producers",
+            nofile.soft,
+            nofile.hard,
+            args.max_producers,
+            crate::limits::OVERFLOW_CONNECTIONS
+        )));
+    }
+    let limit = usize::try_from(allow)
+        .unwrap_or(usize::MAX)
+        .min(args.max_connections);
+    tracing::info!(
+        soft = nofile.soft,
+        hard = nofile.hard,
+        raised_from = nofile.was,
+        reserved = reserve,
+        connections = limit,
+        "RLIMIT_NOFILE {} (raised from {}, hard {}): {reserve} file descriptors kept for producers and the sidecar, room for {allow} gRPC connections (--max-connections {})",
+        nofile.soft,
+        nofile.was,
+        nofile.hard,
+        args.max_connections
+    );
+    if limit < args.max_connections {
+        tracing::warn!(
+            max_connections = args.max_connections,
+            connections = limit,
+            nofile = nofile.soft,
+            "--max-connections {} is more than RLIMIT_NOFILE {} allows: connections past {limit} are refused with RESOURCE_EXHAUSTED; raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) to serve more",
+            args.max_connections,
+            nofile.soft
+        );
+    }
+    Ok(ConnLimit {
+        limit,
+        refusal: crate::limits::connection_refusal(limit, args.max_connections, Some(nofile.soft)),
+    })
+}
+
 fn serve(args: ServeArgs, r: Resolved) -> Result<(), ServeError> {
+    let conn_limit = fd_admission(&args)?;
     let auth = match &args.auth_token_file {
         Some(p) => TokenCheck::from_file(p).map_err(|e| ServeError::Config(e.to_string()))?,
         None => TokenCheck::off(),
@@ -258,7 +315,14 @@ fn serve(args: ServeArgs, r: Resolved) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(|e| ServeError::Runtime(format!("cannot start the async runtime: {e}")))?;
-    let result = runtime.block_on(serve_async(args, r, Arc::clone(&host), auth, tls));
+    let result = runtime.block_on(serve_async(
+        args,
+        r,
+        conn_limit,
+        Arc::clone(&host),
+        auth,
+        tls,
+    ));
     host.shutdown();
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
@@ -380,6 +444,7 @@ async fn shutdown_signal() -> &'static str {
 async fn serve_async(
     args: ServeArgs,
     r: Resolved,
+    conn_limit: ConnLimit,
     host: Arc<RingHost>,
     auth: TokenCheck,
     tls: Option<ServerTlsConfig>,
@@ -427,12 +492,13 @@ async fn serve_async(
         .map_err(|e| ServeError::Runtime(format!("listener: {e}")))?;
     let listener = LimitedListener::new(
         listener,
-        args.max_connections,
+        conn_limit.limit,
         SocketOptions {
             send_buffer: args.socket_send_buffer as usize,
             recv_buffer: budget::SOCKET_RECV_BUFFER as usize,
             handshake_timeout: args.handshake_timeout,
         },
+        conn_limit.refusal,
     );
     let local = listener
         .local_addr()
@@ -487,8 +553,8 @@ async fn serve_async(
             args.max_streams_per_connection
                 .saturating_add(UNARY_STREAM_RESERVE),
         )
-        .initial_stream_window_size(budget::H2_RECV_WINDOW)
-        .initial_connection_window_size(budget::H2_RECV_WINDOW)
+        .initial_stream_window_size(budget::h2_stream_window(args.max_request))
+        .initial_connection_window_size(budget::H2_CONN_WINDOW)
         .max_frame_size(budget::H2_MAX_FRAME)
         .http2_max_header_list_size(budget::H2_MAX_HEADER_LIST)
         .http2_keepalive_interval(keepalive)
