@@ -938,7 +938,8 @@ fn verdict(r: &ScaleResult) -> String {
 
 /// First line of the scale section in `benchmarks.md`; a `--full` run keeps everything
 /// from here to [`SECTION_END`] as it is.
-const SECTION_BEGIN: &str = "<!-- BEGIN scale (issue 13; written by `target/release/e2e --scale`) -->";
+const SECTION_BEGIN: &str =
+    "<!-- BEGIN scale (issue 13; written by `target/release/e2e --scale`) -->";
 /// Last line of the scale section.
 const SECTION_END: &str = "<!-- END scale -->";
 
