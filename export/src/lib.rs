@@ -16,6 +16,8 @@
 //! again; JetStream's duplicate window covers the rest. See `docs/fleet.md`
 //! for where the guarantee stops.
 
+#![deny(missing_docs)]
+
 pub mod accounting;
 pub mod budget;
 mod exporter;

@@ -1,65 +1,27 @@
-//! Test support for the exporter tests: a real nats-server per test (free
-//! loopback port, temporary store directory), real `ringside serve`, `load`,
-//! `export` and `tail` processes, and an independent reader of the raw
-//! stream (plain async-nats, not the crate's reader) that checks every
-//! sequence number is in the stream exactly once.
+//! The exporter's harness (`tests/tests/export_*.rs`): a real nats-server per test (a free
+//! loopback port, a temporary store directory), real `ringside export` and `ringside tail
+//! --nats-url` processes next to the sidecar harness's `serve` and `load`
+//! ([`crate::sidecar`]), and an independent reader of the raw stream (plain async-nats, not
+//! the crate's reader) that checks every sequence number is in the stream exactly once.
 //!
-//! Kept local to this crate for now; the shared harness in
-//! `tests/src/sidecar_harness.rs` has the same process helpers for the sidecar.
-#![allow(dead_code)]
+//! nats-server comes from the Debian package `nats-server` (`-js` for JetStream). Without
+//! it, [`server_or_skip`] skips the test with a message naming the package, or fails it
+//! when `RINGSIDE_REQUIRE_TOOLS` is set ([`crate::tools`]).
 
+use crate::sidecar::{Sidecar, TempDir, finish_load, free_port, ringside_bin};
 use async_nats::jetstream::{self, consumer::pull};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt as _;
 
-/// Path of the `ringside` binary, built once per test process into this
-/// workspace's target directory (same profile as the test).
-pub fn ringside_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in target/<profile>/deps")
-            .to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "ringside",
-            "--bin",
-            "ringside",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build -p ringside");
-        assert!(status.success(), "cargo build -p ringside failed");
-        let bin = profile_dir.join("ringside");
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
-    })
-}
-
-/// The nats-server binary, or a panic naming the package to install.
-pub fn nats_server_bin() -> PathBuf {
+/// The nats-server binary on `PATH` or in `/usr/sbin`, `/usr/bin`, `/usr/local/bin`, or why
+/// not.
+pub fn server_bin() -> Result<PathBuf, String> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
@@ -67,56 +29,47 @@ pub fn nats_server_bin() -> PathBuf {
     dirs.into_iter()
         .map(|d| d.join("nats-server"))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "nats-server not found on PATH or in /usr/sbin: install the Debian package `nats-server` (apt-get install -y nats-server); these tests need a real server"
-            )
+        .ok_or_else(|| {
+            "nats-server not found on PATH or in /usr/sbin: install the Debian package \
+             `nats-server` (apt-get install -y nats-server); the exporter's tests need a real \
+             server"
+                .to_string()
         })
 }
 
-/// A unique temporary directory, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// Creates `/tmp/rsx-<name>-<pid>-<n>`.
-    pub fn new(name: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "rsx-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
-    }
-
-    /// A path inside.
-    pub fn join(&self, s: &str) -> PathBuf {
-        self.0.join(s)
+/// The nats-server binary, or `None` after [`crate::tools::skip_or_fail`] (which fails the
+/// test instead when `RINGSIDE_REQUIRE_TOOLS` is set). A test starts with
+/// `let Some(bin) = nats::server_or_skip() else { return };`.
+pub fn server_or_skip() -> Option<PathBuf> {
+    match server_bin() {
+        Ok(bin) => Some(bin),
+        Err(why) => {
+            crate::tools::skip_or_fail(&why);
+            None
+        }
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// Waits until `addr` accepts TCP connections, panicking with the log when `child` exits
+/// first or after 30 s.
+fn wait_port(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited early ({status}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} not ready on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Sends a signal to a process.
-pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-}
-
+/// Waits up to `within` for `child` to exit; kills it and panics after that.
 fn wait_exit(child: &mut Child, within: Duration, what: &str) -> ExitStatus {
     let deadline = Instant::now() + within;
     loop {
@@ -132,47 +85,38 @@ fn wait_exit(child: &mut Child, within: Duration, what: &str) -> ExitStatus {
     }
 }
 
-fn wait_port(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "{what} exited early ({status}):\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        if TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what} not ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A nats-server with JetStream on a loopback port and its own store directory.
+/// A nats-server on a loopback port, with JetStream and its own store directory unless
+/// started without it.
 #[derive(Debug)]
 pub struct NatsServer {
-    pub child: Option<Child>,
+    child: Option<Child>,
+    bin: PathBuf,
+    /// Its client port on 127.0.0.1.
     pub port: u16,
+    /// JetStream's store directory.
     pub store: PathBuf,
+    /// Where its stderr goes.
     pub log: PathBuf,
     extra: Vec<String>,
     jetstream: bool,
 }
 
 impl NatsServer {
-    /// Starts `nats-server -js` with `extra` arguments.
-    pub fn start(dir: &TempDir, extra: &[&str]) -> NatsServer {
-        Self::start_with(dir, extra, true)
+    /// Starts `bin -js` with `extra` arguments.
+    pub fn start(bin: &Path, dir: &TempDir, extra: &[&str]) -> NatsServer {
+        Self::start_with(bin, dir, extra, true)
     }
 
     /// Starts nats-server, with or without JetStream.
-    pub fn start_with(dir: &TempDir, extra: &[&str], jetstream: bool) -> NatsServer {
+    pub fn start_with(bin: &Path, dir: &TempDir, extra: &[&str], jetstream: bool) -> NatsServer {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
         let mut s = NatsServer {
             child: None,
+            bin: bin.to_path_buf(),
             port: free_port(),
-            store: dir.join("nats-store"),
-            log: dir.join("nats.log"),
+            store: dir.join(&format!("nats-store-{n}")),
+            log: dir.join(&format!("nats-{n}.log")),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             jetstream,
         };
@@ -185,8 +129,8 @@ impl NatsServer {
             .create(true)
             .append(true)
             .open(&self.log)
-            .expect("nats log");
-        let mut cmd = Command::new(nats_server_bin());
+            .expect("nats-server log file");
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
         if self.jetstream {
             cmd.arg("-js").arg("-sd").arg(&self.store);
@@ -215,13 +159,13 @@ impl NatsServer {
         }
     }
 
-    /// Starts again on the same port with the same store.
+    /// Starts again on the same port with the same store (killing it first if it runs).
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
     }
 
-    /// The process id.
+    /// The process id (0 when not running).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
@@ -233,124 +177,17 @@ impl Drop for NatsServer {
     }
 }
 
-/// A running `ringside serve`.
-#[derive(Debug)]
-pub struct Sidecar {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub socket: PathBuf,
-    pub log: PathBuf,
-}
-
-impl Sidecar {
-    /// Starts `serve` with `extra` flags on a fresh port, socket `dir/ringside.sock`.
-    pub fn start(dir: &TempDir, extra: &[&str]) -> Sidecar {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        Self::start_at(
-            addr,
-            dir.join("ringside.sock"),
-            dir.join("serve.log"),
-            extra,
-        )
-    }
-
-    fn start_at(addr: SocketAddr, socket: PathBuf, log: PathBuf, extra: &[&str]) -> Sidecar {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log");
-        let mut cmd = Command::new(ringside_bin());
-        cmd.arg("serve");
-        if !extra.contains(&"--adopt-grace") {
-            cmd.args(["--adopt-grace", "300ms"]);
-        }
-        let mut child = cmd
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn ringside serve");
-        wait_port(addr, &mut child, "ringside serve", &log);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "no producer socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Sidecar {
-            child,
-            addr,
-            socket,
-            log,
-        }
-    }
-
-    /// SIGKILL.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// A new `serve` on the same address and socket (after [`kill9`](Self::kill9)).
-    pub fn restart(&mut self, extra: &[&str]) {
-        self.kill9();
-        let next = Self::start_at(self.addr, self.socket.clone(), self.log.clone(), extra);
-        drop(std::mem::replace(self, next));
-    }
-
-    /// The gRPC endpoint URL.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ringside load --json --quiet` with `args`.
-pub fn spawn_load(socket: &Path, args: &[&str]) -> Child {
-    Command::new(ringside_bin())
-        .arg("load")
-        .arg("--socket")
-        .arg(socket)
-        .args(["--json", "--quiet"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ringside load")
-}
-
-/// Waits for `load` and returns the frames it wrote.
-pub fn finish_load(mut child: Child) -> u64 {
-    let mut out = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    let status = child.wait().expect("wait load");
-    assert!(status.success(), "load failed ({status}): {out}");
-    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("load --json output");
-    assert_eq!(json["dropped_not_connected"].as_u64(), Some(0), "{json}");
-    json["sent"].as_u64().expect("sent")
-}
-
 /// A running `ringside export`.
 #[derive(Debug)]
 pub struct Exporter {
-    pub child: Option<Child>,
+    child: Option<Child>,
+    /// Where its stderr goes.
     pub log: PathBuf,
 }
 
 impl Exporter {
-    /// Starts `ringside export` against `sidecar` and `nats` with `extra` flags.
+    /// Starts `ringside export` against `sidecar` and `nats` (stream `stream`, subject
+    /// prefix `prefix`) with `extra` flags, logging at `info` into a file in `dir`.
     pub fn start(
         dir: &TempDir,
         sidecar: &Sidecar,
@@ -368,7 +205,7 @@ impl Exporter {
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::File::create(&log).expect("exporter log file"))
             .spawn()
             .expect("spawn ringside export");
         Exporter {
@@ -382,7 +219,7 @@ impl Exporter {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The process id.
+    /// The process id (0 once it was stopped or killed).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
@@ -395,17 +232,11 @@ impl Exporter {
         }
     }
 
-    /// SIGTERM and wait for the exit status.
+    /// SIGTERM and wait (at most 30 s) for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
-        let mut c = self.child.take().expect("running");
-        signal(c.id(), nix::sys::signal::Signal::SIGTERM);
+        let mut c = self.child.take().expect("the exporter runs");
+        crate::sidecar::signal(&c, libc::SIGTERM);
         wait_exit(&mut c, Duration::from_secs(30), "ringside export")
-    }
-
-    /// Waits for it to exit by itself.
-    pub fn wait(&mut self, within: Duration) -> ExitStatus {
-        let mut c = self.child.take().expect("running");
-        wait_exit(&mut c, within, "ringside export")
     }
 
     /// True while the process runs.
@@ -413,6 +244,21 @@ impl Exporter {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits (at most 30 s) until its stderr contains `needle`; panics with the log when it
+    /// exits or the time is up.
+    pub fn wait_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.stderr().contains(needle) {
+            assert!(self.running(), "exporter exited:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -422,7 +268,8 @@ impl Drop for Exporter {
     }
 }
 
-/// Runs `ringside export` to completion (for start-up errors) and returns (status, stderr).
+/// Runs `ringside export --quiet` to completion (for start-up errors) and returns its exit
+/// status and stderr.
 pub fn export_once(
     sidecar: &Sidecar,
     url: &str,
@@ -447,7 +294,19 @@ pub fn export_once(
     (status, err)
 }
 
-/// The total of `ringside export --print-budget` for these flags.
+/// Waits for a `ringside load` process ([`crate::sidecar::spawn_load`]) and returns the
+/// frames it wrote, checking that it dropped none for want of a sidecar.
+pub fn load_sent(child: Child) -> u64 {
+    let totals = finish_load(child);
+    assert_eq!(
+        totals.dropped_not_connected, 0,
+        "load dropped frames while not connected: {}",
+        totals.json
+    );
+    totals.sent
+}
+
+/// The total of `ringside export --print-budget` for these flags, in bytes.
 pub fn export_budget(args: &[&str]) -> u64 {
     let out = Command::new(ringside_bin())
         .args([
@@ -472,11 +331,34 @@ pub fn export_budget(args: &[&str]) -> u64 {
         .unwrap_or_else(|| panic!("no budget total in {text}"))
 }
 
-/// The process's RssAnon in bytes.
-pub fn rss_anon(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let l = s.lines().find(|l| l.starts_with("RssAnon:"))?;
-    Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+/// Runs `ringside tail` with `args`, checks that it succeeded, and returns its stdout and
+/// stderr.
+pub fn tail(args: &[&str]) -> (String, String) {
+    let out = Command::new(ringside_bin())
+        .arg("tail")
+        .args(args)
+        .output()
+        .expect("ringside tail");
+    assert!(
+        out.status.success(),
+        "tail failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A body of `GET <path>` over HTTP/1.0 from `addr` (status line and headers included).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::Write as _;
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
 }
 
 /// A current-thread tokio runtime for the test's own NATS calls.
@@ -487,8 +369,21 @@ pub fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// What the raw stream holds for one prefix, read with plain async-nats
-/// (headers parsed here, independently of the crate's reader).
+/// One record of the raw stream, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// Its stream sequence.
+    pub stream_seq: u64,
+    /// Its subject's last token (`_loss`, `_batch`, or a topic token).
+    pub kind: String,
+    /// Its ring.
+    pub ring: u64,
+    /// `[first, next)`: the ring sequences it accounts for.
+    pub range: (u64, u64),
+}
+
+/// What the raw stream holds for one prefix, read with plain async-nats (headers parsed
+/// here, independently of the crate's reader).
 #[derive(Debug, Default)]
 pub struct RawStream {
     /// Per ring: seq → times a frame record (or a frame inside a batch record) carried it.
@@ -496,11 +391,13 @@ pub struct RawStream {
     /// Per ring: (first, frames, reason) of each loss record.
     pub losses: BTreeMap<u64, Vec<(u64, u64, String)>>,
     /// Subjects seen (distinct, at most 1000).
-    pub subjects: std::collections::BTreeSet<String>,
+    pub subjects: BTreeSet<String>,
     /// Messages read.
     pub messages: u64,
     /// Nats-Msg-Id values seen twice.
     pub duplicate_ids: u64,
+    /// Every record in stream order (at most 100,000), for diagnostics.
+    pub records: Vec<RawRecord>,
 }
 
 impl RawStream {
@@ -510,7 +407,7 @@ impl RawStream {
     }
 
     /// Like [`read`](Self::read), verifying the server's TLS certificate with `ca`.
-    pub fn read_ca(url: &str, ca: Option<&str>, stream: &str, prefix: &str) -> RawStream {
+    pub fn read_ca(url: &str, ca: Option<&Path>, stream: &str, prefix: &str) -> RawStream {
         rt().block_on(async {
             let mut opts = async_nats::ConnectOptions::new();
             if let Some(ca) = ca {
@@ -531,7 +428,7 @@ impl RawStream {
                 .await
                 .expect("consumer");
             let mut raw = RawStream::default();
-            let mut ids = std::collections::HashSet::new();
+            let mut ids = HashSet::new();
             loop {
                 let mut batch = consumer
                     .fetch()
@@ -553,12 +450,7 @@ impl RawStream {
         })
     }
 
-    fn absorb(
-        &mut self,
-        m: &jetstream::Message,
-        prefix: &str,
-        ids: &mut std::collections::HashSet<String>,
-    ) {
+    fn absorb(&mut self, m: &jetstream::Message, prefix: &str, ids: &mut HashSet<String>) {
         use prost::Message as _;
         self.messages += 1;
         if self.subjects.len() < 1000 {
@@ -588,12 +480,15 @@ impl RawStream {
             .strip_prefix(prefix)
             .and_then(|s| s.strip_prefix('.'))
             .expect("under the prefix");
-        match last {
-            "_loss" => self.losses.entry(ring).or_default().push((
-                num("Ringside-Seq"),
-                num("Ringside-Frames"),
-                get("Ringside-Reason"),
-            )),
+        let range = match last {
+            "_loss" => {
+                let (first, n) = (num("Ringside-Seq"), num("Ringside-Frames"));
+                self.losses
+                    .entry(ring)
+                    .or_default()
+                    .push((first, n, get("Ringside-Reason")));
+                (first, first + n)
+            }
             "_batch" => {
                 let b =
                     ringside_proto::v1::Batch::decode(m.payload.clone()).expect("batch payload");
@@ -605,12 +500,22 @@ impl RawStream {
                         .entry(f.seq)
                         .or_default() += 1;
                 }
+                (num("Ringside-Seq"), num("Ringside-Next"))
             }
             _ => {
                 let seq = num("Ringside-Seq");
                 assert_eq!(get("Nats-Msg-Id"), format!("{ring:016x}:{seq}"));
                 *self.frames.entry(ring).or_default().entry(seq).or_default() += 1;
+                (seq, seq + 1)
             }
+        };
+        if self.records.len() < 100_000 {
+            self.records.push(RawRecord {
+                stream_seq: m.info().map_or(0, |i| i.stream_sequence),
+                kind: last.to_string(),
+                ring,
+                range,
+            });
         }
     }
 
@@ -623,29 +528,44 @@ impl RawStream {
             .sum()
     }
 
-    /// Frames reported lost.
+    /// Frames reported lost (every reason, including `discarded`, which is not a loss).
     pub fn lost(&self) -> u64 {
         self.losses.values().flatten().map(|l| l.1).sum()
     }
 
+    /// Frames reported lost for reason `reason`.
+    pub fn lost_for(&self, reason: &str) -> u64 {
+        self.losses
+            .values()
+            .flatten()
+            .filter(|l| l.2 == reason)
+            .map(|l| l.1)
+            .sum()
+    }
+
+    /// The records whose range covers `seq`, in stream order (for failure messages).
+    pub fn records_covering(&self, seq: u64) -> Vec<&RawRecord> {
+        self.records
+            .iter()
+            .filter(|r| r.range.0 <= seq && seq < r.range.1)
+            .collect()
+    }
+
     /// Checks that, for the one ring in the stream, frames and losses cover
-    /// `[first, first + total)` exactly once each, and returns the lost count.
+    /// `[first, first + total)` exactly once each, and returns the count reported lost.
     pub fn assert_exactly_once(&self, first: u64, total: u64) -> u64 {
         assert_eq!(
             self.duplicate_ids, 0,
             "a Nats-Msg-Id is in the stream twice"
         );
-        assert!(
-            self.frames.len() + self.losses.len() <= 2,
-            "more than one ring: {:?}",
-            self.frames.keys()
-        );
-        let ring = *self
+        let rings: BTreeSet<u64> = self
             .frames
             .keys()
-            .next()
-            .or(self.losses.keys().next())
-            .expect("some record");
+            .chain(self.losses.keys())
+            .copied()
+            .collect();
+        assert!(rings.len() <= 1, "more than one ring: {rings:x?}");
+        let ring = *rings.first().expect("some record");
         let mut count: BTreeMap<u64, u32> = self.frames.get(&ring).cloned().unwrap_or_default();
         for (f, n, _) in self.losses.get(&ring).into_iter().flatten() {
             for s in *f..f + n {
@@ -660,7 +580,11 @@ impl RawStream {
             .collect();
         assert!(
             dup.is_empty(),
-            "sequences accounted more than once (seq, times): {dup:?}"
+            "sequences accounted more than once (seq, times): {dup:?}; the records covering the \
+             first (stream order): {:?}",
+            dup.first()
+                .map(|(s, _)| self.records_covering(*s))
+                .unwrap_or_default()
         );
         let missing: Vec<u64> = (first..first + total)
             .filter(|s| !count.contains_key(s))
@@ -686,7 +610,8 @@ impl RawStream {
     }
 }
 
-/// Waits until `done(raw)` holds for the stream (read every 500 ms), up to `within`.
+/// Waits until `done(raw)` holds for the stream (read every 500 ms), up to `within`, and
+/// returns the last read.
 pub fn wait_stream(
     url: &str,
     stream: &str,
@@ -700,7 +625,7 @@ pub fn wait_stream(
 /// Like [`wait_stream`], over TLS verified with `ca`.
 pub fn wait_stream_ca(
     url: &str,
-    ca: Option<&str>,
+    ca: Option<&Path>,
     stream: &str,
     prefix: &str,
     within: Duration,
@@ -713,52 +638,5 @@ pub fn wait_stream_ca(
             return raw;
         }
         std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// Runs `ringside tail` with `args` and returns its stdout and stderr.
-pub fn tail(args: &[&str]) -> (String, String) {
-    let out = Command::new(ringside_bin())
-        .arg("tail")
-        .args(args)
-        .output()
-        .expect("ringside tail");
-    assert!(
-        out.status.success(),
-        "tail failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A small xorshift generator (seeded from the clock; the seed is printed).
-#[derive(Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded from the clock, or from `RINGSIDE_TEST_SEED`.
-    pub fn new() -> Rng {
-        let seed = std::env::var("RINGSIDE_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-                    | 1
-            });
-        println!("random seed {seed} (set RINGSIDE_TEST_SEED to repeat)");
-        Rng(seed)
-    }
-
-    /// A number in `[lo, hi)`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        lo + self.0 % (hi - lo).max(1)
     }
 }

@@ -2,13 +2,17 @@
 //! `ringside serve` and `ringside load` processes. Each test starts its own
 //! server on a free loopback port with a temporary store and stops it.
 //!
-//! Needs the Debian package `nats-server`; a test fails, naming the package,
-//! when the binary is missing.
+//! Needs the Debian package `nats-server`: without it a test skips, naming the
+//! package, or fails when `RINGSIDE_REQUIRE_TOOLS` is set (as in `.ci/run`).
 
-mod support;
-
+use ringside_tests::chaos_support::{Rng, seed_from_env};
+use ringside_tests::memory::rss_anon;
+use ringside_tests::nats::{
+    Exporter, NatsServer, export_budget, export_once, http_get, load_sent, rt, server_or_skip,
+    tail, wait_stream,
+};
+use ringside_tests::sidecar::{Sidecar, TempDir, free_port, spawn_load};
 use std::time::{Duration, Instant};
-use support::*;
 
 const STREAM: &str = "TELEMETRY";
 
@@ -17,9 +21,10 @@ const STREAM: &str = "TELEMETRY";
 /// gRPC tail prints.
 #[test]
 fn known_count_end_to_end() {
+    let Some(bin) = server_or_skip() else { return };
     for batch in [false, true] {
         let dir = TempDir::new("e2e");
-        let nats = NatsServer::start(&dir, &[]);
+        let nats = NatsServer::start(&bin, &dir, &[]);
         let sidecar = Sidecar::start(&dir, &["--ring-size", "16MiB"]);
         let metrics_port = free_port();
         let metrics = format!("127.0.0.1:{metrics_port}");
@@ -48,7 +53,7 @@ fn known_count_end_to_end() {
                 "`{series}` missing at start:\n{scrape}"
             );
         }
-        let total = finish_load(spawn_load(
+        let total = load_sent(spawn_load(
             &sidecar.socket,
             &[
                 "--rate",
@@ -134,30 +139,23 @@ fn wait_for_metrics(addr: &str) -> String {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
-}
-
 /// kill -9 of the exporter at random moments under load, again and again;
 /// after the last restart the stream holds every sequence exactly once.
 #[test]
 fn kill9_exporter_repeatedly_then_resume() {
+    let Some(bin) = server_or_skip() else { return };
     for batch in [false, true] {
         let dir = TempDir::new("kill9");
-        let nats = NatsServer::start(&dir, &[]);
+        let nats = NatsServer::start(&bin, &dir, &[]);
         let sidecar = Sidecar::start(&dir, &["--ring-size", "64MiB"]);
         let prefix = "tel.kill";
         let mut flags = vec!["--create-stream", "--quiet"];
         if batch {
             flags.push("--batch");
         }
-        let mut rng = Rng::new();
+        let seed = seed_from_env();
+        println!("seed {seed} (RINGSIDE_CHAOS_SEED={seed} repeats the kill times)");
+        let mut rng = Rng::new(seed);
         let load = spawn_load(
             &sidecar.socket,
             &["--rate", "15000", "--duration", "6s", "--size", "256"],
@@ -167,14 +165,22 @@ fn kill9_exporter_repeatedly_then_resume() {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(5) {
             let mut ex = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
-            std::thread::sleep(Duration::from_millis(rng.range(150, 900)));
+            std::thread::sleep(rng.millis(150, 900));
             ex.kill9();
             kills += 1;
-            if ex.stderr().contains("resuming after the last record") {
+            let log = ex.stderr();
+            if log.contains("resuming after the last record") {
                 resumed += 1;
             }
+            // Where each run started and what went wrong in it, printed if the test fails.
+            for line in log
+                .lines()
+                .filter(|l| l.contains("resuming") || l.contains("WARN") || l.contains("ERROR"))
+            {
+                println!("run {kills}: {line}");
+            }
         }
-        let total = finish_load(load);
+        let total = load_sent(load);
         let mut ex = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
         let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(90), |r| {
             r.frame_count() + r.lost() >= total
@@ -203,8 +209,9 @@ fn kill9_exporter_repeatedly_then_resume() {
 /// sequence is accounted once, and the exporter's memory stays flat.
 #[test]
 fn nats_down_10s_under_load() {
+    let Some(bin) = server_or_skip() else { return };
     let dir = TempDir::new("natsdown");
-    let mut nats = NatsServer::start(&dir, &[]);
+    let mut nats = NatsServer::start(&bin, &dir, &[]);
     let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB", "--max-frame", "4KiB"]);
     let prefix = "tel.down";
     let flags = [
@@ -239,7 +246,7 @@ fn nats_down_10s_under_load() {
     let second_half = sample(5000);
     nats.restart();
     let after = sample(3000);
-    let total = finish_load(load);
+    let total = load_sent(load);
     let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(60), |r| {
         r.frame_count() + r.lost() >= total
     });
@@ -289,8 +296,9 @@ fn nats_down_10s_under_load() {
 /// read, and the stream still holds every sequence exactly once.
 #[test]
 fn sidecar_killed_and_restarted_under_load() {
+    let Some(bin) = server_or_skip() else { return };
     let dir = TempDir::new("sidecar-kill");
-    let nats = NatsServer::start(&dir, &[]);
+    let nats = NatsServer::start(&bin, &dir, &[]);
     let ring = ["--ring-size", "64MiB"];
     let mut sidecar = Sidecar::start(&dir, &ring);
     let prefix = "tel.restart";
@@ -307,16 +315,18 @@ fn sidecar_killed_and_restarted_under_load() {
         &["--rate", "10000", "--duration", "8s", "--size", "200"],
     );
     std::thread::sleep(Duration::from_millis(2500));
-    sidecar.kill9();
+    let port = sidecar.addr.port();
+    sidecar.kill();
     std::thread::sleep(Duration::from_millis(1000));
-    sidecar.restart(&["--ring-size", "64MiB", "--adopt-grace", "5s"]);
-    let total = finish_load(load);
+    // Same port and producer socket: the producer hands its ring to the new sidecar.
+    sidecar = Sidecar::start_on(&dir, port, &["--ring-size", "64MiB", "--adopt-grace", "5s"]);
+    let total = load_sent(load);
     let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(60), |r| {
         r.frame_count() + r.lost() >= total
     });
     assert!(ex.running(), "exporter died:\n{}", ex.stderr());
     assert!(ex.stop().success(), "{}", ex.stderr());
-    let log = std::fs::read_to_string(&sidecar.log).unwrap_or_default();
+    let log = sidecar.stderr();
     assert!(
         log.contains("adopted=true"),
         "the new sidecar did not adopt the ring:\n{log}"
@@ -338,8 +348,9 @@ fn sidecar_killed_and_restarted_under_load() {
 #[test]
 fn unfit_streams_are_refused_at_start() {
     use async_nats::jetstream::{self, stream};
+    let Some(bin) = server_or_skip() else { return };
     let dir = TempDir::new("unfit");
-    let nats = NatsServer::start(&dir, &[]);
+    let nats = NatsServer::start(&bin, &dir, &[]);
     let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB"]);
     let url = nats.url();
     rt().block_on(async {
@@ -410,7 +421,7 @@ fn unfit_streams_are_refused_at_start() {
     }
     assert!(ok.stop().success(), "{}", ok.stderr());
 
-    let plain = NatsServer::start_with(&dir, &[], false);
+    let plain = NatsServer::start_with(&bin, &dir, &[], false);
     let (status, err) = export_once(&sidecar, &plain.url(), STREAM, "tel.h1", &[]);
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("does not answer JetStream requests"), "{err}");
