@@ -361,6 +361,21 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     Ok(body)
 }
 
+/// The Prometheus text served on `addr` (`/metrics`), once it has the exporter's
+/// series; panics after 20 s.
+pub fn scrape(addr: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(body) = http_get(addr, "/metrics")
+            && body.contains("ringside_export_published_records_total")
+        {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no exporter metrics on {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A current-thread tokio runtime for the test's own NATS calls.
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
