@@ -14,6 +14,7 @@
 use crate::budget::MemoryLimit;
 use crate::metrics::ExportMetrics;
 use crate::nats::{ClientTuning, NatsError, NatsOptions};
+use crate::presence::{self, PrefixTaken, Presence};
 use crate::record;
 use crate::resume::{self, ResumeError};
 use crate::sidecar::SidecarClient;
@@ -66,6 +67,9 @@ pub struct ExportConfig {
     pub drain_timeout: Duration,
     /// Longest pause between reconnect attempts.
     pub retry_max: Duration,
+    /// At start, how long to wait for another exporter of the prefix (or its
+    /// connection, when it died) to go away before refusing to start.
+    pub takeover_wait: Duration,
     /// The HTTP/2 stream window of the sidecar connection (bytes it may
     /// buffer unread), for the budget.
     pub grpc_receive_window: u64,
@@ -95,6 +99,7 @@ impl ExportConfig {
             progress_interval: Some(Duration::from_secs(1)),
             drain_timeout: Duration::from_secs(5),
             retry_max: Duration::from_secs(5),
+            takeover_wait: Duration::from_secs(30),
             grpc_receive_window: 4 << 20,
             worker_threads: 1,
             memory_limit: None,
@@ -144,6 +149,12 @@ pub enum ExportError {
     /// The Prometheus listener could not start.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// Another exporter (or its connection) still holds the subject prefix.
+    #[error(transparent)]
+    PrefixTaken(#[from] PrefixTaken),
+    /// Asking who holds the prefix, or announcing this exporter, failed.
+    #[error("{0}")]
+    Presence(String),
 }
 
 impl ExportError {
@@ -209,6 +220,9 @@ struct Session {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     disconnected: Arc<Notify>,
+    /// The subscription that answers for this exporter on the prefix's presence
+    /// subject ([`crate::presence`]), once announced.
+    presence: Option<Presence>,
 }
 
 impl Session {
@@ -244,7 +258,19 @@ impl Session {
             js,
             stream,
             disconnected,
+            presence: None,
         })
+    }
+
+    /// Subscribes to the prefix's presence subject, so that another exporter
+    /// starting on the prefix waits for this one.
+    async fn announce(&mut self, cfg: &ExportConfig) -> Result<(), ExportError> {
+        self.presence = Some(
+            Presence::announce(&self.client, cfg.subjects.prefix())
+                .await
+                .map_err(ExportError::Presence)?,
+        );
+        Ok(())
     }
 
     async fn publish(&self, rec: &OutRecord) -> Result<AckFuture, Failure> {
@@ -364,7 +390,27 @@ impl Run {
                 crate::human_bytes(u64::from(info.max_payload_bytes)),
             )));
         }
-        let session = Session::open(&cfg).await?;
+        let mut session = Session::open(&cfg).await?;
+        // Nothing of an earlier exporter of this prefix may still be on its way into
+        // the stream when this one reads where to resume (crate::presence).
+        presence::wait_until_free(
+            &session.client,
+            cfg.subjects.prefix(),
+            cfg.takeover_wait,
+            |holder| {
+                tracing::warn!(
+                    "{} is still held, {holder}; waiting up to --takeover-wait {} for it to go",
+                    presence::subject(cfg.subjects.prefix()),
+                    humantime::format_duration(cfg.takeover_wait)
+                );
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            presence::WaitError::Taken(t) => ExportError::PrefixTaken(t),
+            presence::WaitError::Request(r) => ExportError::Presence(r),
+        })?;
+        session.announce(&cfg).await?;
         let server_max = session.client.server_info().max_payload as u64;
         if server_max > 0 && server_max < max_record {
             return Err(ExportError::Config(format!(
@@ -794,7 +840,11 @@ impl Run {
     }
 
     async fn restore(&mut self) -> Result<(), String> {
-        let session = Session::open(&self.cfg).await.map_err(|e| e.to_string())?;
+        let mut session = Session::open(&self.cfg).await.map_err(|e| e.to_string())?;
+        session
+            .announce(&self.cfg)
+            .await
+            .map_err(|e| e.to_string())?;
         if !self.window.is_empty() {
             let cap = self.cfg.max_inflight_messages.saturating_mul(2) + 1024;
             let found =

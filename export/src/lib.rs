@@ -23,6 +23,7 @@ pub mod budget;
 mod exporter;
 pub mod metrics;
 pub mod nats;
+pub mod presence;
 pub mod reader;
 pub mod record;
 pub mod resume;

@@ -169,6 +169,21 @@ impl NatsServer {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
+
+    /// SIGSTOP: the server stops reading its sockets (clients' writes pile up in the
+    /// kernel's buffers), as a server stalled by a loaded machine would.
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            crate::sidecar::signal(c, libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            crate::sidecar::signal(c, libc::SIGCONT);
+        }
+    }
 }
 
 impl Drop for NatsServer {
@@ -196,11 +211,23 @@ impl Exporter {
         prefix: &str,
         extra: &[&str],
     ) -> Exporter {
+        Self::start_url(dir, sidecar, &nats.url(), stream, prefix, extra)
+    }
+
+    /// Like [`start`](Self::start), with the NATS URL given (a [`HoldingProxy`]'s, say).
+    pub fn start_url(
+        dir: &TempDir,
+        sidecar: &Sidecar,
+        url: &str,
+        stream: &str,
+        prefix: &str,
+        extra: &[&str],
+    ) -> Exporter {
         static N: AtomicU32 = AtomicU32::new(0);
         let log = dir.join(&format!("export-{}.log", N.fetch_add(1, Ordering::Relaxed)));
         let child = Command::new(ringside_bin())
             .arg("export")
-            .args(["--endpoint", &sidecar.endpoint(), "--nats-url", &nats.url()])
+            .args(["--endpoint", &sidecar.endpoint(), "--nats-url", url])
             .args(["--stream", stream, "--subject-prefix", prefix])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -239,6 +266,13 @@ impl Exporter {
         wait_exit(&mut c, Duration::from_secs(30), "ringside export")
     }
 
+    /// SIGSTOP: the exporter is frozen (it sees no acknowledgement, publishes nothing).
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            crate::sidecar::signal(c, libc::SIGSTOP);
+        }
+    }
+
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         self.child
@@ -265,6 +299,117 @@ impl Exporter {
 impl Drop for Exporter {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A TCP proxy in front of nats-server that can hold back what clients send: the bytes
+/// of a client that died, which a server under load had not read from its socket yet.
+/// While holding, it reads from the client and keeps the bytes; on
+/// [`release`](Self::release) it forwards them, and closes the server side of connections
+/// whose client is gone, as a server reading its backlog and then the end of the stream
+/// would see them. Bytes from the server are always forwarded.
+#[derive(Debug)]
+pub struct HoldingProxy {
+    /// The port clients connect to (127.0.0.1).
+    pub port: u16,
+    state: std::sync::Arc<(std::sync::Mutex<ProxyState>, std::sync::Condvar)>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    holding: bool,
+    /// Bytes held per connection (index = connection number).
+    held: Vec<Vec<u8>>,
+}
+
+impl HoldingProxy {
+    /// Listens on a free loopback port and forwards every connection to `upstream`.
+    pub fn start(upstream: u16) -> HoldingProxy {
+        use std::sync::{Arc, Condvar, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy listens");
+        let port = listener.local_addr().expect("proxy address").port();
+        let state = Arc::new((Mutex::new(ProxyState::default()), Condvar::new()));
+        let st = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let n = {
+                    let mut s = st.0.lock().expect("proxy state");
+                    s.held.push(Vec::new());
+                    s.held.len() - 1
+                };
+                let (c2, s2) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut &s2, &mut &c2);
+                });
+                let st = Arc::clone(&st);
+                std::thread::spawn(move || Self::pump(n, client, server, &st));
+            }
+        });
+        HoldingProxy { port, state }
+    }
+
+    fn pump(
+        n: usize,
+        mut client: TcpStream,
+        mut server: TcpStream,
+        st: &(std::sync::Mutex<ProxyState>, std::sync::Condvar),
+    ) {
+        use std::io::Write as _;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let got = client.read(&mut buf).unwrap_or(0);
+            let mut s = st.0.lock().expect("proxy state");
+            if got == 0 {
+                // The client is gone: once nothing is held, the server reads the end.
+                while s.holding {
+                    s = st.1.wait(s).expect("proxy state");
+                }
+                let held = std::mem::take(&mut s.held[n]);
+                drop(s);
+                let _ = server.write_all(&held);
+                let _ = server.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            if s.holding {
+                s.held[n].extend_from_slice(&buf[..got]);
+                continue;
+            }
+            let held = std::mem::take(&mut s.held[n]);
+            drop(s);
+            if server.write_all(&held).is_err() || server.write_all(&buf[..got]).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, keeps what clients send instead of forwarding it.
+    pub fn hold(&self) {
+        self.state.0.lock().expect("proxy state").holding = true;
+    }
+
+    /// Bytes held so far, over all connections.
+    pub fn held_bytes(&self) -> usize {
+        let s = self.state.0.lock().expect("proxy state");
+        s.held.iter().map(Vec::len).sum()
+    }
+
+    /// Forwards what was held (connections whose client is gone then close) and stops
+    /// holding.
+    pub fn release(&self) {
+        self.state.0.lock().expect("proxy state").holding = false;
+        self.state.1.notify_all();
     }
 }
 

@@ -8,8 +8,8 @@
 use ringside_tests::chaos_support::{Rng, seed_from_env};
 use ringside_tests::memory::rss_anon;
 use ringside_tests::nats::{
-    Exporter, NatsServer, export_budget, export_once, load_sent, rt, scrape, server_or_skip, tail,
-    wait_stream,
+    Exporter, HoldingProxy, NatsServer, export_budget, export_once, load_sent, rt, scrape,
+    server_or_skip, tail, wait_stream,
 };
 use ringside_tests::sidecar::{Sidecar, TempDir, free_port, spawn_load};
 use std::time::{Duration, Instant};
@@ -135,6 +135,14 @@ fn known_count_end_to_end() {
 
 /// kill -9 of the exporter at random moments under load, again and again;
 /// after the last restart the stream holds every sequence exactly once.
+///
+/// Every other kill happens while nats-server is paused (SIGSTOP), and the next
+/// exporter starts before it continues: the killed exporter's last records are
+/// then still unread in the server's socket when its successor asks where to
+/// resume, as on a loaded machine. Before the successor waited for the old
+/// connection to be gone (`export/src/presence.rs`), it could resume from a
+/// record that was no longer the last one and publish batches overlapping the
+/// late ones (seen in CI: seqs 38966-38975 twice in batch mode).
 #[test]
 fn kill9_exporter_repeatedly_then_resume() {
     let Some(bin) = server_or_skip() else { return };
@@ -152,14 +160,18 @@ fn kill9_exporter_repeatedly_then_resume() {
         let mut rng = Rng::new(seed);
         let load = spawn_load(
             &sidecar.socket,
-            &["--rate", "15000", "--duration", "6s", "--size", "256"],
+            &["--rate", "15000", "--duration", "7s", "--size", "256"],
         );
-        let mut kills = 0;
-        let mut resumed = 0;
+        let (mut kills, mut paused_kills, mut resumed) = (0, 0, 0);
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(5) {
-            let mut ex = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
+        let mut ex = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
+        while started.elapsed() < Duration::from_secs(6) {
             std::thread::sleep(rng.millis(150, 900));
+            let pause = kills % 2 == 1;
+            if pause {
+                nats.pause();
+                std::thread::sleep(rng.millis(10, 100));
+            }
             ex.kill9();
             kills += 1;
             let log = ex.stderr();
@@ -173,9 +185,14 @@ fn kill9_exporter_repeatedly_then_resume() {
             {
                 println!("run {kills}: {line}");
             }
+            ex = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
+            if pause {
+                paused_kills += 1;
+                std::thread::sleep(rng.millis(50, 300));
+                nats.resume();
+            }
         }
         let total = load_sent(load);
-        let mut ex = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
         let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(90), |r| {
             r.frame_count() + r.lost() >= total
         });
@@ -183,7 +200,7 @@ fn kill9_exporter_repeatedly_then_resume() {
         let status = ex.stop();
         assert!(status.success(), "{}", ex.stderr());
         println!(
-            "batch={batch}: {kills} kills ({resumed} runs resumed), {} messages, {} frames, {} lost of {total}",
+            "batch={batch}: {kills} kills ({paused_kills} with nats-server paused, {resumed} runs resumed), {} messages, {} frames, {} lost of {total}",
             raw.messages,
             raw.frame_count(),
             raw.lost()
@@ -197,6 +214,99 @@ fn kill9_exporter_repeatedly_then_resume() {
             raw.losses
         );
     }
+}
+
+/// The records a killed exporter sent but the server had not read yet (held back by
+/// a proxy, as a loaded server's socket buffer would) reach the stream only after its
+/// successor started. The successor must not read where to resume before they are in:
+/// it waits until the dead exporter's connection is gone. Resuming at once, it
+/// published batches overlapping the late ones (other boundaries, other message ids).
+#[test]
+fn killed_exporter_records_arriving_late() {
+    let Some(bin) = server_or_skip() else { return };
+    let dir = TempDir::new("late");
+    let nats = NatsServer::start(&bin, &dir, &[]);
+    let proxy = HoldingProxy::start(nats.port);
+    let sidecar = Sidecar::start(&dir, &NO_LOSS);
+    let prefix = "tel.late";
+    let flags = ["--create-stream", "--quiet", "--batch"];
+    let load = spawn_load(
+        &sidecar.socket,
+        &["--rate", "4000", "--duration", "6s", "--size", "256"],
+    );
+    let mut first = Exporter::start_url(&dir, &sidecar, &proxy.url(), STREAM, prefix, &flags);
+    first.wait_log("exporting");
+    std::thread::sleep(Duration::from_millis(1000));
+    proxy.hold();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.held_bytes() < 8192 {
+        assert!(Instant::now() < deadline, "the exporter published nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill9();
+    let mut second = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
+    // Time to read the stream's state and publish, had it not waited.
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.release();
+    let total = load_sent(load);
+    let raw = wait_stream(&nats.url(), STREAM, prefix, Duration::from_secs(60), |r| {
+        r.frame_count() + r.lost() >= total
+    });
+    assert!(second.stop().success(), "{}", second.stderr());
+    assert_eq!(raw.assert_exactly_once(0, total), 0);
+    assert!(
+        second.stderr().contains("is still held"),
+        "the second exporter did not wait for the first one's connection:\n{}",
+        second.stderr()
+    );
+}
+
+/// A second exporter on a prefix that one already exports waits for it
+/// (`--takeover-wait`), then refuses to start, naming it; once the first is
+/// gone, it starts.
+#[test]
+fn second_exporter_on_a_prefix_is_refused() {
+    let Some(bin) = server_or_skip() else { return };
+    let dir = TempDir::new("twice");
+    let nats = NatsServer::start(&bin, &dir, &[]);
+    let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB"]);
+    let mut first = Exporter::start(
+        &dir,
+        &sidecar,
+        &nats,
+        STREAM,
+        "tel.twice",
+        &["--create-stream", "--quiet"],
+    );
+    first.wait_log("exporting");
+    let (status, err) = export_once(
+        &sidecar,
+        &nats.url(),
+        STREAM,
+        "tel.twice",
+        &["--takeover-wait", "1s"],
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another `ringside export` is publishing under --subject-prefix tel.twice")
+            && err.contains(&format!("\"pid\":{}", first.pid())),
+        "{err}"
+    );
+    // Another prefix is fine meanwhile.
+    let mut other = Exporter::start(
+        &dir,
+        &sidecar,
+        &nats,
+        "OTHER",
+        "tel.other",
+        &["--create-stream", "--quiet"],
+    );
+    other.wait_log("exporting");
+    assert!(other.stop().success(), "{}", other.stderr());
+    assert!(first.stop().success(), "{}", first.stderr());
+    let mut again = Exporter::start(&dir, &sidecar, &nats, STREAM, "tel.twice", &["--quiet"]);
+    again.wait_log("exporting");
+    assert!(again.stop().success(), "{}", again.stderr());
 }
 
 /// nats-server killed for 10 s under load, then started again on the same
