@@ -521,6 +521,42 @@ pub fn scrape(addr: &str) -> String {
     }
 }
 
+/// The value of the series `name` (exact name with labels) in a scrape.
+pub fn metric(scrape: &str, name: &str) -> Option<u64> {
+    scrape.lines().find_map(|l| {
+        let (n, v) = l.rsplit_once(' ')?;
+        (n == name).then(|| v.parse::<f64>().ok().map(|v| v as u64))?
+    })
+}
+
+/// Waits (at most 30 s) until the exporter serving metrics on `addr` has published at
+/// least `n` frames (first attempts: `ringside_export_published_frames_total`).
+pub fn wait_published_frames(addr: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = metric(&scrape(addr), "ringside_export_published_frames_total").unwrap_or(0);
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exporter published {got} frames, not {n}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Changes the configuration of `stream` (as `nats stream edit` would).
+pub fn edit_stream(url: &str, stream: &str, change: impl FnOnce(&mut jetstream::stream::Config)) {
+    rt().block_on(async {
+        let js = jetstream::new(async_nats::connect(url).await.expect("connect to nats"));
+        let mut s = js.get_stream(stream).await.expect("the stream exists");
+        let mut config = s.info().await.expect("stream info").config.clone();
+        change(&mut config);
+        js.update_stream(config).await.expect("update the stream");
+    });
+}
+
 /// A current-thread tokio runtime for the test's own NATS calls.
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

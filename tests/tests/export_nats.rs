@@ -5,11 +5,12 @@
 //! Needs the Debian package `nats-server`: without it a test skips, naming the
 //! package, or fails when `RINGSIDE_REQUIRE_TOOLS` is set (as in `.ci/run`).
 
+use async_nats::jetstream;
 use ringside_tests::chaos_support::{Rng, seed_from_env};
 use ringside_tests::memory::rss_anon;
 use ringside_tests::nats::{
-    Exporter, HoldingProxy, NatsServer, export_budget, export_once, load_sent, rt, scrape,
-    server_or_skip, tail, wait_stream,
+    Exporter, HoldingProxy, NatsServer, edit_stream, export_budget, export_once, load_sent, rt,
+    scrape, server_or_skip, tail, wait_published_frames, wait_stream,
 };
 use ringside_tests::sidecar::{Sidecar, TempDir, free_port, spawn_load};
 use std::time::{Duration, Instant};
@@ -259,6 +260,175 @@ fn killed_exporter_records_arriving_late() {
         "the second exporter did not wait for the first one's connection:\n{}",
         second.stderr()
     );
+}
+
+/// What [`refused_record_then_restart`] leaves the first exporter to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterRefusal {
+    /// It reads back, publishes the refused record again after the later ones (a late
+    /// fill: refused again, it becomes a `rejected` loss) and is then killed.
+    LateFill,
+    /// It is killed before it learns of the refusal: the later records are stored,
+    /// the refused one is not (a hole below stored records).
+    Hole,
+}
+
+/// A record JetStream refuses while the records after it are stored, the exporter
+/// killed, and a new one started after the stream's duplicate window: the stream's
+/// last record is then not the one reaching furthest (late fill), or records are
+/// stored above a sequence no record accounts for (hole). The new exporter must
+/// resume from the resume point written on the records, not after the last one:
+/// resuming after the last record published the later frames a second time (late
+/// fill), or left the refused frame an unreported gap (hole).
+///
+/// Deterministic: nats-server is paused while the exporter publishes the big frame
+/// (refused: the stream's max_msg_size was lowered) and the small ones after it, so
+/// that all reach the server before any acknowledgement; for the hole, the exporter
+/// is frozen before the server continues.
+fn refused_record_then_restart(batch: bool, after: AfterRefusal) {
+    use async_nats::jetstream::stream;
+    let Some(bin) = server_or_skip() else { return };
+    let dir = TempDir::new("refused");
+    let nats = NatsServer::start(&bin, &dir, &[]);
+    let sidecar = Sidecar::start(&dir, &NO_LOSS);
+    let prefix = "tel.refused";
+    let url = nats.url();
+    rt().block_on(async {
+        let js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
+        js.create_stream(stream::Config {
+            name: STREAM.into(),
+            subjects: vec![format!("{prefix}.>")],
+            // Short, so that a copy published again after it would be stored again.
+            duplicate_window: Duration::from_secs(4),
+            ..Default::default()
+        })
+        .await
+        .expect("create the stream");
+    });
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut flags = vec![
+        "--quiet",
+        "--ack-timeout",
+        "2s",
+        "--read-batch",
+        "4KiB",
+        "--metrics-listen",
+        &metrics,
+    ];
+    if batch {
+        flags.push("--batch");
+    }
+    let producer = ringside_client::Producer::connect(&sidecar.socket).expect("producer");
+    assert!(
+        producer.wait_connected(Duration::from_secs(10)),
+        "producer not admitted"
+    );
+    let send = |n: usize, size: usize| {
+        for _ in 0..n {
+            producer.send("t", &vec![7u8; size]).expect("send");
+        }
+    };
+    let mut first = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
+    first.wait_log("exporting");
+    send(10, 16);
+    let raw = wait_stream(&url, STREAM, prefix, Duration::from_secs(30), |r| {
+        r.frame_count() >= 10
+    });
+    assert_eq!(raw.frame_count(), 10);
+    edit_stream(&url, STREAM, |c| c.max_message_size = 2048);
+    nats.pause();
+    send(1, 3000); // seq 10: refused, larger than max_msg_size
+    wait_published_frames(&metrics, 11);
+    send(5, 16); // seqs 11..16: stored
+    wait_published_frames(&metrics, 16);
+    // Let the client's connection task write them to the (paused) server's socket.
+    std::thread::sleep(Duration::from_millis(500));
+    if after == AfterRefusal::Hole {
+        first.pause();
+    }
+    nats.resume();
+    let raw = wait_stream(&url, STREAM, prefix, Duration::from_secs(30), |r| {
+        let later = r
+            .frames
+            .values()
+            .flat_map(|m| m.keys())
+            .filter(|&&s| s > 10)
+            .count();
+        match after {
+            AfterRefusal::LateFill => later >= 5 && r.lost_for("rejected") == 1,
+            AfterRefusal::Hole => later >= 5,
+        }
+    });
+    first.kill9();
+    let later: Vec<u64> = raw
+        .frames
+        .values()
+        .flat_map(|m| m.keys())
+        .copied()
+        .collect();
+    assert_eq!(
+        later,
+        (0..16).filter(|&s| s != 10).collect::<Vec<_>>(),
+        "the frames after the refused one are stored, the refused one is not:\n{}",
+        first.stderr()
+    );
+    match after {
+        AfterRefusal::LateFill => {
+            let last = raw.records.last().expect("records");
+            assert_eq!(
+                (last.kind.as_str(), last.range),
+                ("_loss", (10, 11)),
+                "the refused frame, published again as a loss, is the last record"
+            );
+        }
+        AfterRefusal::Hole => {
+            assert_eq!(raw.lost(), 0, "the exporter never learned of the refusal");
+        }
+    }
+    // The stream takes big frames again (an exporter refuses to start on a stream whose
+    // max_msg_size is below its largest record); for the hole, the new exporter fills it.
+    edit_stream(&url, STREAM, |c| c.max_message_size = -1);
+    // Past the duplicate window, a record published again is stored again.
+    std::thread::sleep(Duration::from_millis(4500));
+    let mut second = Exporter::start(&dir, &sidecar, &nats, STREAM, prefix, &flags);
+    second.wait_log("exporting");
+    send(5, 16); // seqs 16..21
+    let total = 21;
+    let raw = wait_stream(&url, STREAM, prefix, Duration::from_secs(30), |r| {
+        r.frame_count() + r.lost() >= total
+    });
+    assert!(second.stop().success(), "{}", second.stderr());
+    let lost = raw.assert_exactly_once(0, total);
+    let expect_lost = match after {
+        AfterRefusal::LateFill => 1,
+        AfterRefusal::Hole => 0,
+    };
+    assert_eq!(lost, expect_lost, "{:?}", raw.losses);
+    assert!(
+        second.stderr().contains("from its resume point"),
+        "{}",
+        second.stderr()
+    );
+}
+
+#[test]
+fn late_fill_then_restart_frames() {
+    refused_record_then_restart(false, AfterRefusal::LateFill);
+}
+
+#[test]
+fn late_fill_then_restart_batches() {
+    refused_record_then_restart(true, AfterRefusal::LateFill);
+}
+
+#[test]
+fn hole_then_restart_frames() {
+    refused_record_then_restart(false, AfterRefusal::Hole);
+}
+
+#[test]
+fn hole_then_restart_batches() {
+    refused_record_then_restart(true, AfterRefusal::Hole);
 }
 
 /// A second exporter on a prefix that one already exports waits for it
