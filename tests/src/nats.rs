@@ -85,6 +85,38 @@ fn wait_exit(child: &mut Child, within: Duration, what: &str) -> ExitStatus {
     }
 }
 
+/// SIGSTOP to `child`, then waits (at most 10 s) until `/proc` shows every one of its
+/// threads stopped: the signal stops a running thread only when it next enters the
+/// kernel.
+fn stop(child: &Child) {
+    crate::sidecar::signal(child, libc::SIGSTOP);
+    let tasks = format!("/proc/{}/task", child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all_stopped = std::fs::read_dir(&tasks).is_ok_and(|d| {
+            d.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|st| {
+                        // `pid (comm) S ...`: the state follows the last `)`.
+                        let (_, rest) = st.rsplit_once(')')?;
+                        rest.trim_start().chars().next()
+                    })
+                    .is_some_and(|state| state == 'T' || state == 't')
+            })
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {} did not stop after SIGSTOP",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A nats-server on a loopback port, with JetStream and its own store directory unless
 /// started without it.
 #[derive(Debug)]
@@ -170,11 +202,12 @@ impl NatsServer {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// SIGSTOP: the server stops reading its sockets (clients' writes pile up in the
-    /// kernel's buffers), as a server stalled by a loaded machine would.
+    /// SIGSTOP, returning once every thread of it is stopped: the server stops reading
+    /// its sockets (clients' writes pile up in the kernel's buffers), as a server
+    /// stalled by a loaded machine would.
     pub fn pause(&self) {
         if let Some(c) = &self.child {
-            crate::sidecar::signal(c, libc::SIGSTOP);
+            stop(c);
         }
     }
 
@@ -266,10 +299,11 @@ impl Exporter {
         wait_exit(&mut c, Duration::from_secs(30), "ringside export")
     }
 
-    /// SIGSTOP: the exporter is frozen (it sees no acknowledgement, publishes nothing).
+    /// SIGSTOP, returning once every thread of it is stopped: the exporter is frozen (it
+    /// sees no acknowledgement, publishes nothing).
     pub fn pause(&self) {
         if let Some(c) = &self.child {
-            crate::sidecar::signal(c, libc::SIGSTOP);
+            stop(c);
         }
     }
 
@@ -530,18 +564,18 @@ pub fn metric(scrape: &str, name: &str) -> Option<u64> {
 }
 
 /// Waits (at most 30 s) until the exporter serving metrics on `addr` has published at
-/// least `n` frames (first attempts: `ringside_export_published_frames_total`).
-pub fn wait_published_frames(addr: &str, n: u64) {
+/// least `n` frames (first attempts: `ringside_export_published_frames_total`); `Err`
+/// says how many it had.
+pub fn wait_published_frames(addr: &str, n: u64) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got = metric(&scrape(addr), "ringside_export_published_frames_total").unwrap_or(0);
         if got >= n {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "the exporter published {got} frames, not {n}"
-        );
+        if Instant::now() > deadline {
+            return Err(format!("the exporter published {got} frames, not {n}"));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -338,9 +338,9 @@ fn refused_record_then_restart(batch: bool, after: AfterRefusal) {
     edit_stream(&url, STREAM, |c| c.max_message_size = 2048);
     nats.pause();
     send(1, 3000); // seq 10: refused, larger than max_msg_size
-    wait_published_frames(&metrics, 11);
+    wait_published_frames(&metrics, 11).unwrap_or_else(|e| panic!("{e}:\n{}", first.stderr()));
     send(5, 16); // seqs 11..16: stored
-    wait_published_frames(&metrics, 16);
+    wait_published_frames(&metrics, 16).unwrap_or_else(|e| panic!("{e}:\n{}", first.stderr()));
     // Let the client's connection task write them to the (paused) server's socket.
     std::thread::sleep(Duration::from_millis(500));
     if after == AfterRefusal::Hole {
