@@ -142,10 +142,10 @@ impl Budget {
                 note: "buffers and queue, twice while a failed connection is torn down".into(),
             },
             BudgetLine {
-                item: "reading back after a failure",
+                item: "reading back",
                 count: inflight * 2 + 1024,
                 each: SCAN_ENTRY,
-                note: "set of the records found in the stream (capped)".into(),
+                note: "records found in the stream after a failure or at start (capped)".into(),
             },
         ];
         if cfg.batch {

@@ -12,8 +12,10 @@
 //! `<prefix>._loss` like any other.
 
 use crate::budget::MemoryLimit;
+use crate::coverage::Coverage;
 use crate::metrics::ExportMetrics;
 use crate::nats::{ClientTuning, NatsError, NatsOptions};
+use crate::presence::{self, PrefixTaken, Presence};
 use crate::record;
 use crate::resume::{self, ResumeError};
 use crate::sidecar::SidecarClient;
@@ -66,6 +68,9 @@ pub struct ExportConfig {
     pub drain_timeout: Duration,
     /// Longest pause between reconnect attempts.
     pub retry_max: Duration,
+    /// At start, how long to wait for another exporter of the prefix (or its
+    /// connection, when it died) to go away before refusing to start.
+    pub takeover_wait: Duration,
     /// The HTTP/2 stream window of the sidecar connection (bytes it may
     /// buffer unread), for the budget.
     pub grpc_receive_window: u64,
@@ -95,6 +100,7 @@ impl ExportConfig {
             progress_interval: Some(Duration::from_secs(1)),
             drain_timeout: Duration::from_secs(5),
             retry_max: Duration::from_secs(5),
+            takeover_wait: Duration::from_secs(30),
             grpc_receive_window: 4 << 20,
             worker_threads: 1,
             memory_limit: None,
@@ -144,6 +150,12 @@ pub enum ExportError {
     /// The Prometheus listener could not start.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// Another exporter (or its connection) still holds the subject prefix.
+    #[error(transparent)]
+    PrefixTaken(#[from] PrefixTaken),
+    /// Asking who holds the prefix, or announcing this exporter, failed.
+    #[error("{0}")]
+    Presence(String),
 }
 
 impl ExportError {
@@ -209,6 +221,9 @@ struct Session {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     disconnected: Arc<Notify>,
+    /// The subscription that answers for this exporter on the prefix's presence
+    /// subject ([`crate::presence`]), once announced.
+    presence: Option<Presence>,
 }
 
 impl Session {
@@ -244,13 +259,33 @@ impl Session {
             js,
             stream,
             disconnected,
+            presence: None,
         })
     }
 
-    async fn publish(&self, rec: &OutRecord) -> Result<AckFuture, Failure> {
+    /// Subscribes to the prefix's presence subject, so that another exporter
+    /// starting on the prefix waits for this one.
+    async fn announce(&mut self, cfg: &ExportConfig) -> Result<(), ExportError> {
+        self.presence = Some(
+            Presence::announce(&self.client, cfg.subjects.prefix())
+                .await
+                .map_err(ExportError::Presence)?,
+        );
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        rec: &OutRecord,
+        resume: Option<(u64, u64)>,
+    ) -> Result<AckFuture, Failure> {
         let fut = self
             .js
-            .publish_with_headers(rec.subject.clone(), rec.headers(), rec.payload.clone())
+            .publish_with_headers(
+                rec.subject.clone(),
+                rec.headers(resume),
+                rec.payload.clone(),
+            )
             .await
             .map_err(|e| Failure::Send(crate::error_chain(&e)))?;
         Ok(Box::pin(fut.into_future()))
@@ -301,6 +336,8 @@ struct Run {
     expect_ring: Option<u64>,
     /// (ring, next seq) after the newest acknowledged record.
     acked: Option<(u64, u64)>,
+    /// What the stream holds of the ring: the resume point written on every record.
+    coverage: Coverage,
     /// Records of the prefix up to this stream sequence have been accounted for.
     scan_from: u64,
     max_message: usize,
@@ -364,7 +401,27 @@ impl Run {
                 crate::human_bytes(u64::from(info.max_payload_bytes)),
             )));
         }
-        let session = Session::open(&cfg).await?;
+        let mut session = Session::open(&cfg).await?;
+        // Nothing of an earlier exporter of this prefix may still be on its way into
+        // the stream when this one reads where to resume (crate::presence).
+        presence::wait_until_free(
+            &session.client,
+            cfg.subjects.prefix(),
+            cfg.takeover_wait,
+            |holder| {
+                tracing::warn!(
+                    "{} is still held, {holder}; waiting up to --takeover-wait {} for it to go",
+                    presence::subject(cfg.subjects.prefix()),
+                    humantime::format_duration(cfg.takeover_wait)
+                );
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            presence::WaitError::Taken(t) => ExportError::PrefixTaken(t),
+            presence::WaitError::Request(r) => ExportError::Presence(r),
+        })?;
+        session.announce(&cfg).await?;
         let server_max = session.client.server_info().max_payload as u64;
         if server_max > 0 && server_max < max_record {
             return Err(ExportError::Config(format!(
@@ -399,17 +456,68 @@ impl Run {
         }
         let last = resume::last_record(&session.stream, &cfg.subjects).await?;
         let scan_from = last.map_or(stream_info.state.last_sequence, |l| l.stream_seq);
+        let mut coverage = Coverage::new(stream_info.state.last_sequence);
         let start = match last {
             Some(l) if l.ring_id == info.ring_id => {
+                let how = match l.resume {
+                    Some((w, after)) => {
+                        // The last record is not necessarily the highest: read what was
+                        // stored after its resume point and skip it (crate::coverage).
+                        let cap = cfg.max_inflight_messages.saturating_mul(2) + 1024;
+                        let tail = resume::tail_after(
+                            &session.stream,
+                            &cfg.subjects,
+                            l.ring_id,
+                            w,
+                            after,
+                            cap,
+                        )
+                        .await?;
+                        coverage.saw_stream_seq(tail.last_stream_seq);
+                        // Retention may have removed records stored after `after`.
+                        let trimmed = stream_info.state.first_sequence > after.saturating_add(1);
+                        if tail.truncated || trimmed {
+                            let highest = tail
+                                .stored
+                                .iter()
+                                .map(|r| r.1)
+                                .max()
+                                .unwrap_or(l.next)
+                                .max(l.next);
+                            let why = if trimmed {
+                                format!(
+                                    "the stream no longer holds every record stored after stream sequence {after} (its first is {}: retention removed some)",
+                                    stream_info.state.first_sequence
+                                )
+                            } else {
+                                format!(
+                                    "more than {cap} records of the ring are stored after stream sequence {after} (was the previous exporter's --max-inflight larger?)"
+                                )
+                            };
+                            tracing::warn!(
+                                "{why}; resuming after the highest record seen, at {highest}: a sequence number an earlier exporter left unpublished below it stays a gap (readers report it as unreported)"
+                            );
+                            coverage.begin(l.ring_id, highest, &[]);
+                        } else {
+                            coverage.begin(l.ring_id, w, &tail.stored);
+                        }
+                        "its resume point"
+                    }
+                    None => {
+                        coverage.begin(l.ring_id, l.next, &[]);
+                        "its range (it has no resume point: an earlier exporter version wrote it)"
+                    }
+                };
                 tracing::info!(
                     ring_id = %record::ring_hex(l.ring_id),
-                    seq = l.next,
+                    seq = coverage.settled(),
                     stream_seq = l.stream_seq,
-                    "resuming after the last record of {} in stream {}",
+                    stored_above = coverage.island_frames(),
+                    "resuming after the last record of {} in stream {}, from {how}",
                     cfg.subjects.all(),
                     cfg.stream
                 );
-                v1::subscribe_request::Start::Sequence(l.next)
+                v1::subscribe_request::Start::Sequence(coverage.settled())
             }
             Some(l) => {
                 tracing::warn!(
@@ -445,7 +553,8 @@ impl Run {
             resubscribe_at: None,
             read: None,
             expect_ring: None,
-            acked: last.map(|l| (l.ring_id, l.next)),
+            acked: coverage.ring().map(|r| (r, coverage.settled())),
+            coverage,
             scan_from,
             max_message,
             stop,
@@ -569,27 +678,35 @@ impl Run {
             let Some(rec) = self.pending.pop_front() else {
                 return Ok(());
             };
+            let bound = self.coverage.known_max();
             let Some(session) = self.session.as_ref() else {
                 self.window.push(Entry {
                     rec,
                     ack: None,
                     rejections: 0,
+                    bound,
                 });
                 return Err(Failure::Send("not connected".into()));
             };
-            let res = session.publish(&rec).await;
+            let resume = self.coverage.resume_point(
+                rec.ring_id,
+                Some(self.window.oldest_bound().unwrap_or(bound)),
+            );
+            let res = session.publish(&rec, resume).await;
             self.metrics.published(rec.frames);
             match res {
                 Ok(ack) => self.window.push(Entry {
                     rec,
                     ack: Some(ack),
                     rejections: 0,
+                    bound,
                 }),
                 Err(f) => {
                     self.window.push(Entry {
                         rec,
                         ack: None,
                         rejections: 0,
+                        bound,
                     });
                     return Err(f);
                 }
@@ -607,6 +724,8 @@ impl Run {
             Ok(ack) => {
                 if let Some(e) = self.window.pop_front() {
                     self.stored(&e.rec, ack.duplicate);
+                    self.coverage
+                        .stored(e.rec.ring_id, e.rec.first, e.rec.next, ack.sequence);
                     self.scan_from = self.scan_from.max(ack.sequence);
                 }
                 None
@@ -654,6 +773,23 @@ impl Run {
             );
         }
         let ring = b.ring_id;
+        let next = b
+            .frames
+            .last()
+            .map_or(b.resume_seq, |f| f.seq.saturating_add(1));
+        let read_to = b.resume_seq.max(next);
+        let from = b
+            .frames
+            .first()
+            .map(|f| f.seq)
+            .into_iter()
+            .chain(b.losses.iter().map(|l| l.first_seq))
+            .fold(b.from_seq, u64::min);
+        // Parts of the batch the stream already holds (stored above where this exporter
+        // resumed, by an exporter killed before it filled a hole below them) are cut
+        // out instead of published again (crate::coverage).
+        self.coverage.follow(ring, from);
+        let cut = self.coverage.overlaps(ring, from, read_to);
         // Discarded reservations are not losses, and the sidecar only counts them; the
         // exporter subscribes without a filter, so they are exactly the sequence numbers of
         // [from_seq, resume_seq) that neither a frame nor a loss covers. Publish their
@@ -661,41 +797,38 @@ impl Run {
         // accounts for every sequence number.
         if b.discarded > 0 {
             for (first_seq, frames) in uncovered(&b) {
-                self.summary.frames_discarded += frames;
-                self.pending.push_back(OutRecord::loss(
-                    ring,
-                    self.cfg.subjects.loss().to_string(),
-                    &v1::Loss {
-                        reason: record::REASON_DISCARDED,
-                        frames,
-                        first_seq,
-                    },
-                ));
+                self.push_loss(ring, record::REASON_DISCARDED, first_seq, frames, cut);
             }
         }
         for l in &b.losses {
-            self.count_loss(l.reason, l.frames);
-            self.pending.push_back(OutRecord::loss(
-                ring,
-                self.cfg.subjects.loss().to_string(),
-                l,
-            ));
+            self.push_loss(ring, l.reason, l.first_seq, l.frames, cut);
         }
-        let next = b
-            .frames
-            .last()
-            .map_or(b.resume_seq, |f| f.seq.saturating_add(1));
         if self.cfg.batch {
-            if !b.frames.is_empty() {
-                self.pending.push_back(OutRecord::batch(
-                    ring,
-                    self.cfg.subjects.batch().to_string(),
-                    b.frames,
-                    next,
-                ));
+            let subject = self.cfg.subjects.batch().to_string();
+            if cut {
+                let mut frames = b.frames.into_iter().peekable();
+                for (first, end) in self.coverage.pieces(from, read_to) {
+                    let mut part = Vec::new();
+                    while let Some(f) = frames.next_if(|f| f.seq < end) {
+                        if f.seq >= first {
+                            part.push(f);
+                        }
+                    }
+                    if let Some(last) = part.last() {
+                        let next = last.seq.saturating_add(1);
+                        self.pending
+                            .push_back(OutRecord::batch(ring, subject.clone(), part, next));
+                    }
+                }
+            } else if !b.frames.is_empty() {
+                self.pending
+                    .push_back(OutRecord::batch(ring, subject, b.frames, next));
             }
         } else {
             for f in &b.frames {
+                if cut && self.coverage.contains(ring, f.seq) {
+                    continue;
+                }
                 self.pending.push_back(OutRecord::frame(
                     ring,
                     self.cfg.subjects.frame(&f.topic),
@@ -703,7 +836,42 @@ impl Run {
                 ));
             }
         }
-        self.read = Some((ring, b.resume_seq.max(next)));
+        // Publish in sequence order (by the sequence after each record): losses and
+        // discards may lie before, between or after the frames, and the stream's last
+        // record should be the one that reaches furthest.
+        self.pending.make_contiguous().sort_by_key(|r| r.next);
+        self.read = Some((ring, read_to));
+    }
+
+    /// Queues a loss (or discard) record for `[first_seq, first_seq + frames)`, without
+    /// the parts the stream already holds when `cut`.
+    fn push_loss(&mut self, ring: u64, reason: i32, first_seq: u64, frames: u64, cut: bool) {
+        if !cut {
+            return self.push_loss_piece(ring, reason, first_seq, frames);
+        }
+        for (first, end) in self
+            .coverage
+            .pieces(first_seq, first_seq.saturating_add(frames))
+        {
+            self.push_loss_piece(ring, reason, first, end - first);
+        }
+    }
+
+    fn push_loss_piece(&mut self, ring: u64, reason: i32, first_seq: u64, frames: u64) {
+        if reason == record::REASON_DISCARDED {
+            self.summary.frames_discarded += frames;
+        } else {
+            self.count_loss(reason, frames);
+        }
+        self.pending.push_back(OutRecord::loss(
+            ring,
+            self.cfg.subjects.loss().to_string(),
+            &v1::Loss {
+                reason,
+                frames,
+                first_seq,
+            },
+        ));
     }
 
     fn count_loss(&mut self, reason: i32, frames: u64) {
@@ -794,7 +962,11 @@ impl Run {
     }
 
     async fn restore(&mut self) -> Result<(), String> {
-        let session = Session::open(&self.cfg).await.map_err(|e| e.to_string())?;
+        let mut session = Session::open(&self.cfg).await.map_err(|e| e.to_string())?;
+        session
+            .announce(&self.cfg)
+            .await
+            .map_err(|e| e.to_string())?;
         if !self.window.is_empty() {
             let cap = self.cfg.max_inflight_messages.saturating_mul(2) + 1024;
             let found =
@@ -810,19 +982,21 @@ impl Run {
                 let mut confirmed = Vec::new();
                 self.window.retain(|e| {
                     let key = (e.rec.kind, e.rec.ring_id, e.rec.first, e.rec.next);
-                    let stored = e.rejections == 0 && found.records.contains(&key);
-                    if stored {
-                        confirmed.push((e.rec.ring_id, e.rec.next, e.rec.frames));
+                    let stored_at = found.records.get(&key).filter(|_| e.rejections == 0);
+                    if let Some(&seq) = stored_at {
+                        confirmed.push((e.rec.ring_id, e.rec.first, e.rec.next, e.rec.frames, seq));
                     }
-                    !stored
+                    stored_at.is_none()
                 });
-                for (ring, next, frames) in confirmed {
+                for (ring, first, next, frames, seq) in confirmed {
                     self.summary.records_acked += 1;
                     self.summary.frames_acked += frames;
                     self.summary.confirmed_by_reading_back += 1;
                     self.metrics.acked(frames, false);
                     self.acked = Some((ring, next));
+                    self.coverage.stored(ring, first, next, seq);
                 }
+                self.coverage.saw_stream_seq(found.last_stream_seq);
                 self.scan_from = self.scan_from.max(found.last_stream_seq);
             }
         }
@@ -852,8 +1026,15 @@ impl Run {
             );
             self.count_loss(record::REASON_REJECTED, frames);
         }
+        let oldest_bound = self.window.oldest_bound();
         for e in self.window.iter_mut() {
-            e.ack = Some(session.publish(&e.rec).await.map_err(|f| f.to_string())?);
+            let resume = self.coverage.resume_point(e.rec.ring_id, oldest_bound);
+            e.ack = Some(
+                session
+                    .publish(&e.rec, resume)
+                    .await
+                    .map_err(|f| f.to_string())?,
+            );
             self.summary.republished += 1;
             self.metrics.republished();
         }

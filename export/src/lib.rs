@@ -10,17 +10,23 @@
 //!   the records: the wire contract documented in `docs/fleet.md`.
 //!
 //! Exactly once, in short: every record carries a `Nats-Msg-Id` derived from
-//! the ring id and its sequence range; at start the exporter resumes after the
-//! last record of its prefix in the stream; after a NATS failure it reads back
-//! which of the records in flight the stream holds and publishes the others
-//! again; JetStream's duplicate window covers the rest. See `docs/fleet.md`
-//! for where the guarantee stops.
+//! the ring id and its sequence range, and a resume point ([`coverage`]); at
+//! start the exporter waits until no earlier exporter of its prefix is
+//! connected ([`presence`]), then resumes from the resume point of the last
+//! record of its prefix, skipping what the stream holds above it; after a
+//! NATS failure it reads back which of the records in flight the stream holds
+//! and publishes the others again; JetStream's duplicate window covers the
+//! rest. See `docs/fleet.md` for where the guarantee stops.
+
+#![deny(missing_docs)]
 
 pub mod accounting;
 pub mod budget;
+pub mod coverage;
 mod exporter;
 pub mod metrics;
 pub mod nats;
+pub mod presence;
 pub mod reader;
 pub mod record;
 pub mod resume;

@@ -12,6 +12,13 @@
 //! | batch | `<prefix>._batch` | `Nats-Msg-Id: <ring>:batch:<first>-<next>`, `Ringside-Ring`, `Ringside-Seq` (first frame), `Ringside-Next`, `Ringside-Frames` | protobuf `ringside.v1.Batch` with the frames (losses go to `_loss`) | `[first, next)` |
 //!
 //! `<ring>` is the ring id in 16 lower-case hex digits; sequences are decimal.
+//!
+//! Every record also carries `Ringside-Resume: <W>@<S>`, the exporter's own
+//! bookkeeping for resuming exactly (readers ignore it): every sequence number
+//! of the ring below `W` is accounted for by records in the stream, and every
+//! record of the ring accounting for `W` or later is stored after stream
+//! sequence `S` (see [`crate::coverage`]). Records written before this header
+//! existed lack it; an exporter then resumes after the last record.
 
 use bytes::Bytes;
 use ringside_proto::v1;
@@ -36,6 +43,25 @@ pub mod header {
     pub const REASON: &str = "Ringside-Reason";
     /// Batch: the sequence after the batch (its `resume_seq`).
     pub const NEXT: &str = "Ringside-Next";
+    /// Every record: `<W>@<S>`, where an exporter resumes (see the module docs).
+    pub const RESUME: &str = "Ringside-Resume";
+}
+
+/// The value of [`header::RESUME`].
+pub fn resume_value(settled: u64, after_stream_seq: u64) -> String {
+    format!("{settled}@{after_stream_seq}")
+}
+
+/// The longest value of [`header::RESUME`] (two 20-digit numbers and `@`).
+pub const MAX_RESUME_VALUE: u64 = 41;
+
+/// The resume point `(W, S)` of a record's headers; `None` when the header is
+/// missing (a record of an earlier exporter version) or malformed.
+pub fn resume_from_headers(headers: Option<&async_nats::HeaderMap>) -> Option<(u64, u64)> {
+    let key: async_nats::header::HeaderName = header::RESUME.parse().ok()?;
+    let v = headers?.get(key)?.as_str();
+    let (w, s) = v.trim().split_once('@')?;
+    Some((w.parse().ok()?, s.parse().ok()?))
 }
 
 /// Loss reason code for frames NATS refused twice (exporter-side; beyond the proto's enum).
@@ -348,6 +374,20 @@ mod tests {
         assert_eq!(reason_name(1), "lapped");
         assert_eq!(reason_code("no-such"), REASON_OTHER);
         assert_eq!(reason_name(77), "reason-77");
+    }
+
+    #[test]
+    fn resume_header_round_trips() {
+        let mut h = async_nats::HeaderMap::new();
+        assert_eq!(resume_from_headers(Some(&h)), None);
+        h.insert(header::RESUME, resume_value(u64::MAX, u64::MAX));
+        assert_eq!(
+            resume_value(u64::MAX, u64::MAX).len() as u64,
+            MAX_RESUME_VALUE
+        );
+        assert_eq!(resume_from_headers(Some(&h)), Some((u64::MAX, u64::MAX)));
+        h.insert(header::RESUME, "12@x");
+        assert_eq!(resume_from_headers(Some(&h)), None);
     }
 
     #[test]

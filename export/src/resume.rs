@@ -1,13 +1,14 @@
-//! Where the stream stands for one prefix: the last record stored (to resume
-//! from at start), and the records stored after a known point (to tell, after
-//! a failure, which of the records in flight the stream already holds).
+//! Where the stream stands for one prefix: the last record stored and the
+//! records stored after its resume point (to resume from at start, see
+//! [`crate::coverage`]), and the records stored after a known point (to tell,
+//! after a failure, which of the records in flight the stream already holds).
 
 use crate::record;
 use crate::record::RecordKind as Kind;
 use crate::subject::Subjects;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 use thiserror::Error;
 use tokio_stream::StreamExt as _;
@@ -21,6 +22,9 @@ pub struct LastRecord {
     pub next: u64,
     /// Its stream sequence.
     pub stream_seq: u64,
+    /// Its resume point `(W, S)` (header `Ringside-Resume`); `None` on records of
+    /// exporters that did not write it.
+    pub resume: Option<(u64, u64)>,
 }
 
 /// Reading the stream's state failed.
@@ -86,14 +90,15 @@ pub async fn last_record(
         ring_id,
         next,
         stream_seq: msg.sequence,
+        resume: record::resume_from_headers(Some(&msg.headers)),
     }))
 }
 
 /// Records of the prefix stored after some stream sequence.
 #[derive(Debug, Default)]
 pub struct StoredAfter {
-    /// (kind, ring, first, next) of each.
-    pub records: HashSet<(Kind, u64, u64, u64)>,
+    /// (kind, ring, first, next) of each, with its stream sequence.
+    pub records: HashMap<(Kind, u64, u64, u64), u64>,
     /// Stream sequence of the newest one (or the start point when none).
     pub last_stream_seq: u64,
     /// True when more records were there than `cap`: the set is incomplete.
@@ -108,6 +113,73 @@ pub async fn stored_after(
     after: u64,
     cap: usize,
 ) -> Result<StoredAfter, ResumeError> {
+    let mut out = StoredAfter {
+        last_stream_seq: after,
+        ..StoredAfter::default()
+    };
+    let last = read_after(stream, subjects, after, |kind, ring, first, next, seq| {
+        if out.records.len() >= cap {
+            out.truncated = true;
+            return false;
+        }
+        out.records.insert((kind, ring, first, next), seq);
+        true
+    })
+    .await?;
+    out.last_stream_seq = last.max(after);
+    Ok(out)
+}
+
+/// The records of one ring stored after a resume point's stream sequence.
+#[derive(Debug, Default)]
+pub struct Tail {
+    /// `(first, next, stream_seq)` of each record of the ring reaching `settled` or
+    /// beyond, in stream order (ranges are clipped to start at `settled` at the least).
+    pub stored: Vec<(u64, u64, u64)>,
+    /// Stream sequence of the newest record read.
+    pub last_stream_seq: u64,
+    /// True when more records were there than the cap: `stored` is incomplete.
+    pub truncated: bool,
+}
+
+/// Reads the records of `ring` under `subjects` stored after stream sequence `after`
+/// that account for `settled` or later (at most `cap` of them): what an exporter
+/// resuming at `settled` must not publish again.
+pub async fn tail_after(
+    stream: &Stream,
+    subjects: &Subjects,
+    ring: u64,
+    settled: u64,
+    after: u64,
+    cap: usize,
+) -> Result<Tail, ResumeError> {
+    let mut out = Tail::default();
+    let last = read_after(stream, subjects, after, |_, r, first, next, seq| {
+        if r != ring || next <= settled {
+            return true;
+        }
+        if out.stored.len() >= cap {
+            out.truncated = true;
+            return false;
+        }
+        out.stored.push((first.max(settled), next, seq));
+        true
+    })
+    .await?;
+    out.last_stream_seq = last.max(after);
+    Ok(out)
+}
+
+/// Reads the headers of the records under `subjects` stored after stream
+/// sequence `after`, with an ephemeral headers-only consumer, calling `take` with
+/// (kind, ring, first, next, stream sequence) of each until it returns false.
+/// Returns the stream sequence of the newest message read.
+async fn read_after(
+    stream: &Stream,
+    subjects: &Subjects,
+    after: u64,
+    mut take: impl FnMut(Kind, u64, u64, u64, u64) -> bool,
+) -> Result<u64, ResumeError> {
     let req = |what: &'static str| {
         move |e: &dyn std::error::Error| ResumeError::Request {
             what,
@@ -127,11 +199,8 @@ pub async fn stored_after(
             ..Default::default()
         })
         .await
-        .map_err(|e| req("creating a consumer to check the records in flight")(&e))?;
-    let mut out = StoredAfter {
-        last_stream_seq: after,
-        ..StoredAfter::default()
-    };
+        .map_err(|e| req("creating a consumer to read the records stored last")(&e))?;
+    let mut last_stream_seq = after;
     let result = async {
         loop {
             let mut batch = consumer
@@ -139,14 +208,16 @@ pub async fn stored_after(
                 .max_messages(256)
                 .messages()
                 .await
-                .map_err(|e| req("reading the records in flight back")(&e))?;
+                .map_err(|e| req("reading the records stored last")(&e))?;
             let mut got = 0usize;
             let mut pending = 0u64;
             while let Some(m) = batch.next().await {
-                let m = m.map_err(|e| req("reading the records in flight back")(e.as_ref()))?;
+                let m = m.map_err(|e| req("reading the records stored last")(e.as_ref()))?;
                 got += 1;
+                let mut seq = 0;
                 if let Ok(info) = m.info() {
-                    out.last_stream_seq = out.last_stream_seq.max(info.stream_sequence);
+                    seq = info.stream_sequence;
+                    last_stream_seq = last_stream_seq.max(seq);
                     pending = info.pending;
                 }
                 let subject = m.subject.as_str();
@@ -155,12 +226,9 @@ pub async fn stored_after(
                 };
                 if let Ok((ring, first, next)) =
                     record::range_from_headers(subject, &kind, m.headers.as_ref())
+                    && !take(kind_of(&kind), ring, first, next, seq)
                 {
-                    if out.records.len() >= cap {
-                        out.truncated = true;
-                        return Ok(());
-                    }
-                    out.records.insert((kind_of(&kind), ring, first, next));
+                    return Ok(());
                 }
             }
             if got == 0 || pending == 0 {
@@ -171,5 +239,5 @@ pub async fn stored_after(
     .await;
     let name = consumer.cached_info().name.clone();
     let _ = stream.delete_consumer(&name).await;
-    result.map(|()| out)
+    result.map(|()| last_stream_seq)
 }

@@ -142,10 +142,14 @@ impl OutRecord {
         self.next - self.first
     }
 
-    /// The encoded size of [`headers`](Self::headers).
+    /// The encoded size of [`headers`](Self::headers), counting the resume point at its
+    /// longest (its value is known only when the record is published).
     fn header_bytes(&self) -> u64 {
-        // "NATS/1.0\r\n" ... "\r\n", the ring id, the first sequence.
-        let common = 12 + line(header::RING, 16) + line(header::SEQ, digits(self.first));
+        // "NATS/1.0\r\n" ... "\r\n", the ring id, the first sequence, the resume point.
+        let common = 12
+            + line(header::RING, 16)
+            + line(header::SEQ, digits(self.first))
+            + line(header::RESUME, record::MAX_RESUME_VALUE);
         common
             + match self.kind {
                 Kind::Frame => {
@@ -171,8 +175,9 @@ impl OutRecord {
             }
     }
 
-    /// The record's headers (the wire contract in [`crate::record`]).
-    pub fn headers(&self) -> HeaderMap {
+    /// The record's headers (the wire contract in [`crate::record`]), with the
+    /// resume point `(W, S)` when there is one.
+    pub fn headers(&self, resume: Option<(u64, u64)>) -> HeaderMap {
         let mut h = HeaderMap::new();
         let id = match self.kind {
             Kind::Frame => record::frame_msg_id(self.ring_id, self.first),
@@ -182,6 +187,9 @@ impl OutRecord {
         h.insert(async_nats::header::NATS_MESSAGE_ID, id);
         h.insert(header::RING, record::ring_hex(self.ring_id));
         h.insert(header::SEQ, self.first.to_string());
+        if let Some((w, s)) = resume {
+            h.insert(header::RESUME, record::resume_value(w, s));
+        }
         match self.kind {
             Kind::Frame => {
                 h.insert(header::TIMESTAMP, self.timestamp_ns.to_string());
@@ -210,6 +218,9 @@ pub(crate) struct Entry {
     pub ack: Option<AckFuture>,
     /// Times JetStream refused it.
     pub rejections: u32,
+    /// The highest stream sequence known when it was first published: every copy
+    /// of it is stored above this ([`crate::coverage`]).
+    pub bound: u64,
 }
 
 impl std::fmt::Debug for Entry {
@@ -218,6 +229,7 @@ impl std::fmt::Debug for Entry {
             .field("rec", &self.rec)
             .field("waiting", &self.ack.is_some())
             .field("rejections", &self.rejections)
+            .field("bound", &self.bound)
             .finish()
     }
 }
@@ -276,6 +288,11 @@ impl Window {
     /// Bytes in flight.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// The stream-sequence bound of the oldest record in flight.
+    pub fn oldest_bound(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.bound)
     }
 
     /// True when the oldest record waits for an acknowledgement.
@@ -355,8 +372,10 @@ mod tests {
                 rec: rec(s, 100),
                 ack: None,
                 rejections: 0,
+                bound: s,
             });
         }
+        assert_eq!(w.oldest_bound(), Some(0));
         assert!(!w.has_room(1), "message bound");
         w.pop_front();
         assert!(w.has_room(r.size));
@@ -369,7 +388,8 @@ mod tests {
         assert!(empty.pop_front().is_none());
     }
 
-    /// The size the window counts is the size of the headers as encoded.
+    /// The size the window counts is the size of the headers as encoded, with the
+    /// resume point at its longest.
     #[test]
     fn header_bytes_match_the_headers() {
         let recs = [
@@ -387,7 +407,7 @@ mod tests {
             OutRecord::batch(5, "p._batch".into(), vec![frame(10, 3), frame(11, 3)], 12),
         ];
         for r in recs {
-            let h = r.headers();
+            let h = r.headers(Some((u64::MAX, u64::MAX)));
             let encoded: u64 = 12
                 + h.iter()
                     .map(|(k, vs)| {

@@ -446,6 +446,10 @@ pub struct ExportArgs {
     /// On SIGTERM, wait this long for acknowledgements of the records in flight.
     #[arg(long, env = "RINGSIDE_EXPORT_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// At start, wait this long for another exporter of the same --subject-prefix (or
+    /// the NATS connection of one that died) to go away, then refuse to start.
+    #[arg(long, env = "RINGSIDE_EXPORT_TAKEOVER_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub takeover_wait: Duration,
     /// Tokio worker threads. One is the fastest: the exporter is one pipeline,
     /// and a second thread mostly adds cross-thread wake-ups.
     #[arg(long, env = "RINGSIDE_WORKER_THREADS", default_value_t = 1)]

@@ -27,6 +27,7 @@ use ringside_tests::ffi_support::{
     FakeListener, Host, now_ns, parse_ffi_test_manifest, parse_producer_manifest, read_all,
     run_program, run_program_unchecked, start_host, valgrind, verify,
 };
+use ringside_tests::tools::skip_or_fail;
 
 fn ffi_source(rel: &str) -> PathBuf {
     c_build::ffi_dir().join(rel)
@@ -34,19 +35,6 @@ fn ffi_source(rel: &str) -> PathBuf {
 
 fn compile(src: &Path, dir: &Path, link: Link, extra: &[&str]) -> PathBuf {
     c_build::compile(src, dir, link, extra).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// True when a missing optional tool must fail the test instead of skipping it.
-fn tools_required() -> bool {
-    std::env::var_os("RINGSIDE_REQUIRE_TOOLS").is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-fn skip_or_fail(why: &str) {
-    assert!(
-        !tools_required(),
-        "{why} (RINGSIDE_REQUIRE_TOOLS is set, so this fails instead of skipping)"
-    );
-    eprintln!("SKIPPED: {why}");
 }
 
 // ---------- ffi_test.c: every function and every error path C can provoke ----------

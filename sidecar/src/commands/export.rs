@@ -75,6 +75,7 @@ fn config(args: &ExportArgs) -> Result<ExportConfig, String> {
     cfg.metrics_listen = args.metrics_listen.0;
     cfg.progress_interval = (!args.quiet).then_some(std::time::Duration::from_secs(1));
     cfg.drain_timeout = args.drain_timeout;
+    cfg.takeover_wait = args.takeover_wait;
     cfg.grpc_receive_window = SIDECAR_STREAM_WINDOW;
     cfg.worker_threads = args.worker_threads.max(1);
     cfg.memory_limit =

@@ -2,13 +2,18 @@
 //! (real producer, real sidecar, real nats-server, `tail --nats-url`), and
 //! the exporter talks to NATS with a token and over TLS.
 //!
-//! Needs the Debian package `nats-server` (a test fails naming it when missing).
+//! Needs the Debian package `nats-server` (without it a test skips, naming the package, or
+//! fails when `RINGSIDE_REQUIRE_TOOLS` is set), and `openssl` for the TLS test's
+//! certificates (the same rule).
 
-mod support;
-
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use support::*;
+use ringside_tests::chaos_tls::make_certs;
+use ringside_tests::nats::{
+    Exporter, NatsServer, export_once, load_sent, rt, server_or_skip, tail, wait_stream,
+    wait_stream_ca,
+};
+use ringside_tests::sidecar::{Sidecar, TempDir, spawn_load};
+use ringside_tests::tools::skip_or_fail;
+use std::time::Duration;
 
 const STREAM: &str = "TELEMETRY";
 
@@ -40,23 +45,11 @@ fn odd_topics() -> Vec<String> {
     t
 }
 
-fn wait_log(ex: &mut Exporter, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ex.stderr().contains(needle) {
-        assert!(ex.running(), "exporter exited:\n{}", ex.stderr());
-        assert!(
-            Instant::now() < deadline,
-            "no `{needle}` in:\n{}",
-            ex.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn odd_topic_bytes_round_trip() {
+    let Some(bin) = server_or_skip() else { return };
     let dir = TempDir::new("odd");
-    let nats = NatsServer::start(&dir, &[]);
+    let nats = NatsServer::start(&bin, &dir, &[]);
     let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB"]);
     let prefix = "tel.odd";
     let topics = odd_topics();
@@ -170,8 +163,9 @@ fn odd_topic_bytes_round_trip() {
 /// A token-protected server: the token file gets in, no token gets a clear error.
 #[test]
 fn token_authentication() {
+    let Some(bin) = server_or_skip() else { return };
     let dir = TempDir::new("token");
-    let nats = NatsServer::start(&dir, &["--auth", "s3cret-token"]);
+    let nats = NatsServer::start(&bin, &dir, &["--auth", "s3cret-token"]);
     let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB"]);
     let (status, err) = export_once(
         &sidecar,
@@ -196,7 +190,7 @@ fn token_authentication() {
         "tel.tok",
         &["--create-stream", "--quiet", "--nats-token-file", t],
     );
-    wait_log(&mut ex, "exporting");
+    ex.wait_log("exporting");
     assert!(ex.stop().success(), "{}", ex.stderr());
     let (status, err) = export_once(
         &sidecar,
@@ -212,84 +206,23 @@ fn token_authentication() {
     );
 }
 
-fn openssl(args: &[&str], dir: &TempDir) -> bool {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(&dir.0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// A TLS-only server: the exporter verifies it with --nats-tls-ca, and `tail`
 /// reads back over TLS too; without the CA the error says what to check.
 #[test]
 fn tls_to_nats() {
+    let Some(bin) = server_or_skip() else { return };
     let dir = TempDir::new("tls");
-    std::fs::write(
-        dir.join("srv.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("ext");
-    let ok = openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ringside-test-ca",
-        ],
-        &dir,
-    ) && openssl(
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-        &dir,
-    ) && openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "srv.ext",
-        ],
-        &dir,
-    );
-    assert!(
-        ok,
-        "openssl could not make test certificates (is the `openssl` command installed?)"
-    );
-    let p = |f: &str| dir.join(f).to_str().expect("utf8").to_string();
-    let (cert, key, ca) = (p("srv.pem"), p("srv.key"), p("ca.pem"));
-    let nats = NatsServer::start(&dir, &["--tls", "--tlscert", &cert, "--tlskey", &key]);
+    let certs = match make_certs(dir.path()) {
+        Ok(c) => c,
+        Err(why) => {
+            return skip_or_fail(&format!(
+                "cannot make test certificates ({why}): install the `openssl` command"
+            ));
+        }
+    };
+    let p = |f: &std::path::Path| f.to_str().expect("utf8").to_string();
+    let (cert, key, ca) = (p(&certs.cert), p(&certs.key), p(&certs.ca));
+    let nats = NatsServer::start(&bin, &dir, &["--tls", "--tlscert", &cert, "--tlskey", &key]);
     let sidecar = Sidecar::start(&dir, &["--ring-size", "1MiB"]);
     let (status, err) = export_once(
         &sidecar,
@@ -308,14 +241,14 @@ fn tls_to_nats() {
         "tel.tls",
         &["--create-stream", "--quiet", "--nats-tls-ca", &ca],
     );
-    wait_log(&mut ex, "exporting");
-    let sent = finish_load(spawn_load(
+    ex.wait_log("exporting");
+    let sent = load_sent(spawn_load(
         &sidecar.socket,
         &["--rate", "0", "--count", "100", "--size", "64"],
     ));
     let raw = wait_stream_ca(
         &nats.url(),
-        Some(&ca),
+        Some(&certs.ca),
         STREAM,
         "tel.tls",
         Duration::from_secs(30),
