@@ -1120,7 +1120,6 @@ impl Run {
         let mut summary = Summary {
             seed,
             secs: secs.as_secs(),
-            budget: budget_bytes(FLAGS),
             ..Summary::default()
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1132,8 +1131,17 @@ impl Run {
         let c_bin = c_producer_or_skip(&dir, &mut summary);
         let port = free_port();
         let serve_flags = serve_flags_with_auth(&dir, seed);
-        let cgroup = memory_limit_or_skip(&mut summary);
         let target = Arc::new(target_or_skip_tls(&dir, port, &mut summary));
+        // The sidecar alternates plaintext and TLS; TLS costs more per connection, so the
+        // hard limit is the TLS budget whenever TLS is in the run.
+        summary.budget = budget_bytes(
+            &target
+                .flags(FLAGS, true)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        let cgroup = memory_limit_or_skip(&mut summary);
         let sidecar = start_sidecar(
             &dir,
             &target,
