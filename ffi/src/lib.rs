@@ -733,11 +733,11 @@ pub unsafe extern "C" fn rs_reservation_set_timestamp(
         }
         // SAFETY: by the caller's contract this thread is the handle's only
         // user during the call, so the mutable borrow is unique.
-        let entry =
-            unsafe { RESERVATIONS.get_mut(r.addr()) }.map_err(|why| Failure::BadHandle {
-                kind: HandleKind::Reservation,
-                why,
-            })?;
+        let found = unsafe { RESERVATIONS.get_mut(r.addr()) };
+        let entry = found.map_err(|why| Failure::BadHandle {
+            kind: HandleKind::Reservation,
+            why,
+        })?;
         if entry.origin.forked() {
             return Err(forked(HandleKind::Reservation, &entry.origin, false));
         }

@@ -24,8 +24,9 @@ impl BufferExport {
         // SAFETY: `obj` is a live object (we hold a reference and the interpreter is
         // attached); `view` is writable memory of the right type, which PyObject_GetBuffer
         // fills completely when it returns 0 and leaves alone otherwise.
-        let rc: c_int =
-            unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_SIMPLE) };
+        let (object, buffer) = (obj.as_ptr(), view.as_mut_ptr());
+        // SAFETY: as above: `object` is live and `buffer` points at writable memory.
+        let rc: c_int = unsafe { ffi::PyObject_GetBuffer(object, buffer, ffi::PyBUF_SIMPLE) };
         if rc != 0 {
             return Err(PyErr::fetch(obj.py()));
         }
