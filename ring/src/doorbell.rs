@@ -8,6 +8,15 @@
 //! the sidecar's SeqCst store of `sleeping` and its load of the claim counter after a SeqCst
 //! fence. In the single total order of SeqCst operations, either the sidecar sees the
 //! claim and does not sleep, or the producer sees `sleeping` set and rings.
+//!
+//! The sidecar may wait in two ways. [`RingWaiter::wait`] blocks the calling thread in
+//! `ppoll`. An async waiter instead registers a duplicate of the eventfd
+//! ([`RingWaiter::event_fd`]) with its reactor and runs the same handshake in steps:
+//! [`arm`](RingWaiter::arm) (store `sleeping`, fence, re-read the claim counter), then, only
+//! if that says [`Armed::Unchanged`], wait for the eventfd to become readable, then
+//! [`drain`](RingWaiter::drain) and [`disarm`](RingWaiter::disarm). The argument above is
+//! unchanged: it only needs the store, the fence and the re-read to happen in that order
+//! before the waiter relies on a ring, which `arm` does in one call.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -56,6 +65,16 @@ impl Doorbell {
     }
 }
 
+/// What [`RingWaiter::arm`] saw when it re-read the claim counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Armed {
+    /// The claim counter still equals the position the caller has seen: the doorbell is
+    /// armed, and the next claim rings it (after its commit).
+    Unchanged,
+    /// A frame was claimed since: read the ring instead of waiting.
+    Moved(Tail),
+}
+
 /// Blocks one sidecar thread until new frames may be readable. Use one waiter per ring.
 #[derive(Debug, Clone)]
 pub struct RingWaiter {
@@ -78,21 +97,67 @@ impl RingWaiter {
         if tail.pos != seen_pos {
             return tail;
         }
-        let sleeping = self.doorbell.page.sleeping();
-        sleeping.store(1, Ordering::SeqCst);
+        if self.arm(seen_pos) == Armed::Unchanged {
+            let mut fds = [PollFd::new(self.doorbell.event.as_fd(), PollFlags::POLLIN)];
+            // An interrupted or failed poll just means an early return; callers loop.
+            let _ = ppoll(&mut fds, Some(TimeSpec::from_duration(timeout)), None);
+            self.drain();
+        }
+        self.disarm();
+        self.view.tail()
+    }
+
+    /// The ring's claim counter now (as [`wait`](Self::wait) returns it).
+    pub fn tail(&self) -> Tail {
+        self.view.tail()
+    }
+
+    /// The sidecar's half of the handshake, for a waiter that blocks elsewhere (an async
+    /// reactor polling [`event_fd`](Self::event_fd)): sets `sleeping`, then re-reads the
+    /// claim counter. [`Armed::Unchanged`] means it still equals `seen_pos`, and from now
+    /// until [`disarm`](Self::disarm) any producer that claims and commits a frame writes
+    /// the eventfd: the caller may wait for it to become readable. [`Armed::Moved`] means a
+    /// frame was claimed since `seen_pos`: do not wait, read the ring (then disarm).
+    pub fn arm(&self, seen_pos: u64) -> Armed {
+        // SeqCst store: the sidecar's half of the Dekker handshake at the top of this
+        // module, paired with the producer's SeqCst claim and SeqCst load of `sleeping`.
+        self.doorbell.page.sleeping().store(1, Ordering::SeqCst);
         // SeqCst fence between our store of `sleeping` and the load of the claim counter:
         // the load may not be satisfied before the store is globally visible.
         fence(Ordering::SeqCst);
         let tail = self.view.tail();
         if tail.pos == seen_pos {
-            let mut fds = [PollFd::new(self.doorbell.event.as_fd(), PollFlags::POLLIN)];
-            // An interrupted or failed poll just means an early return; callers loop.
-            let _ = ppoll(&mut fds, Some(TimeSpec::from_duration(timeout)), None);
-            let mut drain = [0u8; 8];
-            let _ = nix::unistd::read(&self.doorbell.event, &mut drain);
+            Armed::Unchanged
+        } else {
+            Armed::Moved(tail)
         }
-        sleeping.store(0, Ordering::Relaxed);
-        self.view.tail()
+    }
+
+    /// Stops producers ringing (after [`arm`](Self::arm) and the wait). Relaxed: a producer
+    /// that still sees the old 1 only writes the eventfd once more, which costs it a syscall
+    /// and the waiter a spurious wake-up, never a lost frame; the next `arm` orders itself
+    /// with its own SeqCst store and fence.
+    pub fn disarm(&self) {
+        self.doorbell.page.sleeping().store(0, Ordering::Relaxed);
+    }
+
+    /// Resets the eventfd's counter without blocking, so that it is readable again only
+    /// after the next ring. Returns whether it had been rung (or nudged) since the last
+    /// drain; `false` also covers a failed read, which only means a spurious wake-up later.
+    pub fn drain(&self) -> bool {
+        let mut buf = [0u8; 8];
+        matches!(nix::unistd::read(&self.doorbell.event, &mut buf), Ok(8))
+    }
+
+    /// A duplicate of the doorbell's eventfd (the same counter: a producer's ring makes
+    /// both readable), non-blocking, for registering with an async reactor. Read it
+    /// through [`drain`](Self::drain) or directly; rings are counted, not queued.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `fcntl(F_DUPFD_CLOEXEC)` (out of file descriptors).
+    pub fn event_fd(&self) -> std::io::Result<OwnedFd> {
+        self.doorbell.event.try_clone()
     }
 
     /// Wakes a thread blocked in [`wait`](Self::wait) now (a write to the doorbell's

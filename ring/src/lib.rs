@@ -74,7 +74,7 @@ pub mod writer;
 /// The buffer type [`FrameSink::begin`] hands the reader (re-exported so that sinks use
 /// the same `bytes` version).
 pub use bytes::BytesMut;
-pub use doorbell::RingWaiter;
+pub use doorbell::{Armed, RingWaiter};
 pub use handshake::{ConnectError, ConnectErrorKind, HANDSHAKE_VERSION, RefusalReason};
 pub use host::{HostError, HostOptions, HostStats, ProducerInfo, RingHost};
 pub use layout::{

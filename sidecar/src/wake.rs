@@ -1,33 +1,42 @@
 //! Waking subscribers when producers write, without busy polling.
 //!
-//! One std thread blocks in [`RingWaiter::wait`] (the ring's doorbell: it
-//! sleeps in the kernel while the ring is idle and costs producers no syscall
-//! while the sidecar is busy) and publishes the claim counter in a
-//! `tokio::sync::watch`: one value, overwritten, never a queue. Subscribers
-//! that caught up await a change of that value.
+//! One tokio task watches the ring's doorbell (see `ringside_ring::doorbell`): a
+//! duplicate of its eventfd is registered with tokio's reactor, so a producer's ring wakes
+//! the worker parked in `epoll_wait` directly, and the task runs on that worker. It
+//! publishes the claim counter in a `tokio::sync::watch`: one value, overwritten, never a
+//! queue. Subscribers that caught up await a change of that value; their tasks are woken
+//! from the same worker, so a batch costs one thread wake-up (the producer's eventfd
+//! write), not a hand-off from a std thread through a futex to a parked worker.
 //!
-//! The thread only watches the ring while some subscriber is caught up and
-//! waiting ([`WaitRegistry`]); while every subscriber is busy reading, it is
-//! parked, so a busy ring costs no wake-ups at all. A subscriber registers
-//! *before* its final check of the ring (`register`, then read again, then
-//! wait), and the thread publishes whenever the tail differs from what it last
-//! published, so no change can slip between the two.
+//! The task only arms the doorbell while some subscriber is caught up and waiting
+//! ([`WaitRegistry`]); while every subscriber is busy reading, it awaits a
+//! [`Notify`] with the doorbell disarmed, so a busy ring costs producers no syscall and
+//! the sidecar no wake-ups. A subscriber registers *before* its final check of the ring
+//! (`register`, then read again, then wait), and the task reads the tail after it was
+//! notified and publishes whenever the tail differs from what it last published, then
+//! arms the doorbell with the tail it read (`RingWaiter::arm`: a claim after that read
+//! either shows in `arm`'s re-read or rings), so no change can slip between the two.
 //!
 //! A subscriber whose next frame is claimed but not committed yet (a producer between
 //! its claim and its commit) waits on a second value, a tick counter. While any
-//! subscriber waits so ([`WaitRegistry::register_pending`]), the thread bounds each of
-//! its waits to [`PENDING_TICK`] (a sub-millisecond `ppoll`, not tokio's 1 ms timer
-//! wheel) and bumps the counter after every wait: when a producer rings after its
-//! commit, at once, and otherwise at the latest after one tick. A producer descheduled
-//! mid-write therefore costs its subscribers a re-read every tick, never a sleep of
-//! 1-2 ms after it commits.
+//! subscriber waits so ([`WaitRegistry::register_pending`]), the task also waits on a
+//! timerfd on the same reactor that expires every [`PENDING_TICK`] (tokio's own timer
+//! wheel has 1 ms granularity) and bumps the counter after every wake-up: when a
+//! producer rings after its commit, at once, and otherwise at the latest after one tick.
+//! A producer descheduled mid-write therefore costs its subscribers a re-read every tick,
+//! never a sleep of 1-2 ms after it commits. The timerfd is disarmed while nobody waits
+//! for a commit.
 
-use ringside_ring::{RingWaiter, Tail};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use ringside_ring::{Armed, RingWaiter, Tail};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
-use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 /// What subscribers watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,66 +47,78 @@ pub struct WakeState {
     pub shutting_down: bool,
 }
 
-/// How long one wait lasts at most, so the thread notices shutdown.
-const WAIT_SLICE: Duration = Duration::from_millis(250);
 /// How long one wait lasts at most while a subscriber waits for a claimed frame's commit:
 /// the bound on how late it re-reads when the commit came without a doorbell ring (the
-/// producer committed while this thread was awake).
+/// producer committed while the doorbell was not armed).
 pub const PENDING_TICK: Duration = Duration::from_micros(100);
 
-/// The waker thread and the value it publishes.
+/// The waker task and the value it publishes.
 #[derive(Debug)]
 pub struct Wake {
     tx: Arc<watch::Sender<WakeState>>,
-    stop: Arc<AtomicBool>,
     registry: WaitRegistry,
-    thread: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// What the registry and the task share.
+#[derive(Debug)]
+struct Control {
+    /// Subscribers caught up and waiting for a change of the tail.
+    waiters: AtomicUsize,
+    /// Subscribers waiting for a claimed frame's commit.
+    pending: AtomicUsize,
+    /// Set by [`Wake::signal_shutdown`]: the task ends.
+    stop: AtomicBool,
+    /// Wakes the task when the counters leave zero or on shutdown. Holds one permit, so a
+    /// notification sent before the task awaits it is not lost.
+    notify: Notify,
 }
 
 /// Counts subscribers that are caught up and waiting for a change, and those waiting
 /// for a claimed frame's commit.
 #[derive(Debug, Clone)]
 pub struct WaitRegistry {
-    waiters: Arc<AtomicUsize>,
-    pending: Arc<AtomicUsize>,
+    control: Arc<Control>,
     ticks: watch::Receiver<u64>,
-    waiter: RingWaiter,
-    thread: std::thread::Thread,
 }
 
 impl WaitRegistry {
     /// Marks one subscriber as waiting. The caller must check the ring again
     /// afterwards before it waits on the watch.
     pub fn register(&self) {
-        if self.waiters.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.thread.unpark();
+        // SeqCst: the task's SeqCst load of the counter (after its notification or its
+        // previous wait) either sees this increment, or it loaded zero before it and then
+        // gets the permit stored by `notify_one` below.
+        if self.control.waiters.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.control.notify.notify_one();
         }
-        // Our increment must be visible before our re-check of the ring loads
-        // the claim counter (pairs with the fence in the wake thread).
+        // Our increment must be visible before our re-check of the ring loads the claim
+        // counter: the task's tail read that follows its load of the counter then sees
+        // at least what our re-check saw.
         fence(Ordering::SeqCst);
     }
 
     /// Marks one subscriber as no longer waiting.
     pub fn unregister(&self) {
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        // SeqCst like `register`; a stale non-zero only keeps the task armed for one more
+        // ring, after which it looks again.
+        self.control.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Marks one subscriber as waiting for a claimed frame's commit: from now on the
-    /// thread ticks at least every [`PENDING_TICK`]. The caller must read the ring again
+    /// task ticks at least every [`PENDING_TICK`]. The caller must read the ring again
     /// afterwards before it waits on [`ticks`](Self::ticks).
     pub fn register_pending(&self) {
-        // SeqCst like `register`; the counter is only a mode switch for the thread, so a
-        // late view of it costs at most one longer wait, which the nudge below cuts short.
-        if self.pending.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.thread.unpark();
-            // The thread may sit in a 250 ms wait: cut it short so it starts ticking.
-            self.waiter.nudge();
+        // SeqCst like `register`; the counter is only a mode switch for the task, and the
+        // notification below cuts short a wait that started before it (without ticks).
+        if self.control.pending.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.control.notify.notify_one();
         }
     }
 
     /// Marks one subscriber as no longer waiting for a commit.
     pub fn unregister_pending(&self) {
-        self.pending.fetch_sub(1, Ordering::SeqCst);
+        self.control.pending.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The tick counter pending subscribers wait on.
@@ -106,12 +127,26 @@ impl WaitRegistry {
     }
 }
 
+/// A timerfd that tokio's reactor can watch (nix's `TimerFd` has no `AsRawFd`).
+struct Ticker(TimerFd);
+
+impl AsRawFd for Ticker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
 impl Wake {
-    /// Starts the waker thread.
+    /// Starts the waker task on the current tokio runtime.
     ///
     /// # Errors
     ///
-    /// The OS error when the thread cannot be spawned.
+    /// The OS error when the eventfd cannot be duplicated, the timerfd cannot be created,
+    /// or either cannot be registered with the reactor.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime (as `tokio::spawn` does).
     pub fn start(waiter: RingWaiter, initial: Tail) -> std::io::Result<Wake> {
         let (tx, _rx) = watch::channel(WakeState {
             tail: initial,
@@ -119,53 +154,43 @@ impl Wake {
         });
         let tx = Arc::new(tx);
         let (ticks_tx, ticks_rx) = watch::channel(0u64);
-        let stop = Arc::new(AtomicBool::new(false));
-        let waiters = Arc::new(AtomicUsize::new(0));
-        let pending = Arc::new(AtomicUsize::new(0));
-        let thread = {
-            let tx = Arc::clone(&tx);
-            let stop = Arc::clone(&stop);
-            let waiters = Arc::clone(&waiters);
-            let pending = Arc::clone(&pending);
-            let waiter = waiter.clone();
-            std::thread::Builder::new()
-                .name("ringside-wake".into())
-                .stack_size(256 * 1024)
-                .spawn(move || {
-                    let mut seen = initial.pos;
-                    let mut published = initial;
-                    while !stop.load(Ordering::Acquire) {
-                        let committing = pending.load(Ordering::SeqCst) > 0;
-                        if !committing && waiters.load(Ordering::SeqCst) == 0 {
-                            // Nobody waits: sleep until a subscriber registers.
-                            std::thread::park_timeout(WAIT_SLICE);
-                            continue;
-                        }
-                        let slice = if committing { PENDING_TICK } else { WAIT_SLICE };
-                        let tail = waiter.wait(seen, slice);
-                        seen = tail.pos;
-                        if tail != published {
-                            published = tail;
-                            tx.send_modify(|s| s.tail = tail);
-                        }
-                        if pending.load(Ordering::SeqCst) > 0 {
-                            ticks_tx.send_modify(|t| *t = t.wrapping_add(1));
-                        }
-                    }
-                })?
-        };
-        let registry = WaitRegistry {
-            waiters,
-            pending,
-            ticks: ticks_rx,
+        let control = Arc::new(Control {
+            waiters: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            notify: Notify::new(),
+        });
+        let ticker = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        // tokio 1.54 deprecated the safe `AsyncFd::new` in favour of an `unsafe fn
+        // register` whose contract is that the fd stays open and the same while the
+        // `AsyncFd` owns it; house rules keep `unsafe` out of this crate. Both values here
+        // own their fd (an `OwnedFd`, a `TimerFd`), are moved into the `AsyncFd` and are
+        // never replaced (no `get_mut`), so the contract holds.
+        #[allow(deprecated)]
+        let doorbell = AsyncFd::new(waiter.event_fd()?)?;
+        #[allow(deprecated)]
+        let ticker = AsyncFd::new(Ticker(ticker))?;
+        let task = tokio::spawn(run(
             waiter,
-            thread: thread.thread().clone(),
+            initial,
+            doorbell,
+            ticker,
+            Arc::clone(&tx),
+            ticks_tx,
+            Arc::clone(&control),
+        ));
+        let registry = WaitRegistry {
+            control,
+            ticks: ticks_rx,
         };
         Ok(Wake {
             tx,
-            stop,
             registry,
-            thread: Some(thread),
+            task: Some(task),
         })
     }
 
@@ -179,25 +204,119 @@ impl Wake {
         self.tx.subscribe()
     }
 
-    /// Tells every subscriber the server is shutting down and asks the thread to stop.
+    /// Tells every subscriber the server is shutting down and asks the task to stop.
     pub fn signal_shutdown(&self) {
         self.tx.send_modify(|s| s.shutting_down = true);
-        self.stop.store(true, Ordering::Release);
-        self.registry.thread.unpark();
+        self.registry.control.stop.store(true, Ordering::Release);
+        self.registry.control.notify.notify_one();
     }
 
-    /// Waits for the thread to end (at most one wait slice after
-    /// [`signal_shutdown`](Self::signal_shutdown)).
-    pub fn join(mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// Stops the task and waits for it to end (at once: it wakes on the notification).
+    pub async fn join(mut self) {
+        self.registry.control.stop.store(true, Ordering::Release);
+        self.registry.control.notify.notify_one();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
         }
     }
 }
 
 impl Drop for Wake {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The waker task: see the module documentation.
+async fn run(
+    waiter: RingWaiter,
+    initial: Tail,
+    doorbell: AsyncFd<OwnedFd>,
+    ticker: AsyncFd<Ticker>,
+    tx: Arc<watch::Sender<WakeState>>,
+    ticks_tx: watch::Sender<u64>,
+    control: Arc<Control>,
+) {
+    let mut published = initial;
+    let mut ticking = false;
+    while !control.stop.load(Ordering::Acquire) {
+        // SeqCst loads: see `WaitRegistry::register`.
+        let committing = control.pending.load(Ordering::SeqCst) > 0;
+        let waiting = control.waiters.load(Ordering::SeqCst) > 0;
+        if committing != ticking {
+            ticking = set_ticking(&ticker, committing);
+        }
+        if !committing && !waiting {
+            // Nobody waits: the doorbell stays disarmed (producers pay no syscall) until
+            // a subscriber registers.
+            control.notify.notified().await;
+            continue;
+        }
+        // The tail after the registrations we just loaded (their fences order it after
+        // each subscriber's own re-check).
+        let mut tail = waiter.tail();
+        if tail == published {
+            match waiter.arm(tail.pos) {
+                Armed::Moved(moved) => tail = moved,
+                Armed::Unchanged => {
+                    // Whatever ends the wait (a ring, a tick, a notification), the task
+                    // looks at the tail again.
+                    tokio::select! {
+                        biased;
+                        r = doorbell.readable() => {
+                            if let Ok(mut guard) = r {
+                                // The ring is consumed by this read; clearing readiness
+                                // afterwards cannot hide a later ring: each eventfd write
+                                // is a new edge the reactor reports again.
+                                waiter.drain();
+                                guard.clear_ready();
+                            }
+                        }
+                        r = ticker.readable(), if ticking => {
+                            if let Ok(mut guard) = r {
+                                let mut buf = [0u8; 8];
+                                let _ = nix::unistd::read(ticker.get_ref().0.as_fd(), &mut buf);
+                                guard.clear_ready();
+                            }
+                        }
+                        () = control.notify.notified() => {}
+                    }
+                    tail = waiter.tail();
+                }
+            }
+            waiter.disarm();
+        }
+        if tail != published {
+            published = tail;
+            tx.send_modify(|s| s.tail = tail);
+        }
+        if control.pending.load(Ordering::SeqCst) > 0 {
+            ticks_tx.send_modify(|t| *t = t.wrapping_add(1));
+        }
+    }
+    waiter.disarm();
+    let _ = ticker.get_ref().0.unset();
+}
+
+/// Starts or stops the pending ticks; returns whether they run. A timerfd that cannot be
+/// set leaves pending subscribers woken by producers' rings only (logged).
+fn set_ticking(ticker: &AsyncFd<Ticker>, on: bool) -> bool {
+    let timer = &ticker.get_ref().0;
+    let res = if on {
+        timer.set(
+            Expiration::Interval(TimeSpec::from_duration(PENDING_TICK)),
+            TimerSetTimeFlags::empty(),
+        )
+    } else {
+        timer.unset()
+    };
+    match res {
+        Ok(()) => on,
+        Err(e) => {
+            tracing::warn!(error = %e, on, "cannot set the pending-tick timerfd");
+            false
+        }
     }
 }

@@ -450,8 +450,11 @@ async fn serve_async(
     tls: Option<ServerTlsConfig>,
 ) -> Result<(), ServeError> {
     let ring = host.ring();
-    let wake = Wake::start(host.waiter(), ring.tail())
-        .map_err(|e| ServeError::Runtime(format!("cannot start the wake thread: {e}")))?;
+    let wake = Wake::start(host.waiter(), ring.tail()).map_err(|e| {
+        ServeError::Runtime(format!(
+            "cannot start the wake task (doorbell eventfd or pending-tick timerfd): {e}"
+        ))
+    })?;
     let observer = Arc::new(
         Observer::start(Arc::clone(&ring))
             .map_err(|e| ServeError::Runtime(format!("cannot start the observer thread: {e}")))?,
@@ -650,7 +653,7 @@ async fn serve_async(
         }
     }
     if let Some(w) = Arc::into_inner(wake) {
-        w.join();
+        w.join().await;
     }
     if let Some(o) = Arc::into_inner(observer) {
         o.stop();

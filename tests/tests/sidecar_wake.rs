@@ -1,0 +1,104 @@
+//! The doorbell wakes a caught-up subscriber for every frame, with nothing else to
+//! wake it: a real sidecar process, a producer in this process (another process than
+//! the sidecar), a tonic subscriber over loopback, in lock-step.
+//!
+//! The sidecar's wake task waits on the doorbell's eventfd on tokio's reactor with no
+//! timeout while a subscriber waits (no periodic re-check papers over a lost ring), so a
+//! wake-up lost anywhere (the registry's "register, re-check, wait" rule, the doorbell's
+//! arm/re-read handshake, the reactor readiness after a drain) leaves a frame undelivered
+//! until the next one; here there is no next one until it arrives, and the round fails.
+
+use ringside_client::Producer;
+use ringside_proto::v1::subscribe_request::Start;
+use ringside_tests::sidecar::*;
+use std::time::Duration;
+
+/// Rounds: each commits one frame after the subscriber received the previous one.
+const ROUNDS: u64 = 3000;
+/// How long one frame may take: far above any scheduling delay, far below "never".
+const DELIVERY: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_committed_after_the_subscriber_caught_up_is_delivered() {
+    let dir = TempDir::new("wake");
+    let sidecar = Sidecar::start(&dir, &[]);
+    let producer = Producer::connect(&sidecar.socket).expect("connect the producer");
+    assert!(
+        producer.wait_connected(Duration::from_secs(5)),
+        "the producer did not get a ring: {:?}",
+        producer.last_error()
+    );
+    let mut c = client(&sidecar.endpoint()).await;
+    let mut stream = c
+        .subscribe(sub_req(Start::Latest(true)))
+        .await
+        .expect("subscribe")
+        .into_inner();
+
+    // The stream starts at the tail when the server takes the request: send until the
+    // first frame arrives, so that every later frame is certainly after its start.
+    let mut next_seq = None;
+    for _ in 0..50 {
+        producer.send("wake/sync", b"sync").expect("send");
+        if let Ok(Ok(Some(b))) =
+            tokio::time::timeout(Duration::from_millis(200), stream.message()).await
+            && let Some(f) = b.frames.last()
+        {
+            next_seq = Some(f.seq + 1);
+            break;
+        }
+    }
+    let mut next_seq = next_seq.expect("the subscription never saw a frame");
+    // Frames sent in the sync loop after the one that arrived are still coming.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(Ok(Some(b))) =
+        tokio::time::timeout(Duration::from_millis(100), stream.message()).await
+    {
+        if let Some(f) = b.frames.last() {
+            next_seq = f.seq + 1;
+        }
+    }
+
+    for round in 0..ROUNDS {
+        // Vary where the commit lands relative to the subscriber and the wake task:
+        // right after the last delivery (the subscriber may not have registered yet),
+        // after a yield, after both are surely asleep, and as a reservation committed
+        // after a pause (claim without a ring, then the commit's ring).
+        match round % 4 {
+            0 => {}
+            1 => tokio::task::yield_now().await,
+            2 => tokio::time::sleep(Duration::from_millis(1)).await,
+            _ => {}
+        }
+        if round % 4 == 3 {
+            let mut r = producer.reserve("wake/r", 8).expect("reserve");
+            r.copy_from_slice(&round.to_le_bytes());
+            std::thread::sleep(Duration::from_micros(200));
+            r.commit();
+        } else {
+            producer.send("wake/s", &round.to_le_bytes()).expect("send");
+        }
+        loop {
+            let b = match tokio::time::timeout(DELIVERY, stream.message()).await {
+                Ok(Ok(Some(b))) => b,
+                Ok(other) => panic!("round {round}: the stream ended: {other:?}"),
+                Err(_) => panic!(
+                    "round {round}: frame seq {next_seq}, committed after the subscriber had caught up, was not delivered within {DELIVERY:?} (a lost wake-up)"
+                ),
+            };
+            assert!(b.losses.is_empty(), "round {round}: losses {:?}", b.losses);
+            let Some(f) = b.frames.first() else {
+                continue; // a progress batch
+            };
+            assert_eq!(b.frames.len(), 1, "round {round}: one frame per round");
+            assert_eq!(f.seq, next_seq, "round {round}: the frame just sent");
+            assert_eq!(
+                f.payload[..],
+                round.to_le_bytes(),
+                "round {round}: its payload"
+            );
+            next_seq += 1;
+            break;
+        }
+    }
+}
