@@ -16,8 +16,9 @@ use thiserror::Error;
 pub const FIXED_BASE: u64 = 24 << 20;
 /// Stack reserved per thread (tokio's and std's default), counted as if fully touched.
 pub const THREAD_STACK: u64 = 2 << 20;
-/// Threads besides the tokio workers: wake thread, stats thread, ring host
-/// thread(s), blocking pool (capped at 2), signal handling.
+/// Threads besides the tokio workers: observer thread, ring host
+/// thread(s), blocking pool (capped at 2), signal handling, one spare (the doorbell wait,
+/// once a thread of its own, now runs on the runtime; the count was kept).
 pub const EXTRA_THREADS: u64 = 6;
 /// Per-subscriber state besides its batch buffers and filter: ring reader, batch encoder,
 /// timers, the wake receiver, the h2 stream and hyper's task for it, the request's

@@ -43,7 +43,7 @@ pub struct Shared {
     pub ring: Arc<RingView>,
     /// The producer side (stats).
     pub host: Arc<RingHost>,
-    /// Published by the wake thread.
+    /// Published by the wake task.
     pub wake_rx: watch::Receiver<WakeState>,
     /// Where caught-up subscribers say they wait.
     pub waiters: WaitRegistry,

@@ -48,7 +48,7 @@ const MAX_STEPS_PER_POLL: usize = 4096;
 /// Quick retries (a yield to the scheduler, about a microsecond each) when the next frame
 /// is claimed but not committed yet: a producer commits within nanoseconds of its claim
 /// unless it was descheduled in between. After them the stream waits for the commit on
-/// the wake thread's ticks (see [`crate::wake`]): woken by the producer's doorbell ring
+/// the wake task's ticks (see [`crate::wake`]): woken by the producer's doorbell ring
 /// after its commit, or at the latest after [`crate::wake::PENDING_TICK`]. (It used to
 /// sleep 500 µs on tokio's timer, which ticks in milliseconds: 1-2 ms of tail latency.)
 const PENDING_YIELDS: u32 = 16;
@@ -223,7 +223,7 @@ enum State {
     Reading,
     /// Caught up: wait for producers to write.
     Waiting,
-    /// The next frame is claimed, not committed: wait for the wake thread's next tick.
+    /// The next frame is claimed, not committed: wait for the wake task's next tick.
     PendingWait,
 }
 
@@ -232,13 +232,13 @@ enum State {
 /// latency tail to its cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum After {
-    /// Caught up, woken by the wake thread (a doorbell ring or a new claim).
+    /// Caught up, woken by the wake task (a doorbell ring or a new claim).
     Doorbell,
     /// Reading on after a full batch or a spent step budget.
     Backlog,
     /// A quick retry of a claimed-but-uncommitted frame.
     PendingYield,
-    /// A wait for a claimed frame's commit (the wake thread's ticks).
+    /// A wait for a claimed frame's commit (the wake task's ticks).
     PendingWait,
     /// The progress timer.
     Progress,
@@ -280,7 +280,7 @@ pub struct SubscribeBody {
     _stream: Option<SubscribeStreamGuard>,
     wake: WatchStream<WakeState>,
     state: State,
-    /// The wake thread's tick counter, while waiting for a commit (made on first use).
+    /// The wake task's tick counter, while waiting for a commit (made on first use).
     ticks: Option<WatchStream<u64>>,
     /// Counted in the wait registry as waiting for a commit.
     pending_registered: bool,
@@ -615,7 +615,7 @@ impl http_body::Body for SubscribeBody {
                             }
                         }
                         Fill::Pending if !this.pending_registered => {
-                            // Say we wait for a commit (the wake thread starts ticking),
+                            // Say we wait for a commit (the wake task starts ticking),
                             // then look once more before waiting.
                             this.shared.waiters.register_pending();
                             this.pending_registered = true;

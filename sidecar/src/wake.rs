@@ -26,6 +26,10 @@
 //! A producer descheduled mid-write therefore costs its subscribers a re-read every tick,
 //! never a sleep of 1-2 ms after it commits. The timerfd is disarmed while nobody waits
 //! for a commit.
+//!
+//! While armed, the task also looks at the tail every 250 ms without a ring (tokio's
+//! timer): a frame whose producer died between its commit and its ring waits that long
+//! at most.
 
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
@@ -47,6 +51,8 @@ pub struct WakeState {
     pub shutting_down: bool,
 }
 
+/// How long one armed wait lasts at most: see `run`.
+const WAIT_SLICE: Duration = Duration::from_millis(250);
 /// How long one wait lasts at most while a subscriber waits for a claimed frame's commit:
 /// the bound on how late it re-reads when the commit came without a doorbell ring (the
 /// producer committed while the doorbell was not armed).
@@ -241,6 +247,11 @@ async fn run(
 ) {
     let mut published = initial;
     let mut ticking = false;
+    // While armed, look at the tail at least every WAIT_SLICE even without a ring: the
+    // bound on how long a frame waits when its producer died between its commit and its
+    // ring. Polled only while armed, so an idle task is not woken by it more than once.
+    let mut recheck = tokio::time::interval(WAIT_SLICE);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !control.stop.load(Ordering::Acquire) {
         // SeqCst loads: see `WaitRegistry::register`.
         let committing = control.pending.load(Ordering::SeqCst) > 0;
@@ -263,25 +274,28 @@ async fn run(
                 Armed::Unchanged => {
                     // Whatever ends the wait (a ring, a tick, a notification), the task
                     // looks at the tail again.
-                    tokio::select! {
+                    let woke: std::io::Result<()> = tokio::select! {
                         biased;
-                        r = doorbell.readable() => {
-                            if let Ok(mut guard) = r {
-                                // The ring is consumed by this read; clearing readiness
-                                // afterwards cannot hide a later ring: each eventfd write
-                                // is a new edge the reactor reports again.
-                                waiter.drain();
-                                guard.clear_ready();
-                            }
-                        }
-                        r = ticker.readable(), if ticking => {
-                            if let Ok(mut guard) = r {
-                                let mut buf = [0u8; 8];
-                                let _ = nix::unistd::read(ticker.get_ref().0.as_fd(), &mut buf);
-                                guard.clear_ready();
-                            }
-                        }
-                        () = control.notify.notified() => {}
+                        r = doorbell.readable() => r.map(|mut guard| {
+                            // The ring is consumed by this read; clearing readiness
+                            // afterwards cannot hide a later ring: each eventfd write is
+                            // a new edge the reactor reports again.
+                            waiter.drain();
+                            guard.clear_ready();
+                        }),
+                        r = ticker.readable(), if ticking => r.map(|mut guard| {
+                            let mut buf = [0u8; 8];
+                            let _ = nix::unistd::read(ticker.get_ref().0.as_fd(), &mut buf);
+                            guard.clear_ready();
+                        }),
+                        _ = recheck.tick() => Ok(()),
+                        () = control.notify.notified() => Ok(()),
+                    };
+                    if let Err(e) = woke {
+                        // Only when the reactor is gone (the runtime shuts down): waiting
+                        // again would return the same error at once.
+                        tracing::warn!(error = %e, "the doorbell wait failed; the wake task ends");
+                        break;
                     }
                     tail = waiter.tail();
                 }

@@ -2,11 +2,14 @@
 //! wake it: a real sidecar process, a producer in this process (another process than
 //! the sidecar), a tonic subscriber over loopback, in lock-step.
 //!
-//! The sidecar's wake task waits on the doorbell's eventfd on tokio's reactor with no
-//! timeout while a subscriber waits (no periodic re-check papers over a lost ring), so a
-//! wake-up lost anywhere (the registry's "register, re-check, wait" rule, the doorbell's
-//! arm/re-read handshake, the reactor readiness after a drain) leaves a frame undelivered
-//! until the next one; here there is no next one until it arrives, and the round fails.
+//! While a subscriber waits, the sidecar's wake task waits on the doorbell's eventfd on
+//! tokio's reactor; without a ring it looks at the ring again only every 250 ms (the bound
+//! for a producer that died between commit and ring). A wake-up lost anywhere (the
+//! registry's "register, re-check, wait" rule, the doorbell's arm/re-read handshake, the
+//! reactor readiness after a drain) therefore shows as a round of about 250 ms, where a
+//! rung round takes well under a millisecond. A few slow rounds are what a loaded machine
+//! does; a race that loses wake-ups shows in many rounds (or, without the re-check, in a
+//! round that never ends).
 
 use ringside_client::Producer;
 use ringside_proto::v1::subscribe_request::Start;
@@ -17,6 +20,10 @@ use std::time::Duration;
 const ROUNDS: u64 = 3000;
 /// How long one frame may take: far above any scheduling delay, far below "never".
 const DELIVERY: Duration = Duration::from_secs(5);
+/// A round this slow waited for the wake task's 250 ms re-check instead of a ring.
+const SLOW_ROUND: Duration = Duration::from_millis(240);
+/// Slow rounds allowed: scheduling spikes of a shared machine, not a systematic loss.
+const SLOW_ROUNDS_ALLOWED: u64 = ROUNDS / 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_committed_after_the_subscriber_caught_up_is_delivered() {
@@ -59,6 +66,7 @@ async fn a_frame_committed_after_the_subscriber_caught_up_is_delivered() {
         }
     }
 
+    let mut slow = Vec::new();
     for round in 0..ROUNDS {
         // Vary where the commit lands relative to the subscriber and the wake task:
         // right after the last delivery (the subscriber may not have registered yet),
@@ -70,6 +78,7 @@ async fn a_frame_committed_after_the_subscriber_caught_up_is_delivered() {
             2 => tokio::time::sleep(Duration::from_millis(1)).await,
             _ => {}
         }
+        let sent = std::time::Instant::now();
         if round % 4 == 3 {
             let mut r = producer.reserve("wake/r", 8).expect("reserve");
             r.copy_from_slice(&round.to_le_bytes());
@@ -100,5 +109,14 @@ async fn a_frame_committed_after_the_subscriber_caught_up_is_delivered() {
             next_seq += 1;
             break;
         }
+        let took = sent.elapsed();
+        if took >= SLOW_ROUND {
+            slow.push((round, took));
+        }
     }
+    assert!(
+        slow.len() as u64 <= SLOW_ROUNDS_ALLOWED,
+        "{} of {ROUNDS} rounds took {SLOW_ROUND:?} or more (a ring not seen, left to the 250 ms re-check): {slow:?}",
+        slow.len()
+    );
 }

@@ -423,7 +423,7 @@ pub(crate) fn causes_table(results: &[LatResult]) -> String {
     }
     let _ = writeln!(
         t,
-        "\nFrom the sidecar's `ringside_batch_delay_seconds` histogram (Prometheus, scraped at the end of each ringside run): for every batch sent, the time from its first frame's producer timestamp to the batch being closed, labelled by what led to the read: `doorbell` (caught up, woken by the wake thread), `backlog` (reading on after a full batch), `pending_yield` / `pending_wait` (the next frame was claimed but not committed: a quick retry, or a wait for the commit on the wake thread's sub-millisecond ticks), `progress` (the progress timer). At these rates a batch is one or a few frames, so the batches' tail is the frames' tail inside the sidecar; the rest of the end-to-end figure is h2, loopback TCP and the client."
+        "\nFrom the sidecar's `ringside_batch_delay_seconds` histogram (Prometheus, scraped at the end of each ringside run): for every batch sent, the time from its first frame's producer timestamp to the batch being closed, labelled by what led to the read: `doorbell` (caught up, woken by the wake task on the doorbell eventfd), `backlog` (reading on after a full batch), `pending_yield` / `pending_wait` (the next frame was claimed but not committed: a quick retry, or a wait for the commit on the wake task's sub-millisecond ticks), `progress` (the progress timer). At these rates a batch is one or a few frames, so the batches' tail is the frames' tail inside the sidecar; the rest of the end-to-end figure is h2, loopback TCP and the client."
     );
     t
 }
@@ -455,7 +455,7 @@ pub(crate) fn latency_table(results: &[LatResult], secs: u64) -> String {
     }
     let _ = writeln!(
         t,
-        "\nOne producer process (`ringside load --rate R --size 64` / `naive-load --rate R --size 64`) for {secs} s, one reader from the newest frame in the harness process; latency is the reader's receive time minus the producer's clock stored in payload bytes 8..16 (same host, same clock), recorded in an HDR histogram. No cgroup limit in this scenario. *OS floor (pipe)*: in the same run, the harness writes a timestamp into a pipe at the same rate and pacing as `ringside load`, and a second process blocked in `read` records its receive time minus it: one wake-up of a blocked process, the least one cross-process hop costs here (ringside's path has at least three: producer to the sidecar's wake thread, to its tokio worker, over loopback TCP to the reader; the naive server's at least two)."
+        "\nOne producer process (`ringside load --rate R --size 64` / `naive-load --rate R --size 64`) for {secs} s, one reader from the newest frame in the harness process; latency is the reader's receive time minus the producer's clock stored in payload bytes 8..16 (same host, same clock), recorded in an HDR histogram. No cgroup limit in this scenario. *OS floor (pipe)*: in the same run, the harness writes a timestamp into a pipe at the same rate and pacing as `ringside load`, and a second process blocked in `read` records its receive time minus it: one wake-up of a blocked process, the least one cross-process hop costs here (ringside's path has at least two: producer to the sidecar's tokio worker, woken in `epoll_wait` by the doorbell eventfd, over loopback TCP to the reader; the naive server's at least two)."
     );
     t
 }
