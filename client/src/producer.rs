@@ -280,12 +280,15 @@ impl Producer {
     ) -> Result<BorrowedReservation<'_>, SendError> {
         let topic = topic.as_bytes();
         let ring = self.admit(topic, len)?;
+        // The clock first, as in `send`: `rdtsc` then overlaps the claim instead of
+        // waiting behind its locked instruction.
+        let timestamp_ns = now_ns();
         let frame = ring.claim_frame(topic, len);
         Ok(BorrowedReservation::new(
             &self.shared,
             ring,
             frame,
-            now_ns(),
+            timestamp_ns,
         ))
     }
 

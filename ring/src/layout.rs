@@ -340,7 +340,7 @@ pub fn frame_check_hashed(header: &FrameHeader, topic: &[u8], payload_hash: u64)
     // Short topics (the common case) build the block in 64 bytes rather than 299: less to
     // zero-initialise on every frame.
     if topic.len() <= SHORT_TOPIC {
-        seal::<{ CHECK_BLOCK_FIXED + SHORT_TOPIC }>(header, payload_hash, topic)
+        ShortCheckBlock::new(header, payload_hash, topic).hash()
     } else {
         seal::<{ CHECK_BLOCK_FIXED + MAX_TOPIC_LEN }>(header, payload_hash, topic)
     }
@@ -402,10 +402,119 @@ impl<const N: usize> CheckBlock<N> {
     }
 }
 
-/// Longest topic whose [`CheckBlock`] fits the short (64-byte) block.
+/// Longest topic whose check block is a [`ShortCheckBlock`] (20 bytes).
 pub const SHORT_CHECK_TOPIC: usize = SHORT_TOPIC;
-/// The short check block (topics up to [`SHORT_CHECK_TOPIC`] bytes).
-pub type ShortCheckBlock = CheckBlock<64>;
+
+/// The check block of a frame whose topic fits [`SHORT_CHECK_TOPIC`] (44 to 64 bytes, the
+/// common case), held as eight little-endian words and hashed without a byte buffer: the
+/// same value as [`CheckBlock`]'s xxh3 over the same bytes, computed by XXH3's 17–128-byte
+/// algorithm (the 33–64-byte branch) with every 8-byte input read assembled from two
+/// aligned words. No byte of it is stored and read back at another width, so no load waits
+/// on a failed store-to-load forward, whenever it is hashed.
+#[derive(Debug)]
+pub struct ShortCheckBlock {
+    words: [u64; 8],
+    len: usize,
+}
+
+/// XXH3's default secret, first 64 bytes, as little-endian words (xxHash's `kSecret`).
+const XXH3_SECRET_WORDS: [u64; 8] = [
+    0xbe4b_a423_396c_feb8,
+    0x1cad_21f7_2c81_017c,
+    0xdb97_9083_e96d_d4de,
+    0x1f67_b3b7_a4a4_4072,
+    0x78e5_c0cc_4ee6_79cb,
+    0x2172_ffcc_7dd0_5a82,
+    0x8e24_43f7_7446_08b8,
+    0x4c26_3a81_e690_35e0,
+];
+const XXH3_PRIME64_1: u64 = 0x9E37_79B1_85EB_CA87;
+const XXH3_PRIME_MX1: u64 = 0x1656_6791_9E37_79F9;
+
+/// Up to 8 bytes as a little-endian word, zero-padded, read with at most two loads.
+#[inline(always)]
+fn le_word(bytes: &[u8]) -> u64 {
+    let n = bytes.len().min(8);
+    match n {
+        0 => 0,
+        1..=3 => {
+            u64::from(bytes[0])
+                | u64::from(bytes[n / 2]) << (8 * (n / 2))
+                | u64::from(bytes[n - 1]) << (8 * (n - 1))
+        }
+        _ => {
+            let lo = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            let hi = u32::from_le_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]);
+            // Overlapping bytes carry the same values in both halves: OR keeps them.
+            u64::from(lo) | u64::from(hi) << (8 * (n - 4))
+        }
+    }
+}
+
+impl ShortCheckBlock {
+    /// The block for `header`, `payload_hash` and `topic` (at most [`SHORT_CHECK_TOPIC`]
+    /// bytes; longer topics are cut, so callers use [`LongCheckBlock`] for them).
+    #[inline(always)]
+    pub fn new(header: &FrameHeader, payload_hash: u64, topic: &[u8]) -> Self {
+        let topic = &topic[..topic.len().min(SHORT_TOPIC)];
+        let t = topic.len();
+        let t0 = le_word(&topic[..t.min(8)]);
+        let t1 = le_word(&topic[t.min(8)..t.min(16)]);
+        let t2 = le_word(&topic[t.min(16)..]);
+        let [seq, timestamp, lengths, _] = header.tail_words();
+        let words = [
+            header.commit & !STATE_MASK,
+            seq,
+            timestamp,
+            lengths,
+            // Bytes 32..40: topic_len, flags, the payload hash's low half.
+            u64::from(header.topic_len)
+                | u64::from(header.flags) << 16
+                | (payload_hash & 0xffff_ffff) << 32,
+            // Bytes 40..64: the hash's high half, then the topic from byte 44.
+            payload_hash >> 32 | t0 << 32,
+            t0 >> 32 | t1 << 32,
+            t1 >> 32 | t2 << 32,
+        ];
+        ShortCheckBlock {
+            words,
+            len: CHECK_BLOCK_FIXED + t,
+        }
+    }
+
+    /// The 8 bytes at `offset` (`offset + 8 <= len`).
+    #[inline(always)]
+    fn read(&self, offset: usize) -> u64 {
+        let k = offset / 8;
+        let next = self.words.get(k + 1).copied().unwrap_or(0);
+        let pair = u128::from(self.words[k & 7]) | u128::from(next) << 64;
+        (pair >> (8 * (offset % 8))) as u64
+    }
+
+    /// XXH3's 16-byte mix of the input at `offset` with secret words `s` and `s + 1`.
+    #[inline(always)]
+    fn mix16(&self, offset: usize, s: usize) -> u64 {
+        let a = self.read(offset) ^ XXH3_SECRET_WORDS[s];
+        let b = self.read(offset + 8) ^ XXH3_SECRET_WORDS[s + 1];
+        let product = u128::from(a) * u128::from(b);
+        product as u64 ^ (product >> 64) as u64
+    }
+
+    /// The check: low 32 bits of xxh3_64 (seed 0) of the block's `len` (44..=64) bytes.
+    #[inline(always)]
+    pub fn hash(&self) -> u32 {
+        let len = self.len;
+        let mut acc = (len as u64).wrapping_mul(XXH3_PRIME64_1);
+        acc = acc.wrapping_add(self.mix16(16, 4));
+        acc = acc.wrapping_add(self.mix16(len - 32, 6));
+        acc = acc.wrapping_add(self.mix16(0, 0));
+        acc = acc.wrapping_add(self.mix16(len - 16, 2));
+        acc ^= acc >> 37;
+        acc = acc.wrapping_mul(XXH3_PRIME_MX1);
+        acc ^= acc >> 32;
+        acc as u32
+    }
+}
 /// The check block for any topic.
 pub type LongCheckBlock = CheckBlock<{ CHECK_BLOCK_FIXED + MAX_TOPIC_LEN }>;
 
@@ -692,6 +801,36 @@ mod tests {
             let expected = spec(&header, covered_topic, covered_payload);
             assert_eq!(frame_check(&header, topic, payload), expected);
             assert_eq!(frame_check_body(&header, &body), expected);
+        }
+    }
+
+    #[test]
+    fn short_check_block_is_xxh3_of_the_block_bytes() {
+        let bytes: Vec<u8> = (0..400u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        for start in 0..40 {
+            for t in 0..=SHORT_CHECK_TOPIC {
+                let topic = &bytes[start..start + t];
+                let header = FrameHeader {
+                    commit: 0x0807_0605_0403_0201 + start as u64 * 8,
+                    seq: u64::from_le_bytes(bytes[start + 100..start + 108].try_into().unwrap()),
+                    timestamp_ns: u64::MAX - start as u64,
+                    payload_len: 0x0102_0304 * start as u32,
+                    producer_id: 0xfedc_ba98,
+                    topic_len: t as u16,
+                    flags: start as u16,
+                    check: 0,
+                };
+                let payload_hash = 0x1122_3344_5566_7788u64.rotate_left(start as u32);
+                let block = CheckBlock::<64>::new(&header, payload_hash, topic);
+                let short = ShortCheckBlock::new(&header, payload_hash, topic);
+                assert_eq!(short.hash(), block.hash(), "start {start} topic {t}");
+                assert_eq!(
+                    short.hash(),
+                    xxhash_rust::xxh3::xxh3_64(&block.block[..block.len]) as u32
+                );
+            }
         }
     }
 

@@ -242,7 +242,15 @@ impl WritableRing {
     #[inline]
     pub fn publish_frame(&self, frame: ClaimedFrame<'_>, fields: FrameHeaderFields) {
         let mut header = self.header_for(&frame.claim, fields, STATE_COMMITTED);
-        header.check = frame_check(&header, frame.topic, frame.payload);
+        let hash = payload_hash(fields.flags, frame.payload);
+        // As `write_frame`: the block from registers, inlined, so the header never goes
+        // through the stack as a struct (frame_check_hashed out of line read it back with
+        // 16-byte loads over piecewise stores: a failed store-to-load forward per frame).
+        header.check = if frame.topic.len() <= SHORT_CHECK_TOPIC {
+            ShortCheckBlock::new(&header, hash, frame.topic).hash()
+        } else {
+            LongCheckBlock::new(&header, hash, frame.topic).hash()
+        };
         self.commit(frame.claim, &header);
     }
 
