@@ -413,7 +413,8 @@ pub const SHORT_CHECK_TOPIC: usize = SHORT_TOPIC;
 /// on a failed store-to-load forward, whenever it is hashed.
 #[derive(Debug)]
 pub struct ShortCheckBlock {
-    words: [u64; 8],
+    /// The block's 64 bytes, then a zero word (so a read never needs a bounds branch).
+    words: [u64; 9],
     len: usize,
 }
 
@@ -475,6 +476,7 @@ impl ShortCheckBlock {
             payload_hash >> 32 | t0 << 32,
             t0 >> 32 | t1 << 32,
             t1 >> 32 | t2 << 32,
+            0,
         ];
         ShortCheckBlock {
             words,
@@ -485,9 +487,8 @@ impl ShortCheckBlock {
     /// The 8 bytes at `offset` (`offset + 8 <= len`).
     #[inline(always)]
     fn read(&self, offset: usize) -> u64 {
-        let k = offset / 8;
-        let next = self.words.get(k + 1).copied().unwrap_or(0);
-        let pair = u128::from(self.words[k & 7]) | u128::from(next) << 64;
+        let k = (offset / 8) & 7;
+        let pair = u128::from(self.words[k]) | u128::from(self.words[k + 1]) << 64;
         (pair >> (8 * (offset % 8))) as u64
     }
 
