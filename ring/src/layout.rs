@@ -815,7 +815,9 @@ mod tests {
                 let topic = &bytes[start..start + t];
                 let header = FrameHeader {
                     commit: 0x0807_0605_0403_0201 + start as u64 * 8,
-                    seq: u64::from_le_bytes(bytes[start + 100..start + 108].try_into().unwrap()),
+                    seq: u64::from_le_bytes(
+                        bytes[start + 100..start + 108].try_into().expect("8 bytes"),
+                    ),
                     timestamp_ns: u64::MAX - start as u64,
                     payload_len: 0x0102_0304 * start as u32,
                     producer_id: 0xfedc_ba98,

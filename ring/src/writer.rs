@@ -203,7 +203,7 @@ impl WritableRing {
     /// order is chosen for speed: claim (which starts loading the claimed lines into the
     /// cache), hash the payload while they arrive, build the check's input block, copy the
     /// payload (through [`copy_to_ring`]: streaming stores from
-    /// [`STREAMING_COPY_MIN`](crate::shm::STREAMING_COPY_MIN) bytes, whose lines are then
+    /// [`STREAMING_COPY_MIN`] bytes, whose lines are then
     /// not loaded at all), hash the block, store the header words and the commit word.
     #[inline]
     pub fn write_frame(&self, topic: &[u8], payload: &[u8], fields: FrameHeaderFields) {
@@ -320,7 +320,7 @@ impl WritableRing {
     }
 
     /// [`Self::publish`] with the payload's hash computed beforehand
-    /// ([`payload_hash`](crate::layout::payload_hash) with these fields' flags):
+    /// ([`payload_hash`] with these fields' flags):
     /// a `send` hashes its payload while the ring lines it claimed are still on their way
     /// into the cache, then copies.
     #[inline]
