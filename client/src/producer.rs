@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::socket::{MsgFlags, Shutdown, shutdown};
 use ringside_ring::doorbell::DoorbellClient;
 use ringside_ring::handshake::{self, ConnectError, ConnectErrorKind, RingOffer, recv_message};
-use ringside_ring::layout::{FLAG_PAYLOAD_UNCHECKED, MAX_TOPIC_LEN, payload_hash};
+use ringside_ring::layout::{FLAG_PAYLOAD_UNCHECKED, MAX_TOPIC_LEN};
 use ringside_ring::writer::{FrameHeaderFields, WritableRing};
 
 use crate::clock::now_ns;
@@ -207,13 +207,8 @@ impl Producer {
             timestamp_ns,
             flags: shared.frame_flags,
         };
-        // Claim (which starts loading the claimed ring lines into the cache), hash the
-        // caller's payload meanwhile, then copy into lines that have arrived. The check
-        // hashes the caller's buffers, not the ring's copy (ring format §3).
-        let mut frame = ring.claim_frame(topic, payload.len());
-        let hash = payload_hash(fields.flags, payload);
-        frame.payload_mut().copy_from_slice(payload);
-        ring.publish_hashed(frame.into_claim(), fields, topic, hash);
+        // Claim, hash the caller's payload, copy, publish: see `WritableRing::write_frame`.
+        ring.write_frame(topic, payload, fields);
         shared.doorbell.ring();
         shared.counters.count_sent(payload.len());
         Ok(())
@@ -285,12 +280,15 @@ impl Producer {
     ) -> Result<BorrowedReservation<'_>, SendError> {
         let topic = topic.as_bytes();
         let ring = self.admit(topic, len)?;
+        // The clock first, as in `send`: `rdtsc` then overlaps the claim instead of
+        // waiting behind its locked instruction.
+        let timestamp_ns = now_ns();
         let frame = ring.claim_frame(topic, len);
         Ok(BorrowedReservation::new(
             &self.shared,
             ring,
             frame,
-            now_ns(),
+            timestamp_ns,
         ))
     }
 

@@ -226,6 +226,7 @@ impl RingMapping {
         Ok(mapping)
     }
 
+    #[inline]
     fn data(&self) -> *mut u8 {
         // SAFETY: the header region is HEADER_REGION_LEN bytes, inside the mapping.
         unsafe { self.base.as_ptr().add(HEADER_REGION_LEN as usize) }
@@ -234,6 +235,7 @@ impl RingMapping {
     /// Data pointer for `position`, with `len` bytes available behind it thanks to the
     /// double mapping. Panics only on internal misuse (len over capacity), never on ring data:
     /// callers bound `len` by the validated max frame length first.
+    #[inline]
     fn at(&self, position: u64, len: usize) -> *mut u8 {
         assert!(
             len <= self.capacity,
@@ -273,6 +275,7 @@ impl RingMapping {
     }
 
     /// The commit word of the frame at `position` (8-aligned by the format).
+    #[inline]
     pub fn commit_word(&self, position: u64) -> &AtomicU64 {
         // Positions come from the claim word, which a hostile producer can forge: round down
         // rather than assume alignment.
@@ -359,6 +362,7 @@ impl RingMapping {
     ///
     /// When called on a read-only mapping, or with more bytes than the capacity: both are bugs
     /// of this crate, not of the ring's contents.
+    #[inline]
     pub fn copy_in(&self, position: u64, src: &[u8]) {
         assert_eq!(
             self.access,
@@ -369,6 +373,31 @@ impl RingMapping {
         // SAFETY: dst..dst+len is inside a writable mapping (see `at`); the claim protocol
         // gives this producer exclusive ownership of the range until it commits.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+    }
+
+    /// Stores `words` (little-endian, as the format is) into the ring at `position`: a frame
+    /// header written straight from registers, so no load has to read back bytes just
+    /// stored piecewise on the stack (a failed store-to-load forward costs more than the
+    /// whole header write). Writable mappings only; the caller owns the range through a
+    /// claim. `position` need not be aligned (a hostile producer can misalign the claim
+    /// word; the store is unaligned-safe).
+    ///
+    /// # Panics
+    ///
+    /// As [`RingMapping::copy_in`].
+    #[inline]
+    pub fn store_words<const N: usize>(&self, position: u64, words: [u64; N]) {
+        assert_eq!(
+            self.access,
+            Access::ReadWrite,
+            "store_words on a read-only ring"
+        );
+        let dst = self.at(position, N * 8);
+        // SAFETY: dst..dst + 8N is inside a writable mapping (see `at`); the claim protocol
+        // gives this producer exclusive ownership of the range until it commits;
+        // write_unaligned needs no alignment. The crate is little-endian only (layout.rs), so
+        // the words' native bytes are the format's bytes.
+        unsafe { std::ptr::write_unaligned(dst.cast::<[u64; N]>(), words) }
     }
 
     /// A mutable view of `len` ring bytes at `position`, for a zero-copy reservation.
@@ -382,6 +411,7 @@ impl RingMapping {
     ///
     /// As [`RingMapping::copy_in`].
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     pub unsafe fn slice_mut(&self, position: u64, len: usize) -> &mut [u8] {
         assert_eq!(
             self.access,
@@ -403,6 +433,7 @@ impl RingMapping {
     /// # Safety
     /// The caller must own `[position, position + len)` through a claim, with no mutable
     /// view of it alive; the view must not outlive the mapping.
+    #[inline]
     pub unsafe fn slice(&self, position: u64, len: usize) -> &[u8] {
         let ptr = self.at(position, len);
         // SAFETY: in bounds (see `at`) and, per the caller's contract, not mutated by this
@@ -442,6 +473,91 @@ impl Drop for RingMapping {
             libc::munmap(self.base.as_ptr().cast(), self.total_len);
         }
     }
+}
+
+/// Payloads at least this long are copied into the ring with streaming (non-temporal)
+/// stores by [`copy_to_ring`]. Below it a plain copy wins: the `sfence` that must follow
+/// streaming stores costs about as much as copying 2 KiB through the cache, and a small
+/// frame's lines are cheap to bring in. Measured on the development VM (AMD EPYC, a 64 MiB
+/// memfd mapping written at a line-aligned stride, plain `memcpy` against 16-byte streaming
+/// stores + `sfence`): quiet, 4 KiB 375 against 237 ns and 64 B 15 against 100 ns; loaded
+/// (load average 6–7), the two cross between 2 and 4 KiB (2 KiB: 291 against 342 ns).
+pub const STREAMING_COPY_MIN: usize = 3 * 1024;
+
+/// Copies `src` into `dst`, a range of the ring, and returns once every byte copied is
+/// ordered before any later store of this thread: the caller may then publish with a
+/// Release store (the commit word) as after a plain copy.
+///
+/// At [`STREAMING_COPY_MIN`] bytes and more (on x86_64), the 64-byte lines `dst` covers
+/// whole are written with streaming stores (`movntdq`), which go to memory without first
+/// reading each line into the cache (a ring far larger than the cache would otherwise cost
+/// a read and a write of memory per line, and evict the caller's working set); the partial
+/// lines at either end are copied plainly. Anything shorter, and other architectures, is a
+/// plain copy.
+///
+/// # Panics
+///
+/// When `dst` and `src` differ in length, as `copy_from_slice` (internal misuse).
+#[inline]
+pub fn copy_to_ring(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len(), "copy_to_ring: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if src.len() >= STREAMING_COPY_MIN {
+        stream_copy(dst, src);
+        return;
+    }
+    dst.copy_from_slice(src);
+}
+
+/// The streaming half of [`copy_to_ring`]: plain head, streamed whole lines, plain tail,
+/// then `sfence`. Needs only SSE2, which every x86_64 CPU has (no run-time detection).
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn stream_copy(dst: &mut [u8], src: &[u8]) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+    const LINE: usize = 64;
+    let len = dst.len().min(src.len());
+    let head = (dst.as_ptr() as usize).wrapping_neg() % LINE;
+    let head = head.min(len);
+    let lines = (len - head) / LINE;
+    let body_end = head + lines * LINE;
+    dst[..head].copy_from_slice(&src[..head]);
+    let body_dst = dst[head..body_end].as_mut_ptr();
+    let body_src = src[head..body_end].as_ptr();
+    for line in 0..lines {
+        // SAFETY: line * 64 + 64 <= body_end - head, so both 64-byte ranges lie inside the
+        // two slices' [head, body_end) parts, which are valid, distinct (a `&mut` and a
+        // `&` cannot alias) and exclusively ours for writing (`&mut dst`). The loads are
+        // unaligned loads; the destination is 64-byte aligned (`head` rounds it up to a
+        // line), so every 16-byte streaming store meets movntdq's 16-byte alignment.
+        unsafe {
+            let s = body_src.add(line * LINE).cast::<__m128i>();
+            let d = body_dst.add(line * LINE).cast::<__m128i>();
+            let (a, b, c, e) = (
+                _mm_loadu_si128(s),
+                _mm_loadu_si128(s.add(1)),
+                _mm_loadu_si128(s.add(2)),
+                _mm_loadu_si128(s.add(3)),
+            );
+            _mm_stream_si128(d, a);
+            _mm_stream_si128(d.add(1), b);
+            _mm_stream_si128(d.add(2), c);
+            _mm_stream_si128(d.add(3), e);
+        }
+    }
+    dst[body_end..len].copy_from_slice(&src[body_end..len]);
+    // Ordering: streaming stores are weakly ordered; without a fence a later ordinary store
+    // (the frame's commit word, stored with Release) could become visible to a reader on
+    // another core before these payload bytes, and the reader would validate a frame whose
+    // bytes are still in flight (it would then fail the check and be counted lost, or worse,
+    // read the previous lap's bytes). `sfence` orders every store before it, streaming ones
+    // included, before every store after it; with it, the Release store that commits the
+    // frame is seen only after the whole payload, exactly as after a plain copy. (Loads are
+    // unaffected: the reader's Acquire load of the commit word pairs with that store as
+    // before.) The claim that preceded this copy is a locked instruction, which streaming
+    // stores do not pass either, so no byte lands before the claim.
+    // SAFETY: sfence has no preconditions (SSE, baseline on x86_64).
+    unsafe { _mm_sfence() };
 }
 
 /// Length of the doorbell page.

@@ -6,13 +6,13 @@ use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::atomic::{Ordering, fence};
 
-use zerocopy::IntoBytes;
-
 use crate::layout::{
-    FRAME_HEADER_LEN, FrameHeader, RingConfig, STATE_COMMITTED, STATE_DISCARDED, frame_check,
-    frame_check_hashed, frame_len,
+    FRAME_HEADER_LEN, FrameHeader, LongCheckBlock, RingConfig, SHORT_CHECK_TOPIC, STATE_COMMITTED,
+    STATE_DISCARDED, ShortCheckBlock, frame_check, frame_check_hashed, frame_len, payload_hash,
 };
-use crate::shm::{Access, RingError, RingMapping, inspect_ring_fd_geometry};
+use crate::shm::{
+    Access, RingError, RingMapping, STREAMING_COPY_MIN, copy_to_ring, inspect_ring_fd_geometry,
+};
 use crate::view::{Tail, read_tail};
 
 /// A ring mapped writable by a producer.
@@ -195,12 +195,62 @@ impl WritableRing {
         }
     }
 
+    /// Claims, fills and publishes a whole frame from the caller's topic and payload (what a
+    /// producer's `send` does). The caller has checked both lengths against the ring's
+    /// limits, as for [`Self::claim`].
+    ///
+    /// The check hashes the caller's payload, not the ring's copy (ring format §3). The
+    /// order is chosen for speed: claim (which starts loading the claimed lines into the
+    /// cache), hash the payload while they arrive, build the check's input block, copy the
+    /// payload (through [`copy_to_ring`]: streaming stores from
+    /// [`STREAMING_COPY_MIN`] bytes, whose lines are then
+    /// not loaded at all), hash the block, store the header words and the commit word.
+    #[inline]
+    pub fn write_frame(&self, topic: &[u8], payload: &[u8], fields: FrameHeaderFields) {
+        let claim = self.claim(topic.len(), payload.len());
+        let len = frame_len(topic.len(), payload.len());
+        let prefetch = if payload.len() >= STREAMING_COPY_MIN {
+            // Only the header and topic lines, and the first payload line: the whole
+            // lines after it are streamed, and loading them would be wasted.
+            len.min(FRAME_HEADER_LEN + topic.len() + 64)
+        } else {
+            len
+        };
+        self.map.prefetch(claim.pos, prefetch);
+        let hash = payload_hash(fields.flags, payload);
+        let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
+        let at = claim.pos.wrapping_add(FRAME_HEADER_LEN as u64);
+        // SAFETY: the claim protocol gives this claim's range to its owner alone, and the
+        // claim was just made here; the view ends before the commit below.
+        let body = unsafe { self.map.slice_mut(at, topic.len() + payload.len()) };
+        let (topic_bytes, payload_bytes) = body.split_at_mut(topic.len());
+        topic_bytes.copy_from_slice(topic);
+        header.check = if topic.len() <= SHORT_CHECK_TOPIC {
+            let block = ShortCheckBlock::new(&header, hash, topic);
+            copy_to_ring(payload_bytes, payload);
+            block.hash()
+        } else {
+            let block = LongCheckBlock::new(&header, hash, topic);
+            copy_to_ring(payload_bytes, payload);
+            block.hash()
+        };
+        self.commit(claim, &header);
+    }
+
     /// Publishes a frame filled in place: the check hashes its topic and payload where they
     /// lie in the ring, then the header is written and the commit word stored (Release).
     #[inline]
     pub fn publish_frame(&self, frame: ClaimedFrame<'_>, fields: FrameHeaderFields) {
         let mut header = self.header_for(&frame.claim, fields, STATE_COMMITTED);
-        header.check = frame_check(&header, frame.topic, frame.payload);
+        let hash = payload_hash(fields.flags, frame.payload);
+        // As `write_frame`: the block from registers, inlined, so the header never goes
+        // through the stack as a struct (frame_check_hashed out of line read it back with
+        // 16-byte loads over piecewise stores: a failed store-to-load forward per frame).
+        header.check = if frame.topic.len() <= SHORT_CHECK_TOPIC {
+            ShortCheckBlock::new(&header, hash, frame.topic).hash()
+        } else {
+            LongCheckBlock::new(&header, hash, frame.topic).hash()
+        };
         self.commit(frame.claim, &header);
     }
 
@@ -270,7 +320,7 @@ impl WritableRing {
     }
 
     /// [`Self::publish`] with the payload's hash computed beforehand
-    /// ([`payload_hash`](crate::layout::payload_hash) with these fields' flags):
+    /// ([`payload_hash`] with these fields' flags):
     /// a `send` hashes its payload while the ring lines it claimed are still on their way
     /// into the cache, then copies.
     #[inline]
@@ -320,8 +370,13 @@ impl WritableRing {
     /// Writes everything but the commit word, then the commit word with Release.
     #[inline]
     fn commit(&self, claim: Claim, header: &FrameHeader) {
+        // Four 8-byte stores from registers (not a copy of the header's bytes from the
+        // stack, which would read back piecewise stores).
         self.map
-            .copy_in(claim.pos.wrapping_add(8), &header.as_bytes()[8..]);
+            .store_words(claim.pos.wrapping_add(8), header.tail_words());
+        // Release: a reader's Acquire load that sees this word sees every byte of the frame
+        // written above (header words, topic, payload; a streaming payload copy is fenced
+        // inside `copy_to_ring` before returning).
         self.map
             .commit_word(claim.pos)
             .store(header.commit, Ordering::Release);
