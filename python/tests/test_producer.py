@@ -339,8 +339,11 @@ def test_threads_sending_large_frames_while_another_closes(sidecar, producer):
     total = sum(sent for sent, _ in outcomes)
     assert total > 0
     # The threads lapped the 4 MiB ring many times: the oldest retained frames may be
-    # reported lapped first; every frame delivered is whole.
+    # reported lapped first. A thread preempted mid-copy for longer than a lap (about a
+    # millisecond here) writes into newer frames: those are reported corrupt, never
+    # delivered (docs/ring-format.md §6, "the slow writer"). Every frame delivered is whole.
     items = collect(sidecar.endpoint, 5)
     frames = [i for i in items if isinstance(i, ringside.Frame)]
-    assert all(isinstance(i, ringside.Loss) and i.reason == ringside.LossReason.LAPPED for i in items if i not in frames), items
+    allowed = (ringside.LossReason.LAPPED, ringside.LossReason.CORRUPT)
+    assert all(isinstance(i, ringside.Loss) and i.reason in allowed for i in items if i not in frames), items
     assert frames and all(f.payload == payload for f in frames)
