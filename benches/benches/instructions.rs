@@ -304,11 +304,12 @@ fn filled_ring(
 }
 
 /// The serving path with `subs` unfiltered subscribers at the same place, per frame
-/// delivered to one subscriber: each builds its batches with
-/// `ringside_sidecar::share::next_batch` and one shared chunk cache (64 KiB batches), in
-/// turn, so the first reads and validates each range from the ring and the others send its
-/// chunk. An operation is one frame delivered to one subscriber (a batch of n frames counts
-/// n operations), comparable with `sidecar/encode`, the same path for one subscriber alone.
+/// delivered to all of them: in turn, each builds its next batch with
+/// `ringside_sidecar::share::next_batch` and one shared chunk cache (64 KiB batches), so the
+/// first reads and validates each range from the ring and the others send its chunk. An
+/// operation is one frame delivered to every subscriber (a round of one batch each counts
+/// as many operations as the batch has frames); one subscriber reading alone costs
+/// `sidecar/encode` per frame, so `subs` of them without sharing cost `subs` times that.
 fn share(iters: u64, len: usize, subs: usize) -> Result<(), Box<dyn Error>> {
     use ringside_ring::{ReaderOptions, RingReader, StartAt};
     use ringside_sidecar::batch::BatchEncoder;
@@ -332,30 +333,22 @@ fn share(iters: u64, len: usize, subs: usize) -> Result<(), Box<dyn Error>> {
     let mut all = start()?;
     let filter = TopicFilter::new(&[], &[])?;
     let cache = ChunkCache::default();
-    let mut turn = 0;
     let mut credit = 0u64;
-    let mut idle = 0;
     measure(iters, &mut || {
         while credit == 0 {
-            if idle >= subs {
+            // One round: every subscriber's next batch.
+            for (rd, enc) in &mut all {
+                let (_, batch) =
+                    next_batch(rd, enc, &filter, Some(&cache), 4096, false, &mut |_, _| {});
+                credit = credit.max(batch.as_ref().map_or(0, |b| b.n_frames));
+                black_box(batch);
+            }
+            if credit == 0 {
                 // Everyone read everything: start over from the earliest frame.
-                idle = 0;
                 if let Ok(v) = start() {
                     all = v;
                 }
             }
-            let (rd, enc) = &mut all[turn];
-            turn = (turn + 1) % subs;
-            let (_, batch) =
-                next_batch(rd, enc, &filter, Some(&cache), 4096, false, &mut |_, _| {});
-            match &batch {
-                Some(b) => {
-                    credit = b.n_frames;
-                    idle = 0;
-                }
-                None => idle += 1,
-            }
-            black_box(batch);
         }
         credit -= 1;
     });
