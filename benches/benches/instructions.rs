@@ -333,6 +333,9 @@ fn share(iters: u64, len: usize, subs: usize) -> Result<(), Box<dyn Error>> {
     let mut all = start()?;
     let filter = TopicFilter::new(&[], &[])?;
     let cache = ChunkCache::default();
+    for _ in 0..subs {
+        cache.enter();
+    }
     let mut credit = 0u64;
     measure(iters, &mut || {
         while credit == 0 {

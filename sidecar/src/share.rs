@@ -57,6 +57,7 @@ use crate::filter::TopicFilter;
 use crate::subscribe::{Fill, fill_batch};
 use bytes::Bytes;
 use ringside_ring::{Cursor, LossReason, RingReader};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Chunks kept for sharing, at most.
@@ -89,6 +90,8 @@ pub struct SharedChunk {
 #[derive(Debug, Default)]
 pub struct ChunkCache {
     slots: Mutex<Slots>,
+    /// Subscribers that could take a chunk (unfiltered), see [`enter`](Self::enter).
+    candidates: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +102,29 @@ struct Slots {
 }
 
 impl ChunkCache {
+    /// Counts a subscriber that could take chunks (its filter passes everything) until
+    /// [`leave`](Self::leave). Chunks are published only while there are two or more: a
+    /// kept chunk holds its builder's batch buffer, so a lone subscriber would allocate a
+    /// fresh buffer for every batch instead of reusing the one h2 released, for nothing.
+    pub fn enter(&self) {
+        // Relaxed: a hint for whether publishing can pay off, never for correctness.
+        self.candidates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stops counting a subscriber counted by [`enter`](Self::enter).
+    pub fn leave(&self) {
+        // Relaxed: see `enter`.
+        let _ = self
+            .candidates
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// True when another subscriber could take a chunk this one publishes.
+    fn worth_publishing(&self) -> bool {
+        // Relaxed: see `enter`.
+        self.candidates.load(Ordering::Relaxed) >= 2
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -220,7 +246,7 @@ pub fn next_batch(
     let (filtered_before, discarded_before) = (enc.filtered(), enc.discarded());
     let fill = fill_batch(reader, enc, filter, max_steps, lost);
     let section = share
-        .filter(|_| enc.filtered() == filtered_before)
+        .filter(|(cache, _)| enc.filtered() == filtered_before && cache.worth_publishing())
         .and_then(|_| enc.frames_section());
     let discarded = enc.discarded().saturating_sub(discarded_before);
     let (n_frames, payload_bytes, first_ts) = (
@@ -505,7 +531,14 @@ mod tests {
             return Ok(());
         }
         let subs_n = alone.len();
-        let mut cache = ChunkCache::default();
+        let fresh_cache = || {
+            let cache = ChunkCache::default();
+            for _ in subs.iter().filter(|s| s.topics.is_empty()) {
+                cache.enter();
+            }
+            cache
+        };
+        let mut cache = fresh_cache();
         let mut check =
             |i: usize, progress: bool, cache: &ChunkCache| -> Result<(), TestCaseError> {
                 let (fa, a) = poll(&mut alone[i], None, progress);
@@ -534,7 +567,7 @@ mod tests {
             match op {
                 Op::Ring(r) => {
                     r.iter().for_each(|r| ring.apply(r));
-                    cache = ChunkCache::default();
+                    cache = fresh_cache();
                 }
                 Op::Poll(n, progress) => check(n % subs_n, *progress, &cache)?,
             }
@@ -593,6 +626,13 @@ mod tests {
         )
         .expect("reader");
         let cache = ChunkCache::default();
+        // A lone candidate does not publish (its batch buffer would be held for nobody).
+        cache.enter();
+        let mut alone = side(&ring, &all).expect("reader");
+        assert!(poll(&mut alone, Some(&cache), false).1.is_some());
+        assert_eq!(cache.bytes(), 0, "nothing published for a lone subscriber");
+        cache.enter();
+        cache.enter();
         let first = poll(&mut subs[0], Some(&cache), false).1.expect("a batch");
         assert!(
             first.frames.is_none(),
@@ -632,6 +672,8 @@ mod tests {
             });
         }
         let cache = ChunkCache::default();
+        cache.enter();
+        cache.enter();
         for s in &mut late {
             let b = poll(s, Some(&cache), false).1.expect("a batch");
             assert!(b.frames.is_none());

@@ -164,7 +164,12 @@ async fn start(
         "subscriber started"
     );
     metrics::gauge!("ringside_subscribers").increment(1.0);
+    let sharing = filter.is_all();
+    if sharing {
+        shared.chunks.enter();
+    }
     Ok(SubscribeBody {
+        sharing,
         wake: WatchStream::from_changes(shared.wake_rx.clone()),
         shared,
         reader,
@@ -305,6 +310,8 @@ pub struct SubscribeBody {
     /// The shared frame entries of a batch whose head went out last poll: the rest of
     /// the same gRPC message, sent before anything else.
     queued: Option<Bytes>,
+    /// Counted in the chunk cache as a subscriber that could take chunks (no filter).
+    sharing: bool,
 }
 
 impl std::fmt::Debug for SubscribeBody {
@@ -676,6 +683,9 @@ impl Drop for SubscribeBody {
         }
         if self.pending_registered {
             self.shared.waiters.unregister_pending();
+        }
+        if self.sharing {
+            self.shared.chunks.leave();
         }
         metrics::gauge!("ringside_subscribers").decrement(1.0);
         tracing::debug!(
