@@ -88,6 +88,14 @@ const CASES: &[Case] = &[
         run: |n| encode(n, 1024),
     },
     Case {
+        name: "sidecar/share100/64",
+        run: |n| share(n, 64, 100),
+    },
+    Case {
+        name: "sidecar/share100/1024",
+        run: |n| share(n, 1024, 100),
+    },
+    Case {
         name: "ring/frame_check/64",
         run: |n| frame_check(n, 64),
     },
@@ -257,6 +265,95 @@ fn encode(iters: u64, len: usize) -> Result<(), Box<dyn Error>> {
             }
             Fill::Yield => {}
         }
+    });
+    Ok(())
+}
+
+/// A ring filled like [`encode`]'s: 4 MiB, 4 KiB max payload, three quarters written with
+/// frames of `len` bytes under 4 topics. Returns the read-only view and the ring id.
+fn filled_ring(
+    len: usize,
+) -> Result<(std::sync::Arc<ringside_ring::RingView>, u64), Box<dyn Error>> {
+    use ringside_ring::layout::RingHeader;
+    use ringside_ring::shm::create_ring_memfd;
+    use ringside_ring::writer::WritableRing;
+    let config = RingConfig {
+        capacity: 4 << 20,
+        max_payload: 4096,
+    };
+    let header = RingHeader::new(&config, 0x5eed_0000_0000_0003, 1);
+    let fd = create_ring_memfd(&config, &header)?;
+    let view = std::sync::Arc::new(ringside_ring::RingView::open(fd.try_clone()?)?);
+    let ring = WritableRing::open(fd, header.ring_id, config)?;
+    let topics = ["load/0", "load/1", "load/2", "load/3"];
+    let data = payload(len);
+    let frame = ringside_ring::frame_len(topics[0].len(), len) as u64;
+    for i in 0..(config.capacity * 3 / 4 / frame) {
+        let topic = topics[i as usize % topics.len()].as_bytes();
+        let claim = ring.claim(topic.len(), data.len());
+        ring.write_topic(&claim, topic);
+        ring.write_payload(&claim, &data);
+        ring.publish(
+            claim,
+            ringside_benches::fixture::bench_fields(),
+            topic,
+            &data,
+        );
+    }
+    Ok((view, header.ring_id))
+}
+
+/// The serving path with `subs` unfiltered subscribers at the same place, per frame
+/// delivered to all of them: in turn, each builds its next batch with
+/// `ringside_sidecar::share::next_batch` and one shared chunk cache (64 KiB batches), so the
+/// first reads and validates each range from the ring and the others send its chunk. An
+/// operation is one frame delivered to every subscriber (a round of one batch each counts
+/// as many operations as the batch has frames); one subscriber reading alone costs
+/// `sidecar/encode` per frame, so `subs` of them without sharing cost `subs` times that.
+fn share(iters: u64, len: usize, subs: usize) -> Result<(), Box<dyn Error>> {
+    use ringside_ring::{ReaderOptions, RingReader, StartAt};
+    use ringside_sidecar::batch::BatchEncoder;
+    use ringside_sidecar::filter::TopicFilter;
+    use ringside_sidecar::share::{ChunkCache, next_batch};
+    use std::sync::Arc;
+
+    let (view, ring_id) = filled_ring(len)?;
+    let start = || -> Result<Vec<(RingReader, BatchEncoder)>, Box<dyn Error>> {
+        let mut v = Vec::with_capacity(subs);
+        for _ in 0..subs {
+            let rd = RingReader::new(
+                Arc::clone(&view),
+                StartAt::Earliest,
+                ReaderOptions::default(),
+            )?;
+            v.push((rd, BatchEncoder::new(ring_id, 64 * 1024, 0, 255, 4096)));
+        }
+        Ok(v)
+    };
+    let mut all = start()?;
+    let filter = TopicFilter::new(&[], &[])?;
+    let cache = ChunkCache::default();
+    for _ in 0..subs {
+        cache.enter();
+    }
+    let mut credit = 0u64;
+    measure(iters, &mut || {
+        while credit == 0 {
+            // One round: every subscriber's next batch.
+            for (rd, enc) in &mut all {
+                let (_, batch) =
+                    next_batch(rd, enc, &filter, Some(&cache), 4096, false, &mut |_, _| {});
+                credit = credit.max(batch.as_ref().map_or(0, |b| b.n_frames));
+                black_box(batch);
+            }
+            if credit == 0 {
+                // Everyone read everything: start over from the earliest frame.
+                if let Ok(v) = start() {
+                    all = v;
+                }
+            }
+        }
+        credit -= 1;
     });
     Ok(())
 }

@@ -82,7 +82,7 @@ pub use layout::{
     decode_frame, frame_len,
 };
 pub use reader::{
-    FrameSink, Loss, LossReason, PerReason, ReadError, ReadStep, ReaderOptions, RingBounds,
+    Cursor, FrameSink, Loss, LossReason, PerReason, ReadError, ReadStep, ReaderOptions, RingBounds,
     RingReader, StartAt, VecSink,
 };
 pub use shm::RingError;

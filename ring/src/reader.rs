@@ -238,6 +238,30 @@ struct Found {
     header: FrameHeader,
 }
 
+/// Where a reader stands between two frames, with nothing owed to its caller: no loss
+/// waiting to be returned and no requested start still being skipped to. Two readers of
+/// the same ring at the same `Cursor` read the same steps from there. The sidecar uses it
+/// to let one reader's validated copy of a range serve other readers that stand where the
+/// range starts ([`RingReader::cursor`], [`RingReader::adopt`]). Only a reader makes one,
+/// and a reader moved to a wrong one merely reads losses: the ring is never trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    pos: u64,
+    seq: u64,
+}
+
+impl Cursor {
+    /// The byte position.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The next sequence number a reader here reads.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 /// A cursor into a ring. Each reader is independent; the ring never knows about it.
 #[derive(Debug)]
 pub struct RingReader {
@@ -326,6 +350,32 @@ impl RingReader {
     /// Bytes written by producers that this reader has not read yet.
     pub fn lag_bytes(&self) -> u64 {
         distance(self.pos, self.view.tail().pos)
+    }
+
+    /// Where this reader stands, if it owes nothing: `None` while a loss waits to be
+    /// returned or frames before the requested start are still being skipped.
+    pub fn cursor(&self) -> Option<Cursor> {
+        (self.pending_loss.is_none() && self.skip == Skip::None).then_some(Cursor {
+            pos: self.pos,
+            seq: self.next_seq,
+        })
+    }
+
+    /// Moves this reader from `from` to `to`, as if it had read what another reader of the
+    /// same ring read between them (the caller has that reader's validated copy of the
+    /// range). Refused (false, the reader unchanged) unless this reader stands at `from`
+    /// ([`cursor`](Self::cursor)) and producers have not overwritten `from` since: a range
+    /// that was lapped is read from the ring, and reported lost, as by any reader.
+    pub fn adopt(&mut self, from: Cursor, to: Cursor) -> bool {
+        if self.cursor() != Some(from) || distance(from.pos, to.pos) > self.capacity {
+            return false;
+        }
+        let claim = self.claim_position();
+        if distance(from.pos, claim) > self.capacity || distance(to.pos, claim) > BACKWARDS {
+            return false;
+        }
+        self.set_cursor(to.pos, to.seq);
+        true
     }
 
     /// The ring this reader reads.

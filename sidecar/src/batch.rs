@@ -418,6 +418,109 @@ impl BatchEncoder {
         }
     }
 
+    /// Writes the trailer fields of the batch that ends with the reader at `next_seq`
+    /// (`resume_seq`, then `from_seq`, `filtered` and `discarded` when not 0) into `out`,
+    /// returns their length, and starts the next range there.
+    fn close_range(&mut self, next_seq: u64, out: &mut [u8; MAX_TRAILER_LEN]) -> usize {
+        let resume = self.resume_point(next_seq);
+        let from = self.from.unwrap_or(resume);
+        let mut n = wire::write_varint_field(out, wire::batch::RESUME_SEQ, resume);
+        for (field, value) in [
+            (wire::batch::FROM_SEQ, from),
+            (wire::batch::FILTERED, self.filtered),
+            (wire::batch::DISCARDED, self.discarded),
+        ] {
+            if value != 0 {
+                n += wire::write_varint_field(&mut out[n..], field, value);
+            }
+        }
+        self.last_resume = Some(resume);
+        self.from = Some(resume);
+        self.filtered = 0;
+        self.discarded = 0;
+        n
+    }
+
+    /// The frame-count bound of one batch (0 = none).
+    pub fn max_frames(&self) -> u32 {
+        self.max_frames
+    }
+
+    /// Frames the topic filter skipped since the last batch.
+    pub fn filtered(&self) -> u64 {
+        self.filtered
+    }
+
+    /// Discarded reservations passed since the last batch.
+    pub fn discarded(&self) -> u64 {
+        self.discarded
+    }
+
+    /// True when nothing of the next batch is decided yet: no batch open, no loss waiting
+    /// to be written. The frames the next batch holds then depend only on the ring, the
+    /// reader's position and this encoder's bounds ([`max_bytes`](Self::max_bytes),
+    /// [`max_frames`](Self::max_frames)), not on anything carried from earlier batches.
+    pub fn is_clean(&self) -> bool {
+        !self.open && self.cur.is_none() && self.pending_loss.is_none() && !self.loss_ends_batch
+    }
+
+    /// The open batch's frames, when they can serve as a shared chunk: at least one frame,
+    /// and no loss written or waiting (so the frame entries follow the batch header
+    /// directly, contiguous, and nothing else of the range is in them). Call before
+    /// [`finish`](Self::finish); the section stays where it is in the finished chunk.
+    pub fn frames_section(&self) -> Option<FramesSection> {
+        if !self.open
+            || self.frames == 0
+            || self.losses_written > 0
+            || self.pending_loss.is_some()
+            || self.cur.is_some()
+        {
+            return None;
+        }
+        Some(FramesSection {
+            offset: HEADER_LEN,
+            len: self.buf.len() - HEADER_LEN,
+            frames: self.frames,
+            payload_bytes: self.payload_bytes,
+            first_ts: self.first_ts,
+            frames_end: self.frames_end?,
+        })
+    }
+
+    /// Closes a batch whose frames come from a shared chunk instead of this encoder's
+    /// buffer, and returns its head: the gRPC prefix (its length counts the `frames_len`
+    /// bytes of frame entries that follow the head on the wire), `ring_id`, and the
+    /// trailer fields, written before the frames (protobuf fields may come in any order;
+    /// the decoded `Batch` is the same). The range the chunk covers starts at `start_seq`
+    /// with no loss in it, holds `discarded` discarded reservations, its last frame ends
+    /// at `frames_end`, and the reader continues at `next_seq`. Accounting is as if this
+    /// encoder had taken the frames itself. Call only when [`is_clean`](Self::is_clean).
+    pub fn shared_head(
+        &mut self,
+        start_seq: u64,
+        frames_end: u64,
+        discarded: u64,
+        next_seq: u64,
+        frames_len: usize,
+    ) -> Bytes {
+        debug_assert!(self.is_clean(), "a shared batch needs a clean encoder");
+        self.from.get_or_insert(start_seq);
+        self.discarded = self.discarded.saturating_add(discarded);
+        self.frames_end = Some(frames_end);
+        let mut head = [0u8; HEADER_LEN + MAX_TRAILER_LEN];
+        head[GRPC_PREFIX_LEN] = wire::key(wire::batch::RING_ID, WIRE_FIXED64);
+        head[GRPC_PREFIX_LEN + 1..HEADER_LEN].copy_from_slice(&self.ring_id.to_le_bytes());
+        let mut trailer = [0u8; MAX_TRAILER_LEN];
+        let n = self.close_range(next_seq, &mut trailer);
+        head[HEADER_LEN..HEADER_LEN + n].copy_from_slice(&trailer[..n]);
+        let head_len = HEADER_LEN + n;
+        let msg_len = head_len - GRPC_PREFIX_LEN + frames_len;
+        let len = u32::try_from(msg_len).unwrap_or(u32::MAX);
+        head[1..GRPC_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+        self.reset_counts();
+        Bytes::copy_from_slice(&head[..head_len])
+    }
+
     /// Closes the open batch and returns it as one gRPC message chunk, or
     /// `None` when there is nothing to send. `next_seq` is where the reader
     /// continues; the batch's `resume_seq` is [`resume_point`](Self::resume_point).
@@ -438,24 +541,9 @@ impl BatchEncoder {
             return None;
         }
         self.open_batch();
-        let resume = self.resume_point(next_seq);
-        let from = self.from.unwrap_or(resume);
         let mut tmp = [0u8; MAX_TRAILER_LEN];
-        let mut n = wire::write_varint_field(&mut tmp, wire::batch::RESUME_SEQ, resume);
-        for (field, value) in [
-            (wire::batch::FROM_SEQ, from),
-            (wire::batch::FILTERED, self.filtered),
-            (wire::batch::DISCARDED, self.discarded),
-        ] {
-            if value != 0 {
-                n += wire::write_varint_field(&mut tmp[n..], field, value);
-            }
-        }
+        let n = self.close_range(next_seq, &mut tmp);
         self.buf.extend_from_slice(&tmp[..n]);
-        self.last_resume = Some(resume);
-        self.from = Some(resume);
-        self.filtered = 0;
-        self.discarded = 0;
         let msg_len = self.buf.len() - GRPC_PREFIX_LEN;
         let len = u32::try_from(msg_len).unwrap_or(u32::MAX);
         self.buf[0] = 0;
@@ -463,6 +551,24 @@ impl BatchEncoder {
         self.reset_counts();
         Some(self.buf.split().freeze())
     }
+}
+
+/// The frames section of a batch just filled, for sharing it with other subscribers: see
+/// [`BatchEncoder::frames_section`] and [`crate::share`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramesSection {
+    /// Offset of the first frame entry in the finished batch chunk.
+    pub offset: usize,
+    /// Bytes of the frame entries (all of them, contiguous, nothing else between).
+    pub len: usize,
+    /// Frames.
+    pub frames: u32,
+    /// Payload bytes.
+    pub payload_bytes: u64,
+    /// Timestamp of the first frame.
+    pub first_ts: u64,
+    /// One past the last frame's sequence number.
+    pub frames_end: u64,
 }
 
 /// Encoded length of a frame's message body.

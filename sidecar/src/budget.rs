@@ -225,6 +225,15 @@ impl Budget {
                 ),
             },
             BudgetLine {
+                item: "shared chunks",
+                count: crate::share::SHARED_CHUNKS as u64,
+                each: page_up(i.subscriber_buffer),
+                note: format!(
+                    "validated frames kept for subscribers at the same place: at most one batch of --subscriber-buffer {} each (crate::share)",
+                    human_bytes(i.subscriber_buffer)
+                ),
+            },
+            BudgetLine {
                 item: "connections",
                 count: connections,
                 each: per_connection,
@@ -451,7 +460,7 @@ mod tests {
         let fixed: u64 = b
             .lines
             .iter()
-            .filter(|l| l.count == 1 || l.item == "thread stacks")
+            .filter(|l| l.count == 1 || l.item == "thread stacks" || l.item == "shared chunks")
             .map(BudgetLine::total)
             .sum();
         let conns = 10_000 + crate::limits::OVERFLOW_CONNECTIONS as u64;

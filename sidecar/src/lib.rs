@@ -29,6 +29,7 @@ pub mod observer;
 pub mod reflection;
 pub mod request;
 pub mod service;
+pub mod share;
 pub mod state;
 pub mod subscribe;
 pub mod wake;

@@ -65,6 +65,7 @@ pub const COUNTERS: &[&str] = &[
     "ringside_frames_out_total",
     "ringside_payload_bytes_out_total",
     "ringside_batch_bytes_out_total",
+    "ringside_shared_batches_total",
     "ringside_subscribers_refused_total",
     "ringside_subscribers_reaped_total",
     "ringside_subscriber_connections_closed_total",
@@ -124,6 +125,10 @@ fn describe() {
     describe_counter!(
         "ringside_batch_bytes_out_total",
         "Encoded batch bytes sent to subscribers."
+    );
+    describe_counter!(
+        "ringside_shared_batches_total",
+        "Batches sent from a shared chunk (frames another subscriber copied and validated), not read from the ring."
     );
     describe_counter!(
         "ringside_frames_lost_total",

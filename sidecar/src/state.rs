@@ -65,4 +65,6 @@ pub struct Shared {
     pub memory_limit_bytes: u64,
     /// Start time.
     pub started: Instant,
+    /// Validated frame entries shared by subscribers that stand at the same place.
+    pub chunks: crate::share::ChunkCache,
 }

@@ -25,6 +25,7 @@ use crate::filter::TopicFilter;
 use crate::inflight::ChunkGate;
 use crate::limits::{SlotGuard, SubscribeStreamGuard};
 use crate::request::{GRPC_PREFIX_LEN, RequestError, Subscription};
+use crate::share::{BatchOut, next_batch};
 use crate::state::Shared;
 use crate::wake::WakeState;
 use bytes::{Bytes, BytesMut};
@@ -163,7 +164,12 @@ async fn start(
         "subscriber started"
     );
     metrics::gauge!("ringside_subscribers").increment(1.0);
+    let sharing = filter.is_all();
+    if sharing {
+        shared.chunks.enter();
+    }
     Ok(SubscribeBody {
+        sharing,
         wake: WatchStream::from_changes(shared.wake_rx.clone()),
         shared,
         reader,
@@ -183,6 +189,7 @@ async fn start(
         done: false,
         registered: false,
         gate: ChunkGate::default(),
+        queued: None,
     })
 }
 
@@ -300,6 +307,11 @@ pub struct SubscribeBody {
     registered: bool,
     /// Batches handed to HTTP/2 and not yet written (bounded, see [`crate::inflight`]).
     gate: ChunkGate,
+    /// The shared frame entries of a batch whose head went out last poll: the rest of
+    /// the same gRPC message, sent before anything else.
+    queued: Option<Bytes>,
+    /// Counted in the chunk cache as a subscriber that could take chunks (no filter).
+    sharing: bool,
 }
 
 impl std::fmt::Debug for SubscribeBody {
@@ -411,37 +423,55 @@ pub fn fill_batch(
 }
 
 impl SubscribeBody {
-    /// Reads frames into the open batch (see [`fill_batch`]), counting losses in the
-    /// sidecar's totals.
-    fn fill(&mut self) -> Fill {
+    /// Builds the next batch (see [`next_batch`]: from a shared chunk when one is exact for
+    /// this subscriber, else from the ring), counting losses in the sidecar's totals.
+    /// Returns why reading stopped and the first piece of the batch to send.
+    fn read_batch(&mut self, progress: bool) -> (Fill, Option<Bytes>) {
         let counters = &self.shared.counters;
-        fill_batch(
+        let (fill, out) = next_batch(
             &mut self.reader,
             &mut self.enc,
             &self.filter,
+            Some(&self.shared.chunks),
             MAX_STEPS_PER_POLL,
+            progress,
             &mut |reason, frames| {
                 counters.lost[reason].fetch_add(frames, Ordering::Relaxed);
                 metrics::counter!("ringside_frames_lost_total", "reason" => reason.as_str())
                     .increment(frames);
             },
-        )
+        );
+        (fill, out.map(|out| self.send_batch(out)))
     }
 
-    /// Closes the batch; a progress batch (counts only) is made when `progress`.
+    /// Closes the batch without reading; a progress batch (counts only) is made when
+    /// `progress`.
     fn finish_batch(&mut self, progress: bool) -> Option<Bytes> {
-        let frames = u64::from(self.enc.frames());
-        let payload = self.enc.payload_bytes();
+        let out = BatchOut {
+            n_frames: u64::from(self.enc.frames()),
+            payload_bytes: self.enc.payload_bytes(),
+            first_ts: self.enc.first_timestamp_ns(),
+            head: self.enc.finish(self.reader.next_seq(), progress)?,
+            frames: None,
+        };
+        Some(self.send_batch(out))
+    }
+
+    /// Counts a closed batch and hands it out: its first piece is returned, a shared chunk
+    /// behind it is queued for the next poll. The batch is counted in flight until h2 drops
+    /// its last piece.
+    fn send_batch(&mut self, out: BatchOut) -> Bytes {
+        let frames = out.n_frames;
+        let payload = out.payload_bytes;
         if frames > 0 {
             // The batch's oldest frame: how long after its producer stamped it (the
             // producer's clock, comparable with CLOCK_REALTIME) it leaves the reader,
             // labelled by how this poll came about. One clock read per batch.
             let now = crate::commands::load::now_ns();
-            let delay = now.saturating_sub(self.enc.first_timestamp_ns());
+            let delay = now.saturating_sub(out.first_ts);
             metrics::histogram!(DELAY_HISTOGRAM, "after" => self.after.as_str())
                 .record(delay as f64 * 1e-9);
         }
-        let chunk = self.enc.finish(self.reader.next_seq(), progress)?;
         self.last_sent = Instant::now();
         self.progress_armed = false;
         let c = &self.shared.counters;
@@ -449,12 +479,19 @@ impl SubscribeBody {
         c.bytes_out.fetch_add(payload, Ordering::Relaxed);
         metrics::counter!("ringside_frames_out_total").increment(frames);
         metrics::counter!("ringside_payload_bytes_out_total").increment(payload);
-        metrics::counter!("ringside_batch_bytes_out_total").increment(chunk.len() as u64);
+        metrics::counter!("ringside_batch_bytes_out_total").increment(out.len() as u64);
         let s = self.slot.stats();
         s.frames_out.fetch_add(frames, Ordering::Relaxed);
         s.lag_bytes
             .store(self.reader.lag_bytes(), Ordering::Relaxed);
-        Some(self.gate.track(chunk))
+        match out.frames {
+            Some(shared) => {
+                metrics::counter!("ringside_shared_batches_total").increment(1);
+                self.queued = Some(self.gate.track(shared));
+                out.head
+            }
+            None => self.gate.track(out.head),
+        }
     }
 
     fn end(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
@@ -533,6 +570,9 @@ impl http_body::Body for SubscribeBody {
             if this.done {
                 return Poll::Ready(None);
             }
+            if let Some(rest) = this.queued.take() {
+                return Poll::Ready(Some(Ok(Frame::data(rest))));
+            }
             if let Some(status) = this.ending.take() {
                 return this.end(status);
             }
@@ -576,10 +616,9 @@ impl http_body::Body for SubscribeBody {
                     if this.gate.poll_room(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    let fill = this.fill();
-                    this.slot.polled(this.reader.position());
                     let progress_due = this.last_sent.elapsed() >= PROGRESS_INTERVAL;
-                    let chunk = this.finish_batch(progress_due);
+                    let (fill, chunk) = this.read_batch(progress_due);
+                    this.slot.polled(this.reader.position());
                     if fill != Fill::Idle && this.registered {
                         this.shared.waiters.unregister();
                         this.registered = false;
@@ -644,6 +683,9 @@ impl Drop for SubscribeBody {
         }
         if self.pending_registered {
             self.shared.waiters.unregister_pending();
+        }
+        if self.sharing {
+            self.shared.chunks.leave();
         }
         metrics::gauge!("ringside_subscribers").decrement(1.0);
         tracing::debug!(

@@ -1089,7 +1089,7 @@ pub(crate) fn serving_goals(s: &Serving) -> String {
         }
     }
     out.push_str(concat!(
-        "- Where ringside's serving CPU goes: at 64 B frames a `perf record -g` profile taken during development (format v1, `ringside tail` as the client, not in this run) put about 56% of the sidecar's samples in its own code and 40% in the kernel, which alone costs about the baseline's whole per-frame budget. Since then the frame check is one pass over the body plus a header hash (format v2), and the sidecar's per-frame path appends the ring's bytes into the batch's spare capacity without zero-filling it first and checks a topic's UTF-8 once instead of three times: `cargo bench -p ringside-benches --bench instructions -- sidecar` counts 1248 instructions per 64 B frame and 1791 per 1 KiB frame for one subscriber's read-and-encode from a real memfd ring (1581 and 2186 before those two changes). The pre-encoded baseline validates nothing and copies nothing per frame, so it bounds what a validating server can reach. Next steps, not done: the kernel's share (fewer, larger writes per batch), and with many subscribers validating each frame once instead of once per subscriber (a shared, validated copy; see docs/architecture.md).",
+        "- Where ringside's serving CPU goes: at 64 B frames a `perf record -g` profile taken during development (format v1, `ringside tail` as the client, not in this run) put about 56% of the sidecar's samples in its own code and 40% in the kernel, which alone costs about the baseline's whole per-frame budget. Since then the frame check is one pass over the body plus a header hash (format v2), and the sidecar's per-frame path appends the ring's bytes into the batch's spare capacity without zero-filling it first and checks a topic's UTF-8 once instead of three times: `cargo bench -p ringside-benches --bench instructions -- sidecar` counts 1248 instructions per 64 B frame and 1791 per 1 KiB frame for one subscriber's read-and-encode from a real memfd ring (1581 and 2186 before those two changes). The pre-encoded baseline validates nothing and copies nothing per frame, so it bounds what a validating server can reach. With many subscribers, unfiltered subscribers at the same place share one validated copy (shared chunks, docs/architecture.md): `sidecar/share100` counts the per-frame, per-subscriber instructions with 100 of them. Next step, not done: the kernel's share (fewer, larger writes per batch).",
         "\n"
     ));
     for frame in FRAME_SIZES {
@@ -1104,7 +1104,7 @@ pub(crate) fn serving_goals(s: &Serving) -> String {
                     if v >= 0.9 {
                         "met"
                     } else {
-                        "**not met**: every subscriber copies and validates every frame itself (the per-frame cost above, times 100), while the baseline sends the same encoded bytes to all; next step: a shared validated copy, docs/architecture.md"
+                        "**not met**: unfiltered subscribers at the same place send one shared validated copy (docs/architecture.md), but each batch still costs its own HTTP/2 framing and socket write per subscriber, as in the baseline, plus the head and the chunk lookup"
                     }
                 )
             } else {

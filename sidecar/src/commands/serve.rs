@@ -479,6 +479,7 @@ async fn serve_async(
         counters: Counters::default(),
         budget_bytes: r.budget.total(),
         memory_limit_bytes: r.limit.as_ref().map_or(0, |l| l.bytes),
+        chunks: crate::share::ChunkCache::default(),
         started: Instant::now(),
     });
 
