@@ -367,6 +367,23 @@ pub struct CheckBlock<const N: usize> {
     len: usize,
 }
 
+/// The check block's first five words (bytes 0..40), shared by [`CheckBlock`] and
+/// [`ShortCheckBlock`]: the commit word without its state bits, seq, timestamp, the
+/// lengths word, then topic_len, flags and the payload hash's low half.
+#[inline(always)]
+fn check_block_words(header: &FrameHeader, payload_hash: u64) -> [u64; 5] {
+    let [seq, timestamp, lengths, _] = header.tail_words();
+    [
+        header.commit & !STATE_MASK,
+        seq,
+        timestamp,
+        lengths,
+        u64::from(header.topic_len)
+            | u64::from(header.flags) << 16
+            | (payload_hash & 0xffff_ffff) << 32,
+    ]
+}
+
 impl<const N: usize> CheckBlock<N> {
     /// The block for `header` (its `check` ignored, its commit word's state bits cleared),
     /// `payload_hash` and `topic` (cut to `N − 44` bytes; callers choose `N` large enough:
@@ -374,18 +391,8 @@ impl<const N: usize> CheckBlock<N> {
     #[inline(always)]
     pub fn new(header: &FrameHeader, payload_hash: u64, topic: &[u8]) -> Self {
         const { assert!(N >= CHECK_BLOCK_FIXED) };
-        let [seq, timestamp, lengths, _] = header.tail_words();
         let mut block = [0u8; N];
-        let words = [
-            header.commit & !STATE_MASK,
-            seq,
-            timestamp,
-            lengths,
-            // Bytes 32..40: topic_len, flags, then the payload hash's low half.
-            u64::from(header.topic_len)
-                | u64::from(header.flags) << 16
-                | (payload_hash & 0xffff_ffff) << 32,
-        ];
+        let words = check_block_words(header, payload_hash);
         for (i, word) in words.iter().enumerate() {
             block[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
         }
@@ -462,16 +469,13 @@ impl ShortCheckBlock {
         let t0 = le_word(&topic[..t.min(8)]);
         let t1 = le_word(&topic[t.min(8)..t.min(16)]);
         let t2 = le_word(&topic[t.min(16)..]);
-        let [seq, timestamp, lengths, _] = header.tail_words();
+        let [w0, w1, w2, w3, w4] = check_block_words(header, payload_hash);
         let words = [
-            header.commit & !STATE_MASK,
-            seq,
-            timestamp,
-            lengths,
-            // Bytes 32..40: topic_len, flags, the payload hash's low half.
-            u64::from(header.topic_len)
-                | u64::from(header.flags) << 16
-                | (payload_hash & 0xffff_ffff) << 32,
+            w0,
+            w1,
+            w2,
+            w3,
+            w4,
             // Bytes 40..64: the hash's high half, then the topic from byte 44.
             payload_hash >> 32 | t0 << 32,
             t0 >> 32 | t1 << 32,
