@@ -7,11 +7,13 @@
 //! of each subscriber slot (label `slot`, bounded by `--max-subscribers`, so
 //! the series count never grows with churn; a slot's series appears when the
 //! slot is first used), ring retention and ingest, producers, budget and RssAnon.
+//! Without an exporter (`--metrics-listen off`, the default) that task is not started:
+//! the gauges would go nowhere, and it would wake an idle sidecar every second.
 
 use crate::state::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -24,6 +26,9 @@ pub struct MetricsError {
     addr: SocketAddr,
     reason: String,
 }
+
+/// Set once the exporter is installed: the gauge updater runs only then.
+static EXPORTER_INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Starts the HTTP exporter on `addr` (inside the current tokio runtime).
 ///
@@ -50,6 +55,9 @@ pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
         })?;
     describe();
     register_at_zero();
+    // Relaxed: read by `spawn_updater` on the thread that called this (serve's start-up),
+    // after this call returned; nothing else is published through it.
+    EXPORTER_INSTALLED.store(true, Ordering::Relaxed);
     Ok(())
 }
 
@@ -210,12 +218,17 @@ pub fn rss_anon_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Updates the gauges every second until the process ends.
+/// Updates the gauges every second until the process ends, if [`install`] started the
+/// exporter before; without one it starts nothing.
 pub fn spawn_updater(
     shared: Arc<Shared>,
     connections: Arc<tokio::sync::Semaphore>,
     max_connections: usize,
 ) {
+    // Relaxed: see `install`.
+    if !EXPORTER_INSTALLED.load(Ordering::Relaxed) {
+        return;
+    }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

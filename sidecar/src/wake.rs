@@ -27,9 +27,18 @@
 //! never a sleep of 1-2 ms after it commits. The timerfd is disarmed while nobody waits
 //! for a commit.
 //!
-//! While armed, the task also looks at the tail every 250 ms without a ring (tokio's
-//! timer): a frame whose producer died between its commit and its ring waits that long
-//! at most.
+//! While armed, the task also looks at the tail without a ring, on the same timerfd set to
+//! a longer period (a safety net: a frame whose producer died between its commit and its
+//! ring, or wrote while it had no connection to the sidecar, is seen without one). The
+//! period is [`RECHECK_MIN`] (250 ms) after the tail moved, and doubles after every re-check
+//! that found nothing, up to [`RECHECK_MAX`] (1 s): a frame that is never rung waits at most
+//! 1 s, at most 250 ms while frames keep arriving, and an idle sidecar with a waiting
+//! subscriber wakes for it once a second. A timerfd, not tokio's timer: tokio's hierarchical
+//! wheel wakes its worker once per wheel level on the way to a deadline of 250 ms or more
+//! (two or three wake-ups per re-check), a timerfd once. The timer is left running when
+//! the last waiter leaves (so a subscriber that waits for every frame costs no
+//! `timerfd_settime` per frame) and stopped the first time it expires with nobody waiting,
+//! so a sidecar without waiting subscribers is not woken by it.
 
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
@@ -51,8 +60,12 @@ pub struct WakeState {
     pub shutting_down: bool,
 }
 
-/// How long one armed wait lasts at most: see `run`.
-const WAIT_SLICE: Duration = Duration::from_millis(250);
+/// The re-check period after the tail moved: how long a frame that is never rung waits at
+/// most while frames keep arriving.
+pub const RECHECK_MIN: Duration = Duration::from_millis(250);
+/// The longest re-check period, reached after quiet re-checks: how long a frame that is
+/// never rung waits at most, and how often an idle sidecar with a waiting subscriber wakes.
+pub const RECHECK_MAX: Duration = Duration::from_secs(1);
 /// How long one wait lasts at most while a subscriber waits for a claimed frame's commit:
 /// the bound on how late it re-reads when the commit came without a doorbell ring (the
 /// producer committed while the doorbell was not armed).
@@ -235,6 +248,17 @@ impl Drop for Wake {
     }
 }
 
+/// What the timerfd is set to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// Stopped.
+    Off,
+    /// Expires every [`PENDING_TICK`]: some subscriber waits for a commit.
+    Ticks,
+    /// Expires every this long: the re-check while armed.
+    Recheck(Duration),
+}
+
 /// The waker task: see the module documentation.
 async fn run(
     waiter: RingWaiter,
@@ -246,35 +270,54 @@ async fn run(
     control: Arc<Control>,
 ) {
     let mut published = initial;
-    let mut ticking = false;
-    // While armed, look at the tail at least every WAIT_SLICE even without a ring: the
-    // bound on how long a frame waits when its producer died between its commit and its
-    // ring. Polled only while armed, so an idle task is not woken by it more than once.
-    let mut recheck = tokio::time::interval(WAIT_SLICE);
-    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut timer = Timer::Off;
+    // The re-check period: RECHECK_MIN after the tail moved, doubled after every re-check
+    // that found nothing, at most RECHECK_MAX.
+    let mut recheck = RECHECK_MIN;
     while !control.stop.load(Ordering::Acquire) {
         // SeqCst loads: see `WaitRegistry::register`.
         let committing = control.pending.load(Ordering::SeqCst) > 0;
         let waiting = control.waiters.load(Ordering::SeqCst) > 0;
-        if committing != ticking {
-            ticking = set_ticking(&ticker, committing);
-        }
         if !committing && !waiting {
             // Nobody waits: the doorbell stays disarmed (producers pay no syscall) until
-            // a subscriber registers.
-            control.notify.notified().await;
+            // a subscriber registers. Ticks stop at once; a re-check timer is left running
+            // until it next expires, so a subscriber that waits for every frame does not
+            // cost two `timerfd_settime` per frame.
+            if timer == Timer::Ticks {
+                timer = set_timer(&ticker, Timer::Off);
+            }
+            let expired = tokio::select! {
+                biased;
+                () = control.notify.notified() => false,
+                r = ticker.readable(), if timer != Timer::Off => {
+                    consume_expirations(&ticker, r);
+                    true
+                }
+            };
+            if expired {
+                timer = set_timer(&ticker, Timer::Off);
+            }
             continue;
+        }
+        let want = if committing {
+            Timer::Ticks
+        } else {
+            Timer::Recheck(recheck)
+        };
+        if timer != want {
+            timer = set_timer(&ticker, want);
         }
         // The tail after the registrations we just loaded (their fences order it after
         // each subscriber's own re-check).
         let mut tail = waiter.tail();
+        let mut timer_expired = false;
         if tail == published {
             match waiter.arm(tail.pos) {
                 Armed::Moved(moved) => tail = moved,
                 Armed::Unchanged => {
-                    // Whatever ends the wait (a ring, a tick, a notification), the task
-                    // looks at the tail again.
-                    let woke: std::io::Result<()> = tokio::select! {
+                    // Whatever ends the wait (a ring, a tick, a re-check, a notification),
+                    // the task looks at the tail again.
+                    let woke: std::io::Result<bool> = tokio::select! {
                         biased;
                         r = doorbell.readable() => r.map(|mut guard| {
                             // The ring is consumed by this read; clearing readiness
@@ -282,20 +325,22 @@ async fn run(
                             // a new edge the reactor reports again.
                             waiter.drain();
                             guard.clear_ready();
+                            false
                         }),
-                        r = ticker.readable(), if ticking => r.map(|mut guard| {
-                            let mut buf = [0u8; 8];
-                            let _ = nix::unistd::read(ticker.get_ref().0.as_fd(), &mut buf);
-                            guard.clear_ready();
+                        r = ticker.readable(), if timer != Timer::Off => r.map(|guard| {
+                            consume_expirations(&ticker, Ok(guard));
+                            true
                         }),
-                        _ = recheck.tick() => Ok(()),
-                        () = control.notify.notified() => Ok(()),
+                        () = control.notify.notified() => Ok(false),
                     };
-                    if let Err(e) = woke {
-                        // Only when the reactor is gone (the runtime shuts down): waiting
-                        // again would return the same error at once.
-                        tracing::warn!(error = %e, "the doorbell wait failed; the wake task ends");
-                        break;
+                    match woke {
+                        Ok(expired) => timer_expired = expired,
+                        Err(e) => {
+                            // Only when the reactor is gone (the runtime shuts down):
+                            // waiting again would return the same error at once.
+                            tracing::warn!(error = %e, "the doorbell wait failed; the wake task ends");
+                            break;
+                        }
                     }
                     tail = waiter.tail();
                 }
@@ -305,6 +350,9 @@ async fn run(
         if tail != published {
             published = tail;
             tx.send_modify(|s| s.tail = tail);
+            recheck = RECHECK_MIN;
+        } else if timer_expired && matches!(timer, Timer::Recheck(_)) {
+            recheck = (recheck * 2).min(RECHECK_MAX);
         }
         if control.pending.load(Ordering::SeqCst) > 0 {
             ticks_tx.send_modify(|t| *t = t.wrapping_add(1));
@@ -314,23 +362,41 @@ async fn run(
     let _ = ticker.get_ref().0.unset();
 }
 
-/// Starts or stops the pending ticks; returns whether they run. A timerfd that cannot be
-/// set leaves pending subscribers woken by producers' rings only (logged).
-fn set_ticking(ticker: &AsyncFd<Ticker>, on: bool) -> bool {
+/// Reads the timerfd's expiration count (resetting it) and clears its readiness. The read
+/// comes first, so an expiration after it is a new edge the reactor reports again.
+fn consume_expirations(
+    ticker: &AsyncFd<Ticker>,
+    ready: std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, Ticker>>,
+) {
+    let mut buf = [0u8; 8];
+    // EAGAIN (no expiration since the last read) is fine: only the reset matters.
+    let _ = nix::unistd::read(ticker.get_ref().0.as_fd(), &mut buf);
+    if let Ok(mut guard) = ready {
+        guard.clear_ready();
+    }
+}
+
+/// Sets the timerfd; returns what it is set to. A timerfd that cannot be set is left as
+/// it was and reported stopped (logged): pending subscribers are then woken by producers'
+/// rings only, and frames that are never rung wait for the next ring.
+fn set_timer(ticker: &AsyncFd<Ticker>, to: Timer) -> Timer {
     let timer = &ticker.get_ref().0;
-    let res = if on {
-        timer.set(
+    let res = match to {
+        Timer::Off => timer.unset(),
+        Timer::Ticks => timer.set(
             Expiration::Interval(TimeSpec::from_duration(PENDING_TICK)),
             TimerSetTimeFlags::empty(),
-        )
-    } else {
-        timer.unset()
+        ),
+        Timer::Recheck(every) => timer.set(
+            Expiration::Interval(TimeSpec::from_duration(every)),
+            TimerSetTimeFlags::empty(),
+        ),
     };
     match res {
-        Ok(()) => on,
+        Ok(()) => to,
         Err(e) => {
-            tracing::warn!(error = %e, on, "cannot set the pending-tick timerfd");
-            false
+            tracing::warn!(error = %e, ?to, "cannot set the wake task's timerfd");
+            Timer::Off
         }
     }
 }

@@ -3,16 +3,22 @@
 //! the sidecar), a tonic subscriber over loopback, in lock-step.
 //!
 //! While a subscriber waits, the sidecar's wake task waits on the doorbell's eventfd on
-//! tokio's reactor; without a ring it looks at the ring again only every 250 ms (the bound
-//! for a producer that died between commit and ring). A wake-up lost anywhere (the
-//! registry's "register, re-check, wait" rule, the doorbell's arm/re-read handshake, the
-//! reactor readiness after a drain) therefore shows as a round of about 250 ms, where a
-//! rung round takes well under a millisecond. A few slow rounds are what a loaded machine
-//! does; a race that loses wake-ups shows in many rounds (or, without the re-check, in a
-//! round that never ends).
+//! tokio's reactor; without a ring it looks at the ring again only every 250 ms to 1 s
+//! (the bound for a producer that died between commit and ring; 250 ms while frames keep
+//! arriving, as here). A wake-up lost anywhere (the registry's "register, re-check, wait"
+//! rule, the doorbell's arm/re-read handshake, the reactor readiness after a drain)
+//! therefore shows as a round of 250 ms or more, where a rung round takes well under a
+//! millisecond. A few slow rounds are what a loaded machine does; a race that loses
+//! wake-ups shows in many rounds (or, without the re-check, in a round that never ends).
+//!
+//! The second test checks that re-check: a frame written with no ring at all, after the
+//! sidecar sat idle long enough to stretch the re-check to its longest period, is still
+//! delivered within that period.
 
 use ringside_client::Producer;
 use ringside_proto::v1::subscribe_request::Start;
+use ringside_ring::writer::FrameHeaderFields;
+use ringside_tests::ring_support::HostileProducer;
 use ringside_tests::sidecar::*;
 use std::time::Duration;
 
@@ -20,7 +26,8 @@ use std::time::Duration;
 const ROUNDS: u64 = 3000;
 /// How long one frame may take: far above any scheduling delay, far below "never".
 const DELIVERY: Duration = Duration::from_secs(5);
-/// A round this slow waited for the wake task's 250 ms re-check instead of a ring.
+/// A round this slow waited for the wake task's re-check (250 ms while frames arrive)
+/// instead of a ring.
 const SLOW_ROUND: Duration = Duration::from_millis(240);
 /// Slow rounds allowed: scheduling spikes of a shared machine, not a systematic loss.
 const SLOW_ROUNDS_ALLOWED: u64 = ROUNDS / 100;
@@ -116,7 +123,79 @@ async fn a_frame_committed_after_the_subscriber_caught_up_is_delivered() {
     }
     assert!(
         slow.len() as u64 <= SLOW_ROUNDS_ALLOWED,
-        "{} of {ROUNDS} rounds took {SLOW_ROUND:?} or more (a ring not seen, left to the 250 ms re-check): {slow:?}",
+        "{} of {ROUNDS} rounds took {SLOW_ROUND:?} or more (a ring not seen, left to the re-check): {slow:?}",
         slow.len()
+    );
+}
+
+/// How long the sidecar sits idle with a waiting subscriber before the unrung frame: long
+/// enough for the wake task's re-check to reach its longest period (250 ms doubled twice).
+const IDLE_BEFORE_SILENT_FRAME: Duration = Duration::from_secs(3);
+/// The documented bound for a frame that is never rung (`wake::RECHECK_MAX`, 1 s) plus
+/// scheduling slack for a shared machine; far below "never".
+const SILENT_FRAME_BOUND: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_committed_without_a_ring_is_delivered_by_the_recheck() {
+    let dir = TempDir::new("wake-silent");
+    let sidecar = Sidecar::start(&dir, &[]);
+    // Admitted through the real handshake, but writes frames straight into the ring and
+    // never touches the doorbell: a producer that died between its commit and its ring.
+    let silent = HostileProducer::attach(&sidecar.socket).expect("attach the silent producer");
+    let mut c = client(&sidecar.endpoint()).await;
+    let mut stream = c
+        .subscribe(sub_req(Start::Latest(true)))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let fields = FrameHeaderFields {
+        producer_id: 0,
+        timestamp_ns: 1,
+        flags: 0,
+    };
+    // The stream starts at the tail when the server takes the request, which the client
+    // does not see: write until a frame arrives (each found by the re-check, or not at
+    // all without it), then drain what is still coming.
+    let mut synced = false;
+    for _ in 0..10 {
+        silent.ring.write_frame(b"wake/sync", b"sync", fields);
+        if let Ok(Ok(Some(b))) = tokio::time::timeout(SILENT_FRAME_BOUND, stream.message()).await
+            && !b.frames.is_empty()
+        {
+            synced = true;
+            break;
+        }
+    }
+    assert!(synced, "no frame written without a ring was ever delivered");
+    while let Ok(Ok(Some(_))) =
+        tokio::time::timeout(Duration::from_millis(100), stream.message()).await
+    {}
+
+    // Idle with the subscriber waiting, then one more frame without a ring.
+    tokio::time::sleep(IDLE_BEFORE_SILENT_FRAME).await;
+    silent.ring.write_frame(b"wake/silent", b"silent", fields);
+    let written = std::time::Instant::now();
+    loop {
+        let b = match tokio::time::timeout(SILENT_FRAME_BOUND, stream.message()).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(other) => panic!("the stream ended: {other:?}"),
+            Err(_) => panic!(
+                "a frame committed without a ring was not delivered within {SILENT_FRAME_BOUND:?} (the wake task's re-check is bounded by 1 s)"
+            ),
+        };
+        assert!(b.losses.is_empty(), "losses {:?}", b.losses);
+        let Some(f) = b.frames.first() else {
+            continue; // a progress batch
+        };
+        assert_eq!(
+            f.topic, "wake/silent",
+            "the frame written after the idle time"
+        );
+        assert_eq!(f.payload[..], b"silent"[..]);
+        break;
+    }
+    eprintln!(
+        "the unrung frame arrived {:?} after it was written",
+        written.elapsed()
     );
 }
