@@ -255,7 +255,7 @@ impl Producer {
     pub fn reserve(&self, topic: &str, len: usize) -> Result<Reservation, SendError> {
         let topic = topic.as_bytes();
         let (ring_index, ring) = self.admit_indexed(topic, len)?;
-        let claim = ring.claim_frame(topic, len).into_claim();
+        let claim = ring.claim_topic(topic, len);
         Ok(Reservation::new(
             Arc::clone(&self.shared),
             ring_index,

@@ -66,7 +66,7 @@ impl<'p> BorrowedReservation<'p> {
     #[inline]
     pub fn commit(mut self) {
         if let Some(frame) = self.frame.take() {
-            let len = frame.claim().payload_len();
+            let len = frame.payload_len();
             self.ring
                 .publish_frame(frame, fields(self.shared, self.timestamp_ns));
             self.shared.doorbell.ring();
@@ -84,6 +84,7 @@ impl<'p> BorrowedReservation<'p> {
         self.timestamp_ns = timestamp_ns;
     }
 
+    #[inline]
     fn discard_frame(&mut self) {
         if let Some(frame) = self.frame.take() {
             self.ring
@@ -181,6 +182,7 @@ impl std::ops::DerefMut for BorrowedReservation<'_> {
 }
 
 impl Drop for BorrowedReservation<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.discard_frame();
     }

@@ -459,17 +459,51 @@ fn le_word(bytes: &[u8]) -> u64 {
     }
 }
 
+/// A topic of at most [`SHORT_CHECK_TOPIC`] bytes as the [`ShortCheckBlock`] holds it: its
+/// 20 bytes, zero-padded, as five little-endian 32-bit words (block bytes 44..64). A
+/// zero-copy reservation computes them once at claim time, from the caller's topic (where
+/// the compiler often knows it, as it does for `send`), and builds the block from them at
+/// commit ([`ShortCheckBlock::from_topic_words`]) without re-reading the topic.
+pub type ShortTopicWords = [u32; 5];
+
+/// The [`ShortTopicWords`] of `topic` (cut to [`SHORT_CHECK_TOPIC`] bytes).
+#[inline(always)]
+pub fn short_topic_words(topic: &[u8]) -> ShortTopicWords {
+    let topic = &topic[..topic.len().min(SHORT_TOPIC)];
+    let t = topic.len();
+    let t0 = le_word(&topic[..t.min(8)]);
+    let t1 = le_word(&topic[t.min(8)..t.min(16)]);
+    let t2 = le_word(&topic[t.min(16)..]);
+    [
+        t0 as u32,
+        (t0 >> 32) as u32,
+        t1 as u32,
+        (t1 >> 32) as u32,
+        t2 as u32,
+    ]
+}
+
 impl ShortCheckBlock {
     /// The block for `header`, `payload_hash` and `topic` (at most [`SHORT_CHECK_TOPIC`]
     /// bytes; longer topics are cut, so callers use [`LongCheckBlock`] for them).
     #[inline(always)]
     pub fn new(header: &FrameHeader, payload_hash: u64, topic: &[u8]) -> Self {
-        let topic = &topic[..topic.len().min(SHORT_TOPIC)];
-        let t = topic.len();
-        let t0 = le_word(&topic[..t.min(8)]);
-        let t1 = le_word(&topic[t.min(8)..t.min(16)]);
-        let t2 = le_word(&topic[t.min(16)..]);
+        let t = topic.len().min(SHORT_TOPIC);
+        Self::from_topic_words(header, payload_hash, short_topic_words(topic), t)
+    }
+
+    /// The block for `header`, `payload_hash` and a topic of `topic_len` bytes (at most
+    /// [`SHORT_CHECK_TOPIC`]; cut to it) given as its [`short_topic_words`]: the same block
+    /// as [`Self::new`] with that topic.
+    #[inline(always)]
+    pub fn from_topic_words(
+        header: &FrameHeader,
+        payload_hash: u64,
+        topic: ShortTopicWords,
+        topic_len: usize,
+    ) -> Self {
         let [w0, w1, w2, w3, w4] = check_block_words(header, payload_hash);
+        let [a, b, c, d, e] = topic.map(u64::from);
         let words = [
             w0,
             w1,
@@ -477,14 +511,14 @@ impl ShortCheckBlock {
             w3,
             w4,
             // Bytes 40..64: the hash's high half, then the topic from byte 44.
-            payload_hash >> 32 | t0 << 32,
-            t0 >> 32 | t1 << 32,
-            t1 >> 32 | t2 << 32,
+            payload_hash >> 32 | a << 32,
+            b | c << 32,
+            d | e << 32,
             0,
         ];
         ShortCheckBlock {
             words,
-            len: CHECK_BLOCK_FIXED + t,
+            len: CHECK_BLOCK_FIXED + topic_len.min(SHORT_TOPIC),
         }
     }
 
@@ -833,6 +867,13 @@ mod tests {
                 let block = CheckBlock::<64>::new(&header, payload_hash, topic);
                 let short = ShortCheckBlock::new(&header, payload_hash, topic);
                 assert_eq!(short.hash(), block.hash(), "start {start} topic {t}");
+                let from_words = ShortCheckBlock::from_topic_words(
+                    &header,
+                    payload_hash,
+                    short_topic_words(topic),
+                    t,
+                );
+                assert_eq!(from_words.hash(), block.hash(), "start {start} topic {t}");
                 assert_eq!(
                     short.hash(),
                     xxhash_rust::xxh3::xxh3_64(&block.block[..block.len]) as u32

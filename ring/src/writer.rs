@@ -8,7 +8,8 @@ use std::sync::atomic::{Ordering, fence};
 
 use crate::layout::{
     FRAME_HEADER_LEN, FrameHeader, LongCheckBlock, RingConfig, SHORT_CHECK_TOPIC, STATE_COMMITTED,
-    STATE_DISCARDED, ShortCheckBlock, frame_check, frame_check_hashed, frame_len, payload_hash,
+    STATE_DISCARDED, ShortCheckBlock, ShortTopicWords, frame_check, frame_check_hashed, frame_len,
+    payload_hash, short_topic_words,
 };
 use crate::shm::{
     Access, RingError, RingMapping, STREAMING_COPY_MIN, copy_to_ring, inspect_ring_fd_geometry,
@@ -59,10 +60,24 @@ impl Claim {
 /// [`WritableRing::claim_frame`] (one bounds computation for the whole body), published with
 /// [`WritableRing::publish_frame`] or [`WritableRing::discard_frame`], or turned back into its
 /// [`Claim`].
+///
+/// It keeps a short topic as the check block's words ([`ShortTopicWords`], computed from the
+/// caller's topic at claim time), not as bytes to re-read at commit: the commit then builds
+/// the check block from registers, as `send` does, whether or not the compiler still knows
+/// the topic there. 56 bytes: the claim's fields are held flat so the words fit in the
+/// padding a nested [`Claim`] would leave.
 #[derive(Debug)]
 pub struct ClaimedFrame<'r> {
-    claim: Claim,
-    topic: &'r [u8],
+    /// Absolute byte position of the frame.
+    pos: u64,
+    /// The frame's sequence number.
+    seq: u64,
+    /// Topic length (at most 255).
+    topic_len: u16,
+    /// The topic's first [`SHORT_CHECK_TOPIC`] bytes, zero-padded (meaningful only when the
+    /// topic is that short; a longer topic is hashed from the ring at commit).
+    short_topic: ShortTopicWords,
+    /// The payload bytes in the ring; its length is the claim's payload length.
     payload: &'r mut [u8],
 }
 
@@ -79,17 +94,23 @@ impl ClaimedFrame<'_> {
         self.payload
     }
 
-    /// The claim (position, sequence, lengths).
+    /// Payload length this frame was claimed for.
     #[inline]
-    pub fn claim(&self) -> &Claim {
-        &self.claim
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
     }
 
     /// Gives up the borrowed bytes, keeping the claim (to publish with
     /// [`WritableRing::publish`]).
     #[inline]
     pub fn into_claim(self) -> Claim {
-        self.claim
+        Claim {
+            pos: self.pos,
+            seq: self.seq,
+            topic_len: self.topic_len,
+            // The payload is at most the ring's max payload, which the format caps at 64 MiB.
+            payload_len: self.payload.len() as u32,
+        }
     }
 }
 
@@ -178,21 +199,42 @@ impl WritableRing {
     /// the topic, and lends out the payload bytes. The caller has checked both lengths.
     #[inline]
     pub fn claim_frame(&self, topic: &[u8], payload_len: usize) -> ClaimedFrame<'_> {
+        let (claim, payload) = self.claim_body(topic, payload_len);
+        ClaimedFrame {
+            pos: claim.pos,
+            seq: claim.seq,
+            topic_len: claim.topic_len,
+            short_topic: short_topic_words(topic),
+            payload,
+        }
+    }
+
+    /// Claims a frame for `topic` and a `payload_len`-byte payload (as [`Self::claim`]) and
+    /// writes the topic; the payload is filled through [`Self::payload_mut`] and the frame
+    /// published with [`Self::publish_in_place`]. For a claim held apart from a borrow of
+    /// the ring (an owned reservation). The caller has checked both lengths.
+    #[inline]
+    pub fn claim_topic(&self, topic: &[u8], payload_len: usize) -> Claim {
+        self.claim_body(topic, payload_len).0
+    }
+
+    /// The claim, the topic written, and the payload bytes.
+    // The view is unique because the claim just made here is: each call claims a range no
+    // one else holds (as in `RingMapping::slice_mut`), not because of `&self`.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    fn claim_body(&self, topic: &[u8], payload_len: usize) -> (Claim, &mut [u8]) {
         let claim = self.claim(topic.len(), payload_len);
         self.map
             .prefetch(claim.pos, frame_len(topic.len(), payload_len));
         let at = claim.pos.wrapping_add(FRAME_HEADER_LEN as u64);
         // SAFETY: the claim protocol gives this claim's range to its owner alone, and the
-        // claim just made moves into the returned value together with the only view of its
-        // bytes; the view borrows `self`, so it cannot outlive the mapping.
+        // claim just made moves to the caller together with the only view of its bytes; the
+        // view borrows `self`, so it cannot outlive the mapping.
         let body = unsafe { self.map.slice_mut(at, topic.len() + payload_len) };
         let (topic_bytes, payload) = body.split_at_mut(topic.len());
         topic_bytes.copy_from_slice(topic);
-        ClaimedFrame {
-            claim,
-            topic: topic_bytes,
-            payload,
-        }
+        (claim, payload)
     }
 
     /// Claims, fills and publishes a whole frame from the caller's topic and payload (what a
@@ -237,26 +279,31 @@ impl WritableRing {
         self.commit(claim, &header);
     }
 
-    /// Publishes a frame filled in place: the check hashes its topic and payload where they
-    /// lie in the ring, then the header is written and the commit word stored (Release).
+    /// Publishes a frame filled in place: the check hashes its payload where it lies in the
+    /// ring and its topic as claimed (a short topic from the words taken at claim time, a
+    /// longer one from the ring), then the header is written and the commit word stored
+    /// (Release).
     #[inline]
     pub fn publish_frame(&self, frame: ClaimedFrame<'_>, fields: FrameHeaderFields) {
-        let mut header = self.header_for(&frame.claim, fields, STATE_COMMITTED);
         let hash = payload_hash(fields.flags, frame.payload);
+        let short_topic = frame.short_topic;
+        let claim = frame.into_claim();
+        let mut header = self.header_for(&claim, fields, STATE_COMMITTED);
         // As `write_frame`: the block from registers, inlined, so the header never goes
         // through the stack as a struct (frame_check_hashed out of line read it back with
         // 16-byte loads over piecewise stores: a failed store-to-load forward per frame).
-        header.check = if frame.topic.len() <= SHORT_CHECK_TOPIC {
-            ShortCheckBlock::new(&header, hash, frame.topic).hash()
+        header.check = if claim.topic_len() <= SHORT_CHECK_TOPIC {
+            ShortCheckBlock::from_topic_words(&header, hash, short_topic, claim.topic_len()).hash()
         } else {
-            LongCheckBlock::new(&header, hash, frame.topic).hash()
+            let (topic, _) = self.topic_and_payload(&claim);
+            LongCheckBlock::new(&header, hash, topic).hash()
         };
-        self.commit(frame.claim, &header);
+        self.commit(claim, &header);
     }
 
     /// Publishes a frame claimed with [`Self::claim_frame`] as discarded.
     pub fn discard_frame(&self, frame: ClaimedFrame<'_>, fields: FrameHeaderFields) {
-        self.discard(frame.claim, fields);
+        self.discard(frame.into_claim(), fields);
     }
 
     /// Copies the topic into a claimed frame.
