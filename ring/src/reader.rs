@@ -163,6 +163,15 @@ pub trait FrameSink {
     fn accept_topic(&mut self, _topic: &[u8], _utf8: bool) -> bool {
         true
     }
+    /// False for a sink that takes every topic (no filter): the reader then copies the
+    /// topic only once, with the payload, never calls [`accept_topic`](Self::accept_topic),
+    /// and checks the topic's UTF-8 in that copy after the frame check. A frame whose check
+    /// holds but whose topic is not UTF-8 is then aborted and returned as one
+    /// [`LossReason::Corrupt`] frame under its own sequence number, and the reader moves
+    /// past it. Default true: the topic is copied and offered before the payload is.
+    fn filters_topics(&self) -> bool {
+        true
+    }
     /// The buffer the reader appends exactly `meta.body_len()` bytes to: the topic, then
     /// the payload. A sink that has no room for this frame now (a full batch) returns
     /// `None` instead: the reader then leaves the frame where it is and returns
@@ -534,6 +543,9 @@ impl RingReader {
             return Step::Skipped;
         }
 
+        if !sink.filters_topics() {
+            return Step::Deliver(self.copy_unfiltered(sink, &header, &meta, tail));
+        }
         let topic_len = usize::from(header.topic_len);
         let mut topic = [0u8; MAX_TOPIC_LEN];
         map.copy_out(
@@ -544,7 +556,7 @@ impl RingReader {
             return Step::Deliver(self.resync(self.view.tail(), LossReason::Lapped));
         }
         // The one UTF-8 check of a frame (unless its topic changes before the final copy).
-        let topic_utf8 = std::str::from_utf8(&topic[..topic_len]).is_ok();
+        let topic_utf8 = is_utf8(&topic[..topic_len]);
         if !sink.accept_topic(&topic[..topic_len], topic_utf8) {
             self.advance(&meta);
             return Step::Deliver(ReadStep::Filtered(meta));
@@ -580,7 +592,7 @@ impl RingReader {
             // the header copied before (a producer writing over its committed frame, with a
             // check collision; ring/tests/topic_rewrite.rs): the final copy is what counts. Check it as
             // the first one was, and ask the sink again.
-            let utf8 = std::str::from_utf8(copied_topic).is_ok();
+            let utf8 = is_utf8(copied_topic);
             topic[..topic_len].copy_from_slice(copied_topic);
             if !utf8 {
                 sink.abort();
@@ -598,6 +610,60 @@ impl RingReader {
         sink.commit(&meta);
         self.advance(&meta);
         Step::Deliver(ReadStep::Frame(meta))
+    }
+
+    /// The body of the validated-header frame at the cursor into a sink that takes every
+    /// topic ([`FrameSink::filters_topics`] false): one copy of topic and payload, the claim
+    /// counter re-checked, the frame check over the copy, then the copied topic's UTF-8.
+    fn copy_unfiltered(
+        &mut self,
+        sink: &mut impl FrameSink,
+        header: &FrameHeader,
+        meta: &FrameMeta,
+        tail: Tail,
+    ) -> ReadStep {
+        let body_len = meta.body_len();
+        let Some(buf) = sink.begin(meta) else {
+            // No room in the sink now: nothing is copied and the cursor stays on this frame.
+            sink.abort();
+            return ReadStep::Pending;
+        };
+        let start = buf.len();
+        self.view.mapping().append_out(
+            self.pos.wrapping_add(FRAME_HEADER_LEN as u64),
+            body_len,
+            buf,
+        );
+        // Copy first, then re-check the claim counter: if a producer claimed over our frame
+        // while we copied, the copy may be torn and is dropped.
+        if self.lapped(self.claim_position()) {
+            sink.abort();
+            return self.resync(self.view.tail(), LossReason::Lapped);
+        }
+        // Validate the copy, never the ring: the check covers the appended bytes only.
+        let body = buf.get(start..).unwrap_or_default();
+        if body.len() != body_len || frame_check_body(header, body) != header.check {
+            sink.abort();
+            return self.resync(tail, LossReason::Corrupt);
+        }
+        // The one UTF-8 check of the frame, on the copy the sink keeps.
+        if !body
+            .get(..usize::from(header.topic_len))
+            .is_some_and(is_utf8)
+        {
+            // The frame is whole (its check holds over the copy) but its topic is not a
+            // string: one corrupt frame, skipped by its length.
+            sink.abort();
+            self.advance(meta);
+            return ReadStep::Loss(Loss {
+                reason: LossReason::Corrupt,
+                frames: 1,
+                first_seq: meta.seq,
+            });
+        }
+        sink.commit(meta);
+        self.advance(meta);
+        ReadStep::Frame(*meta)
     }
 
     /// The claim position after an acquire fence: everything we copied before is ordered
@@ -785,6 +851,12 @@ fn before_start(skip: &mut Skip, meta: &FrameMeta) -> bool {
         *skip = Skip::None;
     }
     before
+}
+
+/// True when `bytes` are UTF-8 (ASCII, the common case for topics, is checked first).
+#[inline]
+fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }
 
 fn align_up(pos: u64) -> u64 {

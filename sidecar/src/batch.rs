@@ -100,11 +100,21 @@ struct OpenFrame {
     header: FrameMeta,
     /// Offset of the frame's key in the buffer.
     start: usize,
-    /// Offset where the reader copies the topic (scratch, just before the payload).
+    /// Offset where the topic's bytes belong (after the topic field's key and length).
+    topic_at: usize,
+    /// Offset where the reader copies the topic (just before the payload): `topic_at` plus
+    /// the payload field's key and length, which sit in front of it until the commit.
     copy_at: usize,
-    /// Encoded length of the frame's message body (computed once, at begin).
-    body_len: usize,
 }
+
+/// Room for a frame entry's bytes in front of its topic: the frame's key and length, `seq`,
+/// `timestamp_ns` and `producer_id`, the topic's key and length, and the payload's key and
+/// length (written in front of the topic until the commit moves the topic in front of it).
+const FRAME_PREFIX_ROOM: usize = 1 + 5 + 3 * (1 + MAX_VARINT_LEN) + (1 + 2) + (1 + 5);
+/// Where [`BatchEncoder::begin_frame`] starts the fields after the frame's key and length in
+/// its scratch array: those two are written right-aligned in front, once the body's length
+/// is known.
+const FRAME_FIELDS_AT: usize = 1 + 5;
 
 /// Builds batches for one subscriber into a buffer of at most `max_bytes`, and
 /// accounts for every sequence number between them.
@@ -228,6 +238,7 @@ impl BatchEncoder {
         capped.max(floor).max(self.last_resume.unwrap_or(0))
     }
 
+    #[inline]
     fn open_batch(&mut self) {
         if self.open {
             return;
@@ -319,6 +330,7 @@ impl BatchEncoder {
     }
 
     /// Writes the pending loss into the open batch (opening one if needed).
+    #[inline]
     fn flush_loss(&mut self) {
         let Some(loss) = self.pending_loss.take() else {
             return;
@@ -347,26 +359,47 @@ impl BatchEncoder {
     /// Call only after [`has_room`](Self::has_room) returned true, for a frame
     /// no larger than the maximum this encoder was built for.
     pub fn begin_frame(&mut self, h: &FrameMeta) -> Option<&mut BytesMut> {
-        let body_len = frame_body_len(h);
-        let total = 1 + wire::varint_len(body_len as u64) + body_len;
-        let payload_at_rel = total - h.payload_len as usize;
+        // The entry's bytes in front of the topic are written once, here, into a scratch
+        // array (the fields first, then the frame's key and length right-aligned in front
+        // of them), and appended with one copy.
+        let mut tmp = [0u8; FRAME_PREFIX_ROOM];
+        let t = usize::from(h.topic_len);
+        let payload_len = h.payload_len as usize;
+        let mut i = FRAME_FIELDS_AT;
+        i = wire::put_varint_field(&mut tmp, i, wire::frame::SEQ, h.seq);
+        i = wire::put_varint_field(&mut tmp, i, wire::frame::TIMESTAMP_NS, h.timestamp_ns);
+        i = wire::put_varint_field(
+            &mut tmp,
+            i,
+            wire::frame::PRODUCER_ID,
+            u64::from(h.producer_id),
+        );
+        i = wire::put_len_prefix(&mut tmp, i, wire::frame::TOPIC, t);
+        let topic_rel = i;
+        i = wire::put_len_prefix(&mut tmp, i, wire::frame::PAYLOAD, payload_len);
+        let body_len = (i - FRAME_FIELDS_AT) + t + payload_len;
+        let first = FRAME_FIELDS_AT - 1 - wire::varint_len(body_len as u64);
+        let total = (i - first) + t + payload_len;
         if !self.fits_total(total) {
             return None;
         }
+        wire::put_len_prefix(&mut tmp, first, wire::batch::FRAMES, body_len);
         self.open_batch();
         self.flush_loss();
         let start = self.buf.len();
-        let payload_at = start + payload_at_rel;
-        let copy_at = payload_at - usize::from(h.topic_len);
-        // The frame's key, length and small fields go here at commit (a few bytes).
-        self.buf.resize(copy_at, 0);
+        self.buf.extend_from_slice(&tmp[first..i]);
         self.cur = Some(OpenFrame {
             header: *h,
             start,
-            copy_at,
-            body_len,
+            topic_at: start + (topic_rel - first),
+            copy_at: start + (i - first),
         });
         debug_assert!(self.buf.capacity() >= start + total, "fits() left room");
+        debug_assert_eq!(
+            total,
+            frame_layout(h).0,
+            "the entry's size as fits() computes it"
+        );
         Some(&mut self.buf)
     }
 
@@ -384,23 +417,12 @@ impl BatchEncoder {
             self.buf.truncate(f.start);
             return false;
         }
-        let body_len = f.body_len;
-        let b = &mut self.buf[f.start..];
-        let mut i = wire::write_len_prefix(b, wire::batch::FRAMES, body_len);
-        i += wire::write_varint_field(&mut b[i..], wire::frame::SEQ, h.seq);
-        i += wire::write_varint_field(&mut b[i..], wire::frame::TIMESTAMP_NS, h.timestamp_ns);
-        i += wire::write_varint_field(
-            &mut b[i..],
-            wire::frame::PRODUCER_ID,
-            u64::from(h.producer_id),
-        );
-        i += wire::write_len_prefix(&mut b[i..], wire::frame::TOPIC, t);
-        // Move the topic (not the payload) from its scratch spot to its field.
-        let rel_copy = f.copy_at - f.start;
-        b.copy_within(rel_copy..rel_copy + t, i);
-        i += t;
-        i += wire::write_len_prefix(&mut b[i..], wire::frame::PAYLOAD, h.payload_len as usize);
-        debug_assert_eq!(i, rel_copy + t, "payload must already sit in place");
+        // Move the topic (not the payload) from its scratch spot to its field, and write the
+        // payload's key and length between it and the payload, which already sits in place.
+        self.buf.copy_within(f.copy_at..f.copy_at + t, f.topic_at);
+        let gap = &mut self.buf[f.topic_at + t..f.copy_at + t];
+        let n = wire::write_len_prefix(gap, wire::frame::PAYLOAD, h.payload_len as usize);
+        debug_assert_eq!(n, gap.len(), "the payload's key and length fill the gap");
         if self.frames == 0 {
             self.first_ts = h.timestamp_ns;
         }

@@ -347,6 +347,13 @@ impl FrameSink for Sink<'_> {
         self.filter.matches(topic)
     }
 
+    fn filters_topics(&self) -> bool {
+        // A subscriber without a filter has its topics checked in the copy it keeps (the
+        // reader's single-copy path): a topic that is not UTF-8 comes back as one corrupt
+        // frame, as `accept_topic` reports it here.
+        !self.filter.is_all()
+    }
+
     fn begin(&mut self, meta: &FrameMeta) -> Option<&mut BytesMut> {
         let buf = self.enc.begin_frame(meta);
         self.full = buf.is_none();

@@ -114,6 +114,44 @@ pub const fn len_field_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
+/// Writes `value` as a varint into the fixed array `out` at `at` and returns the offset
+/// after it. The caller sizes `out` for the largest value (a fixed array lets the compiler
+/// keep the per-byte bounds check to a compare against a constant).
+#[inline(always)]
+pub fn put_varint<const N: usize>(out: &mut [u8; N], mut at: usize, mut value: u64) -> usize {
+    while value >= 0x80 {
+        out[at] = (value as u8) | 0x80;
+        value >>= 7;
+        at += 1;
+    }
+    out[at] = value as u8;
+    at + 1
+}
+
+/// [`write_varint_field`] into a fixed array at `at`; returns the offset after it.
+#[inline(always)]
+pub fn put_varint_field<const N: usize>(
+    out: &mut [u8; N],
+    at: usize,
+    field: u32,
+    value: u64,
+) -> usize {
+    out[at] = key(field, WIRE_VARINT);
+    put_varint(out, at + 1, value)
+}
+
+/// [`write_len_prefix`] into a fixed array at `at`; returns the offset after it.
+#[inline(always)]
+pub fn put_len_prefix<const N: usize>(
+    out: &mut [u8; N],
+    at: usize,
+    field: u32,
+    len: usize,
+) -> usize {
+    out[at] = key(field, WIRE_LEN);
+    put_varint(out, at + 1, len as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
