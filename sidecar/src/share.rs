@@ -82,8 +82,6 @@ pub struct SharedChunk {
     frames_end: u64,
     /// Discarded reservations in the range.
     discarded: u64,
-    /// Why the read that built it stopped.
-    fill: Fill,
 }
 
 /// The chunks kept for sharing: a fixed number of slots, the oldest replaced.
@@ -208,8 +206,9 @@ impl BatchOut {
 /// module documentation), otherwise by reading the ring ([`fill_batch`], at most
 /// `max_steps` steps) and closing the batch ([`BatchEncoder::finish`], a progress batch
 /// when `progress`), publishing its frames in `cache` when they may serve others. Without
-/// a cache this is exactly the per-subscriber path. Returns why the read stopped (for a
-/// shared chunk: why its builder's read stopped) and the batch, if any.
+/// a cache this is exactly the per-subscriber path. Returns why the read stopped
+/// ([`Fill::Full`] after a shared chunk: the taker reads on, since what stopped the
+/// builder's read may no longer hold) and the batch, if any.
 pub fn next_batch(
     reader: &mut RingReader,
     enc: &mut BatchEncoder,
@@ -241,7 +240,12 @@ pub fn next_batch(
             payload_bytes: chunk.payload_bytes,
             first_ts: chunk.first_ts,
         };
-        return (chunk.fill, Some(out));
+        // Read on after a chunk, whatever stopped its builder's read: "caught up" or "the
+        // next frame is not committed" was true of the ring when the builder read it, not
+        // now. A taker that believed a stale `Idle` would wait for a doorbell change it may
+        // already have consumed, and stop short of frames committed since (the last frames
+        // of a burst, never delivered).
+        return (Fill::Full, Some(out));
     }
     let (filtered_before, discarded_before) = (enc.filtered(), enc.discarded());
     let fill = fill_batch(reader, enc, filter, max_steps, lost);
@@ -271,7 +275,6 @@ pub fn next_batch(
             first_ts: section.first_ts,
             frames_end: section.frames_end,
             discarded,
-            fill,
         });
     }
     let out = batch.map(|head| BatchOut {
@@ -543,7 +546,12 @@ mod tests {
             |i: usize, progress: bool, cache: &ChunkCache| -> Result<(), TestCaseError> {
                 let (fa, a) = poll(&mut alone[i], None, progress);
                 let (fb, b) = poll(&mut shared[i], Some(cache), progress);
-                prop_assert_eq!(fa, fb, "why reading stopped");
+                if b.as_ref().is_some_and(|b| b.frames.is_some()) {
+                    // A taken chunk: the taker reads on (`next_batch`).
+                    prop_assert_eq!(fb, Fill::Full, "after a taken chunk");
+                } else {
+                    prop_assert_eq!(fa, fb, "why reading stopped");
+                }
                 let a = a.map(|a| decode(&a.to_vec()));
                 let b = b
                     .map(|b| {
@@ -682,5 +690,50 @@ mod tests {
             assert_eq!(b.losses[0].first_seq, 0);
         }
         assert_eq!(cache.bytes(), 0, "a batch with a loss is not shared");
+    }
+
+    /// A chunk built by a read that caught up, taken after producers wrote on: the taker
+    /// must read on, not believe the builder's "caught up" (it would wait for a doorbell
+    /// change it may already have seen, and never deliver the new frames).
+    #[test]
+    fn a_chunk_taken_after_the_ring_moved_on_is_read_past() {
+        let mut ring = Ring::new();
+        for len in 10..15 {
+            ring.apply(&RingOp::Write { topic: 0, len });
+        }
+        let cache = ChunkCache::default();
+        cache.enter();
+        cache.enter();
+        let s = Sub {
+            topics: vec![],
+            start: StartAt::Earliest,
+            max_bytes: 0,
+            max_frames: 0,
+        };
+        let mut builder = side(&ring, &s).expect("builder");
+        let mut taker = side(&ring, &s).expect("taker");
+        let (fill, out) = poll(&mut builder, Some(&cache), false);
+        assert_eq!(fill, Fill::Idle, "the builder caught up");
+        assert_eq!(decode(&out.expect("a batch").to_vec()).frames.len(), 5);
+
+        ring.apply(&RingOp::Write { topic: 1, len: 20 });
+        let (fill, out) = poll(&mut taker, Some(&cache), false);
+        let out = out.expect("a batch");
+        assert!(out.frames.is_some(), "the taker took the builder's chunk");
+        assert_eq!(decode(&out.to_vec()).frames.len(), 5);
+        assert_ne!(
+            fill,
+            Fill::Idle,
+            "a taken chunk says nothing about the ring now"
+        );
+
+        let (_, out) = poll(&mut taker, Some(&cache), false);
+        let frames = decode(&out.expect("a batch").to_vec()).frames;
+        assert_eq!(
+            frames.len(),
+            1,
+            "the frame written after the chunk was built"
+        );
+        assert_eq!(frames[0].topic, "cpu/0");
     }
 }
