@@ -16,6 +16,7 @@
 //! delivered within that period.
 
 use ringside_client::Producer;
+use ringside_proto::v1::Batch;
 use ringside_proto::v1::subscribe_request::Start;
 use ringside_ring::writer::FrameHeaderFields;
 use ringside_tests::ring_support::HostileProducer;
@@ -94,28 +95,21 @@ async fn a_frame_committed_after_the_subscriber_caught_up_is_delivered() {
         } else {
             producer.send("wake/s", &round.to_le_bytes()).expect("send");
         }
-        loop {
-            let b = match tokio::time::timeout(DELIVERY, stream.message()).await {
-                Ok(Ok(Some(b))) => b,
-                Ok(other) => panic!("round {round}: the stream ended: {other:?}"),
-                Err(_) => panic!(
-                    "round {round}: frame seq {next_seq}, committed after the subscriber had caught up, was not delivered within {DELIVERY:?} (a lost wake-up)"
-                ),
-            };
-            assert!(b.losses.is_empty(), "round {round}: losses {:?}", b.losses);
-            let Some(f) = b.frames.first() else {
-                continue; // a progress batch
-            };
-            assert_eq!(b.frames.len(), 1, "round {round}: one frame per round");
-            assert_eq!(f.seq, next_seq, "round {round}: the frame just sent");
-            assert_eq!(
-                f.payload[..],
-                round.to_le_bytes(),
-                "round {round}: its payload"
-            );
-            next_seq += 1;
-            break;
-        }
+        let b = next_data_batch(&mut stream, DELIVERY, || {
+            format!(
+                "round {round}: frame seq {next_seq}, committed after the subscriber had caught up"
+            )
+        })
+        .await;
+        let f = &b.frames[0];
+        assert_eq!(b.frames.len(), 1, "round {round}: one frame per round");
+        assert_eq!(f.seq, next_seq, "round {round}: the frame just sent");
+        assert_eq!(
+            f.payload[..],
+            round.to_le_bytes(),
+            "round {round}: its payload"
+        );
+        next_seq += 1;
         let took = sent.elapsed();
         if took >= SLOW_ROUND {
             slow.push((round, took));
@@ -175,27 +169,41 @@ async fn a_frame_committed_without_a_ring_is_delivered_by_the_recheck() {
     tokio::time::sleep(IDLE_BEFORE_SILENT_FRAME).await;
     silent.ring.write_frame(b"wake/silent", b"silent", fields);
     let written = std::time::Instant::now();
-    loop {
-        let b = match tokio::time::timeout(SILENT_FRAME_BOUND, stream.message()).await {
-            Ok(Ok(Some(b))) => b,
-            Ok(other) => panic!("the stream ended: {other:?}"),
-            Err(_) => panic!(
-                "a frame committed without a ring was not delivered within {SILENT_FRAME_BOUND:?} (the wake task's re-check is bounded by 1 s)"
-            ),
-        };
-        assert!(b.losses.is_empty(), "losses {:?}", b.losses);
-        let Some(f) = b.frames.first() else {
-            continue; // a progress batch
-        };
-        assert_eq!(
-            f.topic, "wake/silent",
-            "the frame written after the idle time"
-        );
-        assert_eq!(f.payload[..], b"silent"[..]);
-        break;
-    }
+    let b = next_data_batch(&mut stream, SILENT_FRAME_BOUND, || {
+        "a frame committed without a ring (the wake task's re-check is bounded by 1 s)".into()
+    })
+    .await;
+    let f = &b.frames[0];
+    assert_eq!(
+        f.topic, "wake/silent",
+        "the frame written after the idle time"
+    );
+    assert_eq!(f.payload[..], b"silent"[..]);
     eprintln!(
         "the unrung frame arrived {:?} after it was written",
         written.elapsed()
     );
+}
+
+/// The next batch that holds frames (progress batches are skipped), each message awaited
+/// at most `within`; it must report no loss. Panics naming `what` when none comes in time.
+async fn next_data_batch(
+    stream: &mut tonic::Streaming<Batch>,
+    within: Duration,
+    what: impl Fn() -> String,
+) -> Batch {
+    loop {
+        let b = match tokio::time::timeout(within, stream.message()).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(other) => panic!("{}: the stream ended: {other:?}", what()),
+            Err(_) => panic!(
+                "{} was not delivered within {within:?} (a lost wake-up)",
+                what()
+            ),
+        };
+        assert!(b.losses.is_empty(), "{}: losses {:?}", what(), b.losses);
+        if !b.frames.is_empty() {
+            return b;
+        }
+    }
 }
