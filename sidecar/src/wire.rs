@@ -5,6 +5,8 @@
 //! numbers here must match `proto/ringside/v1/ringside.proto`; the unit tests
 //! in `batch.rs` decode our bytes with the prost-generated types to prove it.
 
+use std::ops::IndexMut;
+
 /// Wire type of varint fields (`uint64`, `uint32`, `bool`, enums).
 pub const WIRE_VARINT: u8 = 0;
 /// Wire type of 64-bit fixed fields (`fixed64`).
@@ -79,21 +81,13 @@ pub const fn varint_len(value: u64) -> usize {
 
 /// Writes `value` as a varint at the start of `out` and returns the number of
 /// bytes written. `out` must hold at least [`varint_len`]`(value)` bytes.
-pub fn write_varint(out: &mut [u8], mut value: u64) -> usize {
-    let mut i = 0;
-    while value >= 0x80 {
-        out[i] = (value as u8) | 0x80;
-        value >>= 7;
-        i += 1;
-    }
-    out[i] = value as u8;
-    i + 1
+pub fn write_varint(out: &mut [u8], value: u64) -> usize {
+    put_varint(out, 0, value)
 }
 
 /// Writes a varint field (key then value) and returns the bytes written.
 pub fn write_varint_field(out: &mut [u8], field: u32, value: u64) -> usize {
-    out[0] = key(field, WIRE_VARINT);
-    1 + write_varint(&mut out[1..], value)
+    put_varint_field(out, 0, field, value)
 }
 
 /// Encoded size of a varint field with a one-byte key.
@@ -104,8 +98,7 @@ pub const fn varint_field_len(value: u64) -> usize {
 /// Writes the key and length prefix of a length-delimited field and returns
 /// the bytes written.
 pub fn write_len_prefix(out: &mut [u8], field: u32, len: usize) -> usize {
-    out[0] = key(field, WIRE_LEN);
-    1 + write_varint(&mut out[1..], len as u64)
+    put_len_prefix(out, 0, field, len)
 }
 
 /// Encoded size of a length-delimited field with a one-byte key and `len`
@@ -114,11 +107,15 @@ pub const fn len_field_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
-/// Writes `value` as a varint into the fixed array `out` at `at` and returns the offset
-/// after it. The caller sizes `out` for the largest value (a fixed array lets the compiler
-/// keep the per-byte bounds check to a compare against a constant).
+/// Writes `value` as a varint into `out` at `at` and returns the offset after it. Generic
+/// over the buffer so that a caller with a fixed array (sized for the largest value) gets
+/// the per-byte bounds check compiled to a compare against a constant; the `write_*`
+/// functions are the same code on a slice.
 #[inline(always)]
-pub fn put_varint<const N: usize>(out: &mut [u8; N], mut at: usize, mut value: u64) -> usize {
+pub fn put_varint<B>(out: &mut B, mut at: usize, mut value: u64) -> usize
+where
+    B: IndexMut<usize, Output = u8> + ?Sized,
+{
     while value >= 0x80 {
         out[at] = (value as u8) | 0x80;
         value >>= 7;
@@ -128,26 +125,23 @@ pub fn put_varint<const N: usize>(out: &mut [u8; N], mut at: usize, mut value: u
     at + 1
 }
 
-/// [`write_varint_field`] into a fixed array at `at`; returns the offset after it.
+/// A varint field (key then value) at `at`; returns the offset after it.
 #[inline(always)]
-pub fn put_varint_field<const N: usize>(
-    out: &mut [u8; N],
-    at: usize,
-    field: u32,
-    value: u64,
-) -> usize {
+pub fn put_varint_field<B>(out: &mut B, at: usize, field: u32, value: u64) -> usize
+where
+    B: IndexMut<usize, Output = u8> + ?Sized,
+{
     out[at] = key(field, WIRE_VARINT);
     put_varint(out, at + 1, value)
 }
 
-/// [`write_len_prefix`] into a fixed array at `at`; returns the offset after it.
+/// The key and length prefix of a length-delimited field at `at`; returns the offset
+/// after it.
 #[inline(always)]
-pub fn put_len_prefix<const N: usize>(
-    out: &mut [u8; N],
-    at: usize,
-    field: u32,
-    len: usize,
-) -> usize {
+pub fn put_len_prefix<B>(out: &mut B, at: usize, field: u32, len: usize) -> usize
+where
+    B: IndexMut<usize, Output = u8> + ?Sized,
+{
     out[at] = key(field, WIRE_LEN);
     put_varint(out, at + 1, len as u64)
 }
