@@ -369,6 +369,11 @@ impl SubscriberSlots {
             let idle_ms = now.saturating_sub(mark_ms);
             if !s.reap_requested.load(Ordering::Relaxed) {
                 if idle_ms >= policy.timeout_ms {
+                    // Counted before the flag is raised: the stream can end (and a client
+                    // can ask Info) as soon as it sees the flag, and the count must not
+                    // lag what the client saw. The Release store publishes the count with
+                    // the flag to the stream task's Acquire load.
+                    self.reaped.fetch_add(1, Ordering::Relaxed);
                     s.reap_requested.store(true, Ordering::Release);
                     out.ended += 1;
                     tracing::warn!(
@@ -392,7 +397,6 @@ impl SubscriberSlots {
                 }
             }
         }
-        self.reaped.fetch_add(out.ended, Ordering::Relaxed);
         out
     }
 

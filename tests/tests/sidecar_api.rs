@@ -181,7 +181,12 @@ async fn stalled_reader_is_ended_with_its_resume_sequence() {
     loop {
         let i = info(&mut c).await;
         if i.subscribers_active == 0 {
-            assert_eq!(i.subscribers_reaped, 2, "{i:?}");
+            assert_eq!(
+                i.subscribers_reaped,
+                2,
+                "both slots are free, so both streams were ended by the reaper first: {i:?}\n{}",
+                sidecar.stderr()
+            );
             break;
         }
         assert!(
