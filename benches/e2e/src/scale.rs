@@ -129,6 +129,8 @@ struct SubOutcome {
     /// Sequence of the roll call frame, as received.
     idle_seq: Option<u64>,
     lost: u64,
+    /// Of `lost`, the frames lost because the subscriber fell a ring behind.
+    lost_lapped: u64,
     filtered: u64,
     discarded: u64,
     first_from: Option<u64>,
@@ -185,6 +187,7 @@ pub(crate) struct ScaleResult {
     pub(crate) attentive_complete: (usize, usize),
     pub(crate) attentive_frames: u64,
     pub(crate) attentive_lost: u64,
+    pub(crate) attentive_lost_lapped: u64,
     pub(crate) slow_exact: (usize, usize),
     pub(crate) slow_received: u64,
     pub(crate) slow_lost: u64,
@@ -412,6 +415,12 @@ fn absorb(out: &mut SubOutcome, b: &v1::Batch, kind: Kind, p: &Progress) {
     out.last_resume = Some(b.resume_seq);
     let lost: u64 = b.losses.iter().map(|l| l.frames).sum();
     out.lost += lost;
+    out.lost_lapped += b
+        .losses
+        .iter()
+        .filter(|l| l.reason == v1::LossReason::Lapped as i32)
+        .map(|l| l.frames)
+        .sum::<u64>();
     out.filtered += b.filtered;
     out.discarded += b.discarded;
     out.accounted += b.frames.len() as u64 + lost + b.filtered + b.discarded;
@@ -712,6 +721,7 @@ pub(crate) async fn run_scale(bins: &Bins, p: &ScaleParams, tmp: &Path) -> Scale
             Kind::Attentive => {
                 r.attentive_frames += o.frames_data;
                 r.attentive_lost += o.lost;
+                r.attentive_lost_lapped += o.lost_lapped;
                 att_ok += usize::from(o.frames_data == r.produced && o.lost == 0);
             }
             Kind::Slow => {
@@ -852,11 +862,12 @@ fn scale_section_body(r: &ScaleResult, command: &str) -> String {
         (
             "attentive subscribers with every data frame, no loss",
             format!(
-                "{} of {} ({} frames in total, {} lost)",
+                "{} of {} ({} frames in total, {} lost, {} of them lapped: their reader fell a ring behind)",
                 r.attentive_complete.0,
                 r.attentive_complete.1,
                 r.attentive_frames,
-                r.attentive_lost
+                r.attentive_lost,
+                r.attentive_lost_lapped
             ),
         ),
         (
