@@ -1042,9 +1042,17 @@ pub(crate) fn serving_goals(s: &Serving) -> String {
                     missing(ServeSystem::Preencoded, 1024)
                 ),
             };
+            let baseline_below_half = s
+                .row(ServeSystem::Preencoded, 1024, 1)
+                .is_some_and(|b| s.vs_tcp(b) < 0.5);
+            let ceiling = if tcp < 0.5 && baseline_below_half {
+                " The pre-encoded server, which does no work per frame, is below the 50% line too, so the ceiling here is tonic, HTTP/2 and the reader on the same cores rather than ringside's read path. Next step: split the reader's share from the server's with a reader that does not decode (the raw `h2` client of `--scale`), and let readers advertise larger HTTP/2 frames (SETTINGS_MAX_FRAME_SIZE is 16 KiB by default, so a 64 KiB batch goes out as four DATA frames)."
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "- Serving one subscriber, 1 KiB frames: {:.2} GiB/s of payload = {:.0}% of raw loopback TCP ({:.2} GiB/s; goal ≥ 50%: {}), and {base}. The reader decodes with prost in the harness process on the same 2 cores.",
+                "- Serving one subscriber, 1 KiB frames: {:.2} GiB/s of payload = {:.0}% of raw loopback TCP ({:.2} GiB/s; goal ≥ 50%: {}), and {base}. The reader decodes with prost in the harness process on the same 2 cores.{ceiling}",
                 r.bytes_s / (1u64 << 30) as f64,
                 100.0 * tcp,
                 s.tcp_gib_s,
@@ -1104,7 +1112,7 @@ pub(crate) fn serving_goals(s: &Serving) -> String {
                     if v >= 0.9 {
                         "met"
                     } else {
-                        "**not met**: unfiltered subscribers at the same place send one shared validated copy (docs/architecture.md), but each batch still costs its own HTTP/2 framing and socket write per subscriber, as in the baseline, plus the head and the chunk lookup"
+                        "**not met**: unfiltered subscribers at the same place send one shared validated copy (docs/architecture.md), but each batch still costs its own HTTP/2 framing and socket write per subscriber, as in the baseline, plus the head and the chunk lookup. Next step: count the shared-chunk hits in this scenario (`ringside_shared_batches_total` against the batches sent, from `--metrics-listen`) to see whether readers that start together stay together, and how much of the gap a miss costs"
                     }
                 )
             } else {
