@@ -242,3 +242,28 @@ pub(crate) fn spawn_server(
         }
     }
 }
+
+/// The Prometheus text a sidecar serves on `127.0.0.1:port` (`--metrics-listen`), read
+/// with one HTTP/1.0 GET.
+pub(crate) fn scrape_metrics(port: u16) -> Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// The sum of every series of metric `name` (all label sets) in Prometheus text.
+pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

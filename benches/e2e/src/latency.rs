@@ -46,14 +46,7 @@ impl Cause {
 
 /// Reads the sidecar's `/metrics` and returns the delay histogram per `after` label.
 fn scrape_causes(port: u16) -> Result<Vec<Cause>, String> {
-    use std::io::Write as _;
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let text = scrape_metrics(port)?;
     let mut causes: Vec<Cause> = Vec::new();
     let label = |line: &str, key: &str| -> Option<String> {
         let start = line.find(&format!("{key}=\""))? + key.len() + 2;

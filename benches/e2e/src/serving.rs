@@ -114,6 +114,11 @@ struct Rep {
     /// On-CPU nanoseconds summed over the server's threads (schedstat).
     cpu_ns: u64,
     max_batch: u64,
+    /// ringside's batches with frames over the repetition, as (all, sent from another
+    /// subscriber's shared chunk), from its metrics; `None` for the baseline. Counted
+    /// where they are sent: a subscriber that has read its share stops reading while
+    /// batches are still in flight to it.
+    batches: Option<(u64, u64)>,
 }
 
 /// One serving scenario (system, frame size, subscribers), over its repetitions.
@@ -138,6 +143,9 @@ pub(crate) struct ServeRow {
     pub(crate) cpu_cores: f64,
     /// Frames per batch (ringside: the largest batch received; baseline: as built).
     pub(crate) frames_per_batch: u64,
+    /// ringside: batches with frames sent over all repetitions, and how many of them
+    /// came from a shared chunk (`None` when not scraped).
+    pub(crate) batches: Option<(u64, u64)>,
     pub(crate) note: String,
 }
 
@@ -338,11 +346,23 @@ async fn read_target(
 }
 
 /// One repetition: `subs` subscribers on their own connections, started together.
-async fn one_rep(endpoint: &str, pid: u32, subs: usize, target: u64) -> Result<Rep, String> {
+async fn one_rep(t: &Target, subs: usize, target: u64) -> Result<Rep, String> {
+    let pid = t.pid;
     let mut chans = Vec::with_capacity(subs);
     for _ in 0..subs {
-        chans.push(reader_connect(endpoint).await?);
+        chans.push(reader_connect(&t.endpoint).await?);
     }
+    // Outside the measured window: one GET before and after.
+    let batches = |port: u16| {
+        scrape_metrics(port).ok().map(|text| {
+            (
+                // Recorded for every batch with frames, under each cause label.
+                metric_sum(&text, "ringside_batch_delay_seconds_count") as u64,
+                metric_sum(&text, "ringside_shared_batches_total") as u64,
+            )
+        })
+    };
+    let batches0 = t.metrics_port.and_then(batches);
     let go = Arc::new(tokio::sync::Barrier::new(subs + 1));
     let tasks: Vec<_> = chans
         .into_iter()
@@ -367,6 +387,7 @@ async fn one_rep(endpoint: &str, pid: u32, subs: usize, target: u64) -> Result<R
     if let Some(e) = err {
         return Err(e);
     }
+    let batches1 = t.metrics_port.and_then(batches);
     let first = reads.iter().map(|r| r.start).min().ok_or("no subscriber")?;
     let last = reads.iter().map(|r| r.end).max().ok_or("no subscriber")?;
     let mut per: Vec<f64> = reads
@@ -383,6 +404,9 @@ async fn one_rep(endpoint: &str, pid: u32, subs: usize, target: u64) -> Result<R
         cpu_ticks: t1.saturating_sub(t0),
         cpu_ns: ns1.saturating_sub(ns0),
         max_batch: reads.iter().map(|r| r.max_batch).max().unwrap_or(0),
+        batches: batches0
+            .zip(batches1)
+            .map(|((all0, sh0), (all1, sh1))| (all1.saturating_sub(all0), sh1.saturating_sub(sh0))),
     })
 }
 
@@ -422,8 +446,12 @@ fn fold(
         row.cpu_cores = cpu_s / secs;
     }
     row.frames_per_batch = done.iter().map(|r| r.max_batch).max().unwrap_or(0);
+    row.batches = done
+        .iter()
+        .map(|r| r.batches)
+        .try_fold((0u64, 0u64), |(a, s), b| b.map(|(ba, bs)| (a + ba, s + bs)));
     println!(
-        "[serving {} {} B x{}] {:.0} frames/s, {:.2} GiB/s payload (median of {}), per subscriber median {:.0} / min {:.0} frames/s; server CPU {:.0} ns/frame (utime+stime: {:.0}; {:.2} cores); up to {} frames/batch{}",
+        "[serving {} {} B x{}] {:.0} frames/s, {:.2} GiB/s payload (median of {}), per subscriber median {:.0} / min {:.0} frames/s; server CPU {:.0} ns/frame (utime+stime: {:.0}; {:.2} cores); up to {} frames/batch{}{}",
         row.system,
         frame,
         subs,
@@ -436,6 +464,10 @@ fn fold(
         row.cpu_ns_per_frame_stat,
         row.cpu_cores,
         row.frames_per_batch,
+        row.batches
+            .map_or_else(String::new, |(all, shared)| format!(
+                "; {shared} of {all} batches sent from a shared chunk"
+            )),
         if row.note.is_empty() {
             String::new()
         } else {
@@ -451,6 +483,8 @@ struct Target {
     system: ServeSystem,
     endpoint: String,
     pid: u32,
+    /// ringside's `--metrics-listen` port.
+    metrics_port: Option<u16>,
 }
 
 /// Runs `reps` repetitions of one scenario on every target, interleaved
@@ -470,7 +504,7 @@ async fn interleaved(
             if !notes[i].is_empty() {
                 continue;
             }
-            match one_rep(&t.endpoint, t.pid, subs, target).await {
+            match one_rep(t, subs, target).await {
                 Ok(r) => done[i].push(r),
                 Err(e) => notes[i] = e,
             }
@@ -509,11 +543,14 @@ async fn wait_no_subscribers(endpoint: &str) {
     }
 }
 
-/// Starts `ringside serve` for the serving scenarios.
+/// Starts `ringside serve` for the serving scenarios, with the Prometheus endpoint on
+/// `metrics_port` when given (the throughput scenarios read the shared-chunk count from
+/// it; the idle scenario runs without it, as a sidecar without `--metrics-listen` does).
 fn spawn_ringside(
     bins: &Bins,
     sp: &ServingParams,
     port: u16,
+    metrics_port: Option<u16>,
     socket: &Path,
     log: PathBuf,
 ) -> Server {
@@ -543,6 +580,11 @@ fn spawn_ringside(
         "--socket".into(),
         socket.display().to_string(),
     ])
+    .chain(
+        metrics_port
+            .into_iter()
+            .flat_map(|p| ["--metrics-listen".to_string(), format!("127.0.0.1:{p}")]),
+    )
     .collect();
     Server::spawn(None, &bins.ringside, &args, log)
 }
@@ -655,7 +697,8 @@ async fn frame_rows(
     let endpoint = format!("http://127.0.0.1:{port}");
     let socket = tmp.join(format!("serving-{frame}.sock"));
     let log = tmp.join(format!("serving-{frame}.log"));
-    let mut server = spawn_ringside(bins, sp, port, &socket, log);
+    let metrics_port = free_port();
+    let mut server = spawn_ringside(bins, sp, port, Some(metrics_port), &socket, log);
     if let Err(e) = server.wait_ready(port, Some(&socket)) {
         return failed_rows(frame, &format!("server did not start: {e}"));
     }
@@ -667,8 +710,9 @@ async fn frame_rows(
         system: ServeSystem::Ringside,
         endpoint: endpoint.clone(),
         pid: server.pid(),
+        metrics_port: Some(metrics_port),
     }];
-    let warm = one_rep(&endpoint, server.pid(), 1, retained).await;
+    let warm = one_rep(&targets[0], 1, retained).await;
     settle(&targets[0]).await;
     let mut rows = Vec::new();
     let mut baseline = None;
@@ -683,6 +727,7 @@ async fn frame_rows(
                         system: ServeSystem::Preencoded,
                         endpoint: format!("http://127.0.0.1:{bport}"),
                         pid: b.pid(),
+                        metrics_port: None,
                     });
                 }
                 Err(e) => rows.push(ServeRow {
@@ -757,7 +802,7 @@ async fn idle_ringside(bins: &Bins, sp: &ServingParams, tmp: &Path) -> IdleRow {
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let socket = tmp.join("idle.sock");
-    let mut server = spawn_ringside(bins, &small, port, &socket, tmp.join("idle.log"));
+    let mut server = spawn_ringside(bins, &small, port, None, &socket, tmp.join("idle.log"));
     if let Err(e) = server.wait_ready(port, Some(&socket)) {
         row.note = format!("server did not start: {e}");
         return row;
@@ -965,7 +1010,7 @@ pub(crate) fn serving_table(s: &Serving) -> String {
     }
     let _ = writeln!(
         t,
-        "\nringside: `serve --ring-size {} --max-payload {MAX_FRAME} --subscriber-buffer {SUBSCRIBER_BUFFER} --max-subscribers 128 --max-connections 128 --worker-threads 2`, filled once by `ringside load --rate 0 --size S --topics 4 --count <ring/S>` (the producer exits before anyone reads, so it does not compete for the 2 cores). Baseline: `preencoded-server` (`benches/naive/`), a plain tonic server (2 workers) that builds the same `Batch` messages once with prost (same payload size, 4 topics, and as many frames per batch as ringside's largest batch in an uncounted warm-up read in this run), keeps {} of them encoded in memory and streams them through a pass-through codec. Readers: tonic `RingsideClient`s in the harness process (same 2 cores), each on its own connection (configured as `ringside tail`: TCP_NODELAY, HTTP/2 windows 4 MiB per stream, 8 MiB per connection), decoding with prost, from `earliest`; with one subscriber it reads every frame the ring retains, with 100 each reads a fixed share ({} of 1 KiB, {} frames of 64 B), all started together. Both servers run side by side and their repetitions alternate. Rates are payload bytes and frames over the window from the first Subscribe call to the last subscriber's last frame; the median of {} repetitions (1 subscriber) or {} (100). Server CPU is the on-CPU time of the server's threads (`/proc/<pid>/task/*/schedstat`, ns resolution) over all repetitions' windows, per frame delivered; in brackets the same from utime+stime in `/proc/<pid>/stat`, whose 10 ms ticks make it coarse at these sizes. Raw loopback TCP: {:.2} GiB/s (the physical limits table, same run).",
+        "\nringside: `serve --ring-size {} --max-payload {MAX_FRAME} --subscriber-buffer {SUBSCRIBER_BUFFER} --max-subscribers 128 --max-connections 128 --worker-threads 2`, with `--metrics-listen` (read before and after each repetition for the shared-chunk count; per batch, not per frame), filled once by `ringside load --rate 0 --size S --topics 4 --count <ring/S>` (the producer exits before anyone reads, so it does not compete for the 2 cores). Baseline: `preencoded-server` (`benches/naive/`), a plain tonic server (2 workers) that builds the same `Batch` messages once with prost (same payload size, 4 topics, and as many frames per batch as ringside's largest batch in an uncounted warm-up read in this run), keeps {} of them encoded in memory and streams them through a pass-through codec. Readers: tonic `RingsideClient`s in the harness process (same 2 cores), each on its own connection (configured as `ringside tail`: TCP_NODELAY, HTTP/2 windows 4 MiB per stream, 8 MiB per connection), decoding with prost, from `earliest`; with one subscriber it reads every frame the ring retains, with 100 each reads a fixed share ({} of 1 KiB, {} frames of 64 B), all started together. Both servers run side by side and their repetitions alternate. Rates are payload bytes and frames over the window from the first Subscribe call to the last subscriber's last frame; the median of {} repetitions (1 subscriber) or {} (100). Server CPU is the on-CPU time of the server's threads (`/proc/<pid>/task/*/schedstat`, ns resolution) over all repetitions' windows, per frame delivered; in brackets the same from utime+stime in `/proc/<pid>/stat`, whose 10 ms ticks make it coarse at these sizes. Raw loopback TCP: {:.2} GiB/s (the physical limits table, same run).",
         s.params_ring,
         s.params_ring,
         mib(s.many_bytes_1k),
@@ -1015,6 +1060,17 @@ const IDLE_SETTLE: Duration = Duration::from_millis(300);
 const IDLE_GOAL_PCT: f64 = 0.1;
 
 /// The serving and idle goals of shared/BRIEF.md against this run (report lines).
+/// ", N of M batches (P%) sent from a shared chunk" for a ringside row that has the count.
+fn shared_share(r: &ServeRow) -> String {
+    match r.batches {
+        Some((all, shared)) if all > 0 => format!(
+            "; {shared} of the {all} batches it sent ({:.0}%) came from another subscriber's shared chunk (`ringside_shared_batches_total` against the batch count of `ringside_batch_delay_seconds`)",
+            100.0 * shared as f64 / all as f64
+        ),
+        _ => String::new(),
+    }
+}
+
 pub(crate) fn serving_goals(s: &Serving) -> String {
     let mut out = String::new();
     let yes = |b: bool| if b { "met" } else { "**not met**" };
@@ -1112,7 +1168,7 @@ pub(crate) fn serving_goals(s: &Serving) -> String {
                     if v >= 0.9 {
                         "met"
                     } else {
-                        "**not met**: unfiltered subscribers at the same place send one shared validated copy (docs/architecture.md), but each batch still costs its own HTTP/2 framing and socket write per subscriber, as in the baseline, plus the head and the chunk lookup. Next step: count the shared-chunk hits in this scenario (`ringside_shared_batches_total` against the batches sent, from `--metrics-listen`) to see whether readers that start together stay together, and how much of the gap a miss costs"
+                        "**not met**: unfiltered subscribers at the same place send one shared validated copy (docs/architecture.md), but each batch still costs its own HTTP/2 framing and socket write per subscriber, as in the baseline, plus the head and the chunk lookup; how many batches were shared follows. Next step: with most batches shared, what is left per subscriber is its batch head and its HTTP/2 write, the work the baseline does too; a `perf` profile of this scenario on a quiet machine would show where the rest of the gap sits"
                     }
                 )
             } else {
@@ -1120,9 +1176,10 @@ pub(crate) fn serving_goals(s: &Serving) -> String {
             };
             let _ = writeln!(
                 out,
-                "- 100 subscribers, {frame} B frames: {:.2} M frames/s in all, {v:.2}× the pre-encoded tonic server{goal}; server CPU {:.0} ns per frame.",
+                "- 100 subscribers, {frame} B frames: {:.2} M frames/s in all, {v:.2}× the pre-encoded tonic server{goal}; server CPU {:.0} ns per frame{}.",
                 r.frames_s / 1e6,
-                r.cpu_ns_per_frame
+                r.cpu_ns_per_frame,
+                shared_share(r)
             );
         }
     }
