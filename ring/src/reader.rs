@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::layout::{
     FRAME_ALIGN, FRAME_HEADER_LEN, FrameHeader, FrameMeta, HeaderCheck, MAX_TOPIC_LEN,
-    check_header, frame_check_body, frame_len, names_position, parse_frame_header,
+    check_header, frame_check_body, frame_header_from, frame_len, names_position,
+    parse_frame_header,
 };
 use crate::view::{RingView, Tail};
 
@@ -441,10 +442,13 @@ impl RingReader {
         for _ in 0..MAX_SKIPS_PER_READ {
             let step = self.read_one(sink);
             match step {
-                Step::Deliver(step) => match self.filter_skipped(step) {
+                // Only a loss can lie before the requested start (frames before it are
+                // skipped in `read_one`): the other steps go straight out.
+                Step::Deliver(ReadStep::Loss(loss)) => match self.filter_skipped(loss) {
                     Some(step) => return step,
                     None => continue,
                 },
+                Step::Deliver(step) => return step,
                 Step::Skipped => continue,
             }
         }
@@ -453,9 +457,9 @@ impl RingReader {
 
     /// Applies the start-position skip to a loss record: losses entirely before the
     /// requested start are not this subscriber's business. None = suppressed.
-    fn filter_skipped(&mut self, step: ReadStep) -> Option<ReadStep> {
-        match (self.skip, step) {
-            (Skip::BelowSeq(n), ReadStep::Loss(loss)) => {
+    fn filter_skipped(&mut self, loss: Loss) -> Option<ReadStep> {
+        match self.skip {
+            Skip::BelowSeq(n) => {
                 let end = loss.first_seq.saturating_add(loss.frames);
                 if end <= n {
                     return None;
@@ -467,8 +471,8 @@ impl RingReader {
                     ..loss
                 }))
             }
-            (Skip::BeforeTime(_), ReadStep::Loss(_)) => None,
-            (_, step) => Some(step),
+            Skip::BeforeTime(_) => None,
+            Skip::None => Some(ReadStep::Loss(loss)),
         }
     }
 
@@ -497,9 +501,7 @@ impl RingReader {
         }
         let mut header_bytes = [0u8; FRAME_HEADER_LEN];
         map.copy_out(self.pos, &mut header_bytes);
-        let Some(header) = parse_frame_header(&header_bytes) else {
-            return Step::Deliver(self.resync(tail, LossReason::Corrupt));
-        };
+        let header = frame_header_from(header_bytes);
         let kind = check_header(&header, self.pos, self.max_payload);
         let frame_len =
             frame_len(usize::from(header.topic_len), header.payload_len as usize) as u64;
