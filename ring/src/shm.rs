@@ -313,7 +313,7 @@ impl RingMapping {
     ///
     /// When `len` exceeds the capacity (internal misuse, never ring data: callers bound
     /// `len` by the validated max frame length), as [`copy_out`](Self::copy_out).
-    #[inline]
+    #[inline(always)]
     pub fn append_out(&self, position: u64, len: usize, dst: &mut bytes::BytesMut) {
         let src = self.at(position, len);
         dst.reserve(len);

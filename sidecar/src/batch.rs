@@ -261,11 +261,18 @@ impl BatchEncoder {
         capped.max(floor).max(self.last_resume.unwrap_or(0))
     }
 
-    #[inline]
+    /// Opens a batch unless one is open: the check inlined, the opening (once per batch)
+    /// out of line.
+    #[inline(always)]
     fn open_batch(&mut self) {
-        if self.open {
-            return;
+        if !self.open {
+            self.start_batch();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start_batch(&mut self) {
         self.buf.clear();
         self.buf.reserve(self.max_bytes);
         self.buf.extend_from_slice(&[0u8; GRPC_PREFIX_LEN]);
