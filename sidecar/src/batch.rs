@@ -120,12 +120,22 @@ const FRAME_PREFIX_ROOM: usize = 1 + 5 + 3 * (1 + MAX_VARINT_LEN) + (1 + 2) + (1
 const FRAME_FIELDS_AT: usize = 1 + 5;
 
 /// Moves the `t` topic bytes at `from` left to `to` (`to < from`, within `buf`). A topic of
-/// at most 16 bytes with 16 bytes of the buffer behind it (the payload follows it) moves as
-/// one 16-byte word: its first `t` bytes replace the destination's, whose other bytes are
+/// under 16 bytes with 16 bytes of the buffer behind it (the payload follows it) moves as
+/// one 16-byte word (under 8 bytes, one 8-byte word): its first `t` bytes replace the destination's, whose other bytes are
 /// kept (they lie in the gap the payload's key and length fill next, or in the topic's old
 /// place). No `memmove` call for the common short topic.
 #[inline(always)]
 fn move_topic(buf: &mut [u8], from: usize, to: usize, t: usize) {
+    if t < 8
+        && let Some(src) = buf.get(from..).and_then(<[u8]>::first_chunk::<8>)
+    {
+        let src = u64::from_le_bytes(*src);
+        if let Some(dst) = buf.get_mut(to..).and_then(<[u8]>::first_chunk_mut::<8>) {
+            let keep = u64::MAX << (8 * t);
+            *dst = ((src & !keep) | (u64::from_le_bytes(*dst) & keep)).to_le_bytes();
+            return;
+        }
+    }
     if t < 16
         && let Some(src) = buf.get(from..).and_then(<[u8]>::first_chunk::<16>)
     {
