@@ -607,6 +607,13 @@ pub fn check_header(header: &FrameHeader, position: u64, max_payload: u32) -> He
     }
 }
 
+/// A frame header from exactly [`FRAME_HEADER_LEN`] bytes: infallible (every bit pattern
+/// is a header; [`check_header`] judges it), and a plain move, with no length check.
+#[inline]
+pub fn frame_header_from(bytes: [u8; FRAME_HEADER_LEN]) -> FrameHeader {
+    zerocopy::transmute!(bytes)
+}
+
 /// Reads a frame header from the first [`FRAME_HEADER_LEN`] bytes of `bytes`.
 pub fn parse_frame_header(bytes: &[u8]) -> Option<FrameHeader> {
     FrameHeader::read_from_prefix(bytes).ok().map(|(h, _)| h)

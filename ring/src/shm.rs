@@ -290,6 +290,9 @@ impl RingMapping {
     ///
     /// The bytes may be changing under us (other processes write the ring); the copy may be
     /// torn. Callers must re-check the claim counter afterwards and validate the copy.
+    /// Inlined, so that a fixed-size copy (a frame header) compiles to a few moves instead
+    /// of a `memcpy` call.
+    #[inline]
     pub fn copy_out(&self, position: u64, dst: &mut [u8]) {
         let src = self.at(position, dst.len());
         // SAFETY: src..src+len is inside the mapping (see `at`), dst is a distinct local
@@ -310,6 +313,7 @@ impl RingMapping {
     ///
     /// When `len` exceeds the capacity (internal misuse, never ring data: callers bound
     /// `len` by the validated max frame length), as [`copy_out`](Self::copy_out).
+    #[inline(always)]
     pub fn append_out(&self, position: u64, len: usize, dst: &mut bytes::BytesMut) {
         let src = self.at(position, len);
         dst.reserve(len);

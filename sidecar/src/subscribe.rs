@@ -354,12 +354,14 @@ impl FrameSink for Sink<'_> {
         !self.filter.is_all()
     }
 
+    #[inline]
     fn begin(&mut self, meta: &FrameMeta) -> Option<&mut BytesMut> {
         let buf = self.enc.begin_frame(meta);
         self.full = buf.is_none();
         buf
     }
 
+    #[inline]
     fn commit(&mut self, _meta: &FrameMeta) {
         self.dropped = !self.enc.commit_frame();
     }

@@ -125,6 +125,43 @@ where
     at + 1
 }
 
+/// The low 56 bits of `value` spread into 8 bytes of 7 bits each (group `k`, bits
+/// `7k..7k+7`, to byte `k`), continuation bits clear: a varint's bytes without their tags.
+#[inline(always)]
+const fn spread7(value: u64) -> u64 {
+    // Groups 4..7 move up 4 bits, then groups 2, 3 (of each 32-bit half) 2 bits, then the
+    // odd groups (of each 16-bit quarter) 1 bit: each group moves by its index.
+    let v = (value & 0x0000_0000_0FFF_FFFF) | ((value & 0x00FF_FFFF_F000_0000) << 4);
+    let v = (v & 0x0000_3FFF_0000_3FFF) | ((v & 0x0FFF_C000_0FFF_C000) << 2);
+    (v & 0x007F_007F_007F_007F) | ((v & 0x3F80_3F80_3F80_3F80) << 1)
+}
+
+/// [`put_varint`] for fields written in sequence into a scratch array: a value of 2 to 8
+/// varint bytes is written with one 8-byte store (no loop, one bounds check), a larger one
+/// (a nanosecond timestamp takes 9) with one store and one or two bytes. It may overwrite
+/// up to 8 bytes from `at` beyond the varint's end (inside `out`), so use it only where
+/// the next write starts at the returned offset or those bytes are scratch. Falls back to
+/// [`put_varint`] when `out` has fewer than 8 bytes from `at`.
+#[inline(always)]
+pub fn put_varint_run(out: &mut [u8], at: usize, value: u64) -> usize {
+    if value < 0x80 {
+        out[at] = value as u8;
+        return at + 1;
+    }
+    let Some(word) = out.get_mut(at..at + 8) else {
+        return put_varint(out, at, value);
+    };
+    if value < 1 << 56 {
+        let len = varint_len(value);
+        // Continuation bits on every byte but the last (len is 2..=8 here).
+        let more = 0x8080_8080_8080_8080 & ((1u64 << (8 * (len - 1))) - 1);
+        word.copy_from_slice(&(spread7(value) | more).to_le_bytes());
+        return at + len;
+    }
+    word.copy_from_slice(&(spread7(value) | 0x8080_8080_8080_8080).to_le_bytes());
+    put_varint(out, at + 8, value >> 56)
+}
+
 /// A varint field (key then value) at `at`; returns the offset after it.
 #[inline(always)]
 pub fn put_varint_field<B>(out: &mut B, at: usize, field: u32, value: u64) -> usize
@@ -149,6 +186,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varint_run_writes_the_same_bytes() {
+        let mut values = vec![0u64, 1, 127, 128, 255, 300, 16_383, 16_384, u64::MAX];
+        for bits in 1..64 {
+            values.extend([(1u64 << bits) - 1, 1u64 << bits, (1u64 << bits) + 1]);
+        }
+        values.push(1_764_770_000_123_456_789);
+        for v in values {
+            let mut want = [0u8; MAX_VARINT_LEN];
+            let n = write_varint(&mut want, v);
+            // Room for the 8-byte store, and exactly the varint's room (the fallback).
+            for room in [n + 8, n] {
+                let mut got = vec![0xEEu8; room + 2];
+                let end = put_varint_run(&mut got[..room + 1], 1, v);
+                assert_eq!(end, 1 + n, "{v}: length");
+                assert_eq!(&got[1..1 + n], &want[..n], "{v}: bytes (room {room})");
+                assert_eq!(got[0], 0xEE, "{v}: nothing before `at`");
+                assert_eq!(got[room + 1], 0xEE, "{v}: nothing past `out`");
+            }
+        }
+    }
 
     #[test]
     fn varint_lengths_match_prost() {
