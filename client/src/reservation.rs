@@ -47,7 +47,7 @@ pub struct Reservation {
 }
 
 impl<'p> BorrowedReservation<'p> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(
         shared: &'p Shared,
         ring: &'p WritableRing,
@@ -63,7 +63,8 @@ impl<'p> BorrowedReservation<'p> {
     }
 
     /// Publishes the frame.
-    #[inline]
+    // Always inlined, as `Producer::reserve_borrowed`: the reservation stays in registers.
+    #[inline(always)]
     pub fn commit(mut self) {
         if let Some(frame) = self.frame.take() {
             let len = frame.payload_len();
@@ -179,14 +180,14 @@ fn discard(shared: &Shared, ring: Option<&WritableRing>, claim: Claim, timestamp
 
 impl std::ops::Deref for BorrowedReservation<'_> {
     type Target = [u8];
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &[u8] {
         self.frame.as_ref().map_or(&[], ClaimedFrame::payload)
     }
 }
 
 impl std::ops::DerefMut for BorrowedReservation<'_> {
-    #[inline]
+    #[inline(always)]
     fn deref_mut(&mut self) -> &mut [u8] {
         self.frame
             .as_mut()
