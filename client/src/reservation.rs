@@ -47,7 +47,7 @@ pub struct Reservation {
 }
 
 impl<'p> BorrowedReservation<'p> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(
         shared: &'p Shared,
         ring: &'p WritableRing,
@@ -63,7 +63,8 @@ impl<'p> BorrowedReservation<'p> {
     }
 
     /// Publishes the frame.
-    #[inline]
+    // Always inlined, as `Producer::reserve_borrowed`: the reservation stays in registers.
+    #[inline(always)]
     pub fn commit(mut self) {
         if let Some(frame) = self.frame.take() {
             let len = frame.payload_len();
@@ -84,17 +85,30 @@ impl<'p> BorrowedReservation<'p> {
         self.timestamp_ns = timestamp_ns;
     }
 
-    #[inline]
+    /// Publishes the frame as discarded if it is still held. Inlined down to a test, with
+    /// the work out of line ([`discard_borrowed`]) and the fields passed by value: so the
+    /// drop glue (which unwinding paths call with the reservation's address) stays small
+    /// enough to inline, the reservation's address never escapes, and the compiler keeps
+    /// its fields in registers across the caller's fill instead of moving the struct
+    /// through the stack.
+    #[inline(always)]
     fn discard_frame(&mut self) {
         if let Some(frame) = self.frame.take() {
-            self.ring
-                .discard_frame(frame, fields(self.shared, self.timestamp_ns));
-            self.shared
-                .counters
-                .discarded
-                .fetch_add(1, Ordering::Relaxed);
+            discard_borrowed(self.shared, self.ring, frame, self.timestamp_ns);
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn discard_borrowed(
+    shared: &Shared,
+    ring: &WritableRing,
+    frame: ClaimedFrame<'_>,
+    timestamp_ns: u64,
+) {
+    ring.discard_frame(frame, fields(shared, timestamp_ns));
+    shared.counters.discarded.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Reservation {
@@ -166,14 +180,14 @@ fn discard(shared: &Shared, ring: Option<&WritableRing>, claim: Claim, timestamp
 
 impl std::ops::Deref for BorrowedReservation<'_> {
     type Target = [u8];
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &[u8] {
         self.frame.as_ref().map_or(&[], ClaimedFrame::payload)
     }
 }
 
 impl std::ops::DerefMut for BorrowedReservation<'_> {
-    #[inline]
+    #[inline(always)]
     fn deref_mut(&mut self) -> &mut [u8] {
         self.frame
             .as_mut()
@@ -182,7 +196,7 @@ impl std::ops::DerefMut for BorrowedReservation<'_> {
 }
 
 impl Drop for BorrowedReservation<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.discard_frame();
     }

@@ -83,13 +83,13 @@ pub struct ClaimedFrame<'r> {
 
 impl ClaimedFrame<'_> {
     /// The frame's payload bytes in the ring.
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         self.payload
     }
 
     /// The frame's payload bytes in the ring, to fill.
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         self.payload
     }
@@ -102,7 +102,7 @@ impl ClaimedFrame<'_> {
 
     /// Gives up the borrowed bytes, keeping the claim (to publish with
     /// [`WritableRing::publish`]).
-    #[inline]
+    #[inline(always)]
     pub fn into_claim(self) -> Claim {
         Claim {
             pos: self.pos,
@@ -197,7 +197,7 @@ impl WritableRing {
 
     /// Claims a frame for `topic` and a `payload_len`-byte payload (as [`Self::claim`]), writes
     /// the topic, and lends out the payload bytes. The caller has checked both lengths.
-    #[inline]
+    #[inline(always)]
     pub fn claim_frame(&self, topic: &[u8], payload_len: usize) -> ClaimedFrame<'_> {
         let (claim, payload) = self.claim_body(topic, payload_len);
         ClaimedFrame {
@@ -222,7 +222,7 @@ impl WritableRing {
     // The view is unique because the claim just made here is: each call claims a range no
     // one else holds (as in `RingMapping::slice_mut`), not because of `&self`.
     #[allow(clippy::mut_from_ref)]
-    #[inline]
+    #[inline(always)]
     fn claim_body(&self, topic: &[u8], payload_len: usize) -> (Claim, &mut [u8]) {
         let claim = self.claim(topic.len(), payload_len);
         self.map
@@ -283,7 +283,7 @@ impl WritableRing {
     /// ring and its topic as claimed (a short topic from the words taken at claim time, a
     /// longer one from the ring), then the header is written and the commit word stored
     /// (Release).
-    #[inline]
+    #[inline(always)]
     pub fn publish_frame(&self, frame: ClaimedFrame<'_>, fields: FrameHeaderFields) {
         let hash = payload_hash(fields.flags, frame.payload);
         let short_topic = frame.short_topic;
