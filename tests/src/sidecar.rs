@@ -163,7 +163,7 @@ impl Sidecar {
             .arg("--listen")
             .arg(addr.to_string())
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,ringside_sidecar=debug,hyper=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

@@ -181,12 +181,22 @@ async fn stalled_reader_is_ended_with_its_resume_sequence() {
     loop {
         let i = info(&mut c).await;
         if i.subscribers_active == 0 {
-            assert_eq!(
-                i.subscribers_reaped,
-                2,
-                "both slots are free, so both streams were ended by the reaper first: {i:?}\n{}",
-                sidecar.stderr()
-            );
+            if i.subscribers_reaped != 2 {
+                // Which stream was not the reaper's: how `gone`'s ended tells.
+                let mut sb = sb;
+                let mut frames = 0;
+                let gone_end = loop {
+                    match tokio::time::timeout(Duration::from_secs(2), sb.message()).await {
+                        Ok(Ok(Some(b))) => frames += b.frames.len(),
+                        other => break format!("after {frames} frames: {other:?}"),
+                    }
+                };
+                panic!(
+                    "both slots are free, so both streams should have been ended by the reaper, but {} were: {i:?}\nthe never-read stream ended {gone_end}\n{}",
+                    i.subscribers_reaped,
+                    sidecar.stderr()
+                );
+            }
             break;
         }
         assert!(
@@ -253,6 +263,27 @@ async fn health_tells_the_truth_until_exit() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     signal(&sidecar.child, libc::SIGTERM);
     let signalled = Instant::now();
+    // The signal is delivered and handled asynchronously: a Check in between may still
+    // say SERVING. Once one says NOT_SERVING (within a second), every later one must.
+    loop {
+        let status = tokio::time::timeout(
+            Duration::from_secs(1),
+            HealthClient::new(ch.clone()).check(HealthCheckRequest {
+                service: String::new(),
+            }),
+        )
+        .await;
+        if let Ok(Ok(resp)) = &status
+            && resp.get_ref().status == ServingStatus::NotServing as i32
+        {
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "still not NOT_SERVING 1 s after SIGTERM: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut answered = 0;
     while signalled.elapsed() < Duration::from_secs(3) {
         for name in ["", ringside_proto::SERVICE_NAME] {
@@ -677,13 +708,17 @@ async fn info_rates_reach_zero_when_ingest_stops() {
 
 /// A raw HTTP/1.1 exchange: `request` (headers and body), the whole response back.
 fn http1(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.write_all(request).expect("write");
+    try_http1(addr, request).expect("HTTP/1.1 exchange")
+}
+
+/// [`http1`], with a connection that could not be made (or written) as an error.
+fn try_http1(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(request)?;
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The value of a response header (case-insensitive name), if present.
@@ -787,21 +822,40 @@ fn grpc_web_cors_for_allowed_origins() {
 #[test]
 fn metrics_series_are_registered_at_start() {
     let dir = TempDir::new("metrics");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _sidecar = Sidecar::start(&dir, &["--metrics-listen", &listen]);
-    let addr: SocketAddr = listen.parse().expect("addr");
+    // The exporter's port is picked free here and bound by the sidecar a moment later;
+    // another test taking it in between makes the sidecar exit with "cannot start the
+    // Prometheus exporter": then pick another, up to three times.
+    let mut attempt = 0;
+    let (mut sidecar, addr) = loop {
+        attempt += 1;
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut sidecar = Sidecar::start(&dir, &["--metrics-listen", &addr.to_string()]);
+        std::thread::sleep(Duration::from_millis(200));
+        match sidecar.child.try_wait() {
+            Ok(Some(_))
+                if attempt < 3
+                    && sidecar
+                        .stderr()
+                        .contains("cannot start the Prometheus exporter") => {}
+            _ => break (sidecar, addr),
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
-        let r = http1(
+        let r = try_http1(
             addr,
             format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         );
-        if r.starts_with("HTTP/1.1 200") || Instant::now() > deadline {
-            break r;
+        match r {
+            Ok(r) if r.starts_with("HTTP/1.1 200") => break r,
+            _ if Instant::now() > deadline => panic!(
+                "no metrics on {addr} after 10 s ({r:?}); sidecar alive: {:?}\n{}",
+                sidecar.child.try_wait(),
+                sidecar.stderr()
+            ),
+            _ => std::thread::sleep(Duration::from_millis(100)),
         }
-        std::thread::sleep(Duration::from_millis(100));
     };
     let mut missing = Vec::new();
     for name in ringside_sidecar::metrics::COUNTERS {
