@@ -121,9 +121,11 @@ const FRAME_FIELDS_AT: usize = 1 + 5;
 
 /// Moves the `t` topic bytes at `from` left to `to` (`to < from`, within `buf`). A topic of
 /// under 16 bytes with 16 bytes of the buffer behind it (the payload follows it) moves as
-/// one 16-byte word (under 8 bytes, one 8-byte word): its first `t` bytes replace the destination's, whose other bytes are
-/// kept (they lie in the gap the payload's key and length fill next, or in the topic's old
-/// place). No `memmove` call for the common short topic.
+/// one 16-byte word (under 8 bytes, one 8-byte word): its first `t` bytes replace the
+/// destination's, whose other bytes are kept (they lie in the gap the payload's key and
+/// length fill next, or in the topic's old place). No `memmove` call for the common short
+/// topic. The two word sizes are spelled out rather than made generic: `u64` and `u128`
+/// share no trait for the masks in std.
 #[inline(always)]
 fn move_topic(buf: &mut [u8], from: usize, to: usize, t: usize) {
     if t < 8
