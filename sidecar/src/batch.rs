@@ -165,6 +165,9 @@ pub struct BatchEncoder {
     losses_written: u32,
     /// Losses seen but not yet written (merged while contiguous).
     pending_loss: Option<LossRun>,
+    /// The pending loss is stale (see `passed_end`): it merges only with stale runs, so a
+    /// run never straddles sequences passed and sequences not yet accounted.
+    pending_stale: bool,
     /// The pending loss must start the next batch (it came after frames).
     loss_ends_batch: bool,
     cur: Option<OpenFrame>,
@@ -179,6 +182,15 @@ pub struct BatchEncoder {
     discarded: u64,
     /// One past the last frame in the open batch.
     frames_end: Option<u64>,
+    /// One past the last sequence the current range accounts for so far with filtered and
+    /// discarded counts and losses written (frames: `frames_end`, kept apart to keep the
+    /// per-frame path short): the next `resume_seq` is never below either.
+    range_end: Option<u64>,
+    /// With `frames_end`: one past the last sequence of anything recorded on this stream
+    /// (including a loss not written yet, and ranges taken from shared chunks). A loss that
+    /// starts below it is stale: it names a sequence already passed (only after a forged
+    /// claim word, ring-format.md §5.1).
+    passed_end: u64,
     /// `resume_seq` of the last batch.
     last_resume: Option<u64>,
     /// Timestamp of the open batch's first frame.
@@ -205,6 +217,7 @@ impl BatchEncoder {
             frames: 0,
             losses_written: 0,
             pending_loss: None,
+            pending_stale: false,
             loss_ends_batch: false,
             cur: None,
             payload_bytes: 0,
@@ -212,6 +225,8 @@ impl BatchEncoder {
             filtered: 0,
             discarded: 0,
             frames_end: None,
+            range_end: None,
+            passed_end: 0,
             last_resume: None,
             first_ts: 0,
         }
@@ -248,12 +263,21 @@ impl BatchEncoder {
     pub fn count_filtered(&mut self, seq: u64) {
         self.from.get_or_insert(seq);
         self.filtered += 1;
+        self.accounted(seq.saturating_add(1));
     }
 
     /// Counts a discarded reservation the reader passed.
     pub fn count_discarded(&mut self, seq: u64) {
         self.from.get_or_insert(seq);
         self.discarded += 1;
+        self.accounted(seq.saturating_add(1));
+    }
+
+    /// The current range accounts for every sequence below `end`.
+    #[inline]
+    fn accounted(&mut self, end: u64) {
+        self.range_end = Some(self.range_end.map_or(end, |e| e.max(end)));
+        self.passed_end = self.passed_end.max(end);
     }
 
     /// The sequence a client must resume from if the stream ended now, with the
@@ -261,8 +285,11 @@ impl BatchEncoder {
     /// behind the last batch's.
     pub fn resume_point(&self, next_seq: u64) -> u64 {
         let from = self.from.unwrap_or(next_seq);
-        // Frames in the open batch are delivered with it: never resume before them.
-        let floor = from.max(self.frames_end.unwrap_or(0));
+        // What the range counted (frames in the open batch, filtered and discarded counts,
+        // losses written) is delivered with it: never resume before it.
+        let floor = from
+            .max(self.range_end.unwrap_or(0))
+            .max(self.frames_end.unwrap_or(0));
         // A loss not written yet must be reported again after a resume, so the resume
         // point stays at it, unless it names sequences already passed (only after a forged
         // claim word, ring-format.md §5.1 step 4): then it cannot be re-read anyway.
@@ -354,9 +381,17 @@ impl BatchEncoder {
         if loss.frames == 0 {
             return;
         }
+        // A stale loss (under sequences already passed) is reported below the range of the
+        // batch it comes in, never inside a range that may count its sequences already: in
+        // the current batch when its range starts at or after the loss's end, else in the
+        // next one (the current batch then closes first, whatever it holds).
+        let stale = loss.first_seq < self.passed_end.max(self.frames_end.unwrap_or(0));
+        let end = loss.first_seq.saturating_add(loss.frames);
+        let next_range = stale && self.from.is_some_and(|from| from < end);
         self.from.get_or_insert(loss.first_seq);
+        self.passed_end = self.passed_end.max(end);
         if let Some(p) = &mut self.pending_loss {
-            if p.try_merge(&loss) {
+            if !next_range && self.pending_stale == stale && p.try_merge(&loss) {
                 return;
             }
             // A different run while one is pending: write the older one now.
@@ -366,7 +401,8 @@ impl BatchEncoder {
             self.flush_loss();
         }
         self.pending_loss = Some(loss);
-        if self.frames > 0 {
+        self.pending_stale = stale;
+        if self.frames > 0 || next_range {
             self.loss_ends_batch = true;
         }
     }
@@ -390,6 +426,7 @@ impl BatchEncoder {
         n += wire::write_varint_field(&mut tmp[n..], wire::loss::FIRST_SEQ, loss.first_seq);
         self.buf.extend_from_slice(&tmp[..n]);
         self.losses_written += 1;
+        self.accounted(loss.first_seq.saturating_add(loss.frames));
     }
 
     /// Starts a frame and returns the buffer the reader appends exactly
@@ -513,6 +550,8 @@ impl BatchEncoder {
         }
         self.last_resume = Some(resume);
         self.from = Some(resume);
+        self.range_end = None;
+        self.passed_end = self.passed_end.max(resume);
         self.filtered = 0;
         self.discarded = 0;
         n
@@ -612,7 +651,8 @@ impl BatchEncoder {
         }
         let content = self.open && (self.frames > 0 || self.losses_written > 0);
         let counts = self.filtered > 0 || self.discarded > 0;
-        let send = content || (progress && counts);
+        // Counts a stale loss waits behind go out now: the loss needs a range of its own.
+        let send = content || (counts && (progress || self.loss_ends_batch));
         if !send {
             self.reset_counts();
             return None;
@@ -725,6 +765,62 @@ mod tests {
             .map(|l| l.frames)
             .sum();
         b.frames.len() as u64 + lost + b.filtered + b.discarded
+    }
+
+    /// A discarded reservation after the last frame, then a loss under a sequence already
+    /// passed (a frame a forged claim word made reuse an old sequence, reported as corrupt
+    /// under it): the batch still resumes after the discard it counts, and the stale loss
+    /// goes out in the next batch, outside its range. Before, the stale loss capped
+    /// `resume_seq` at the last frame, so a batch counted a discard past its own range
+    /// and the next batch covered that sequence with nothing (seen once in chaos).
+    #[test]
+    fn a_stale_loss_after_a_discard_keeps_the_discard_in_range() {
+        let mut enc = BatchEncoder::new(1, 64 * 1024, 0, 255, 1024);
+        for seq in 100..116 {
+            assert!(put(&mut enc, seq, "t", b"x"));
+        }
+        enc.count_discarded(116);
+        enc.record_loss(LossRun {
+            reason: LossReason::Corrupt,
+            frames: 1,
+            first_seq: 110,
+        });
+        assert!(!enc.has_room(), "the stale loss ends the batch");
+        let first = decode(&enc.finish(117, false).expect("frames"));
+        assert_eq!((first.from_seq, first.resume_seq), (100, 117));
+        assert_eq!((first.frames.len(), first.discarded), (16, 1));
+        assert_eq!(accounted(&first), first.resume_seq - first.from_seq);
+        let second = decode(&enc.finish(117, false).expect("the stale loss"));
+        assert_eq!((second.from_seq, second.resume_seq), (117, 117));
+        assert_eq!(second.losses.len(), 1);
+        assert_eq!(second.losses[0].first_seq, 110);
+        assert_eq!(accounted(&second), 0, "the stale loss is outside the range");
+    }
+
+    /// A stale loss after counts only (no frame in the range): the counts go out in a batch
+    /// of their own first, so the stale loss never lands inside a range that counted its
+    /// sequence already.
+    #[test]
+    fn a_stale_loss_after_counts_only_closes_their_range_first() {
+        let mut enc = BatchEncoder::new(1, 64 * 1024, 0, 255, 1024);
+        for seq in 100..110 {
+            enc.count_discarded(seq);
+        }
+        enc.record_loss(LossRun {
+            reason: LossReason::Corrupt,
+            frames: 1,
+            first_seq: 105,
+        });
+        let first = decode(&enc.finish(110, false).expect("the counts, without waiting"));
+        assert_eq!(
+            (first.from_seq, first.resume_seq, first.discarded),
+            (100, 110, 10)
+        );
+        assert!(first.losses.is_empty());
+        let second = decode(&enc.finish(110, false).expect("the stale loss"));
+        assert_eq!((second.from_seq, second.resume_seq), (110, 110));
+        assert_eq!(second.losses[0].first_seq, 105);
+        assert_eq!(accounted(&second), 0);
     }
 
     #[test]
@@ -876,6 +972,9 @@ mod tests {
         Filtered,
         Discarded,
         Progress,
+        /// A corrupt frame under a sequence this many back (a reused sequence after a
+        /// forged claim word): a loss below what was passed.
+        Stale(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -887,6 +986,7 @@ mod tests {
             1 => Just(Op::Filtered),
             1 => Just(Op::Discarded),
             1 => Just(Op::Progress),
+            1 => (1u64..40).prop_map(Op::Stale),
         ]
     }
 
@@ -899,6 +999,8 @@ mod tests {
         discarded: u64,
         /// `resume_seq` of the last chunk: the next chunk's `from_seq`.
         resume: Option<u64>,
+        /// The highest `resume_seq` so far.
+        passed: u64,
     }
 
     proptest! {
@@ -925,6 +1027,14 @@ mod tests {
                     }
                     prop_assert!(b.resume_seq >= b.from_seq);
                     prop_assert_eq!(accounted(&b), b.resume_seq - b.from_seq);
+                    // Every stale loss (under a sequence already passed) lies below the
+                    // range of the batch it comes in: nothing is counted twice.
+                    for l in &b.losses {
+                        if l.first_seq < got.passed {
+                            prop_assert!(l.first_seq + l.frames <= b.from_seq, "stale loss {l:?} outside [{}, {})", b.from_seq, b.resume_seq);
+                        }
+                    }
+                    got.passed = got.passed.max(b.resume_seq);
                     got.resume = Some(b.resume_seq);
                     got.lost += b.losses.iter().map(|l| l.frames).sum::<u64>();
                     got.filtered += b.filtered;
@@ -977,6 +1087,12 @@ mod tests {
                         seq += 1;
                     }
                     Op::Progress => drain(&mut enc, seq, true, &mut got)?,
+                    Op::Stale(back) => {
+                        if seq >= first + back {
+                            enc.record_loss(LossRun { reason: LossReason::Corrupt, frames: 1, first_seq: seq - back });
+                            want_lost += 1;
+                        }
+                    }
                 }
             }
             // Flush everything, including a loss that waits for the next batch.
