@@ -368,6 +368,7 @@ impl StreamReader {
             from_seq: first,
             filtered: 0,
             discarded: 0,
+            filler: Default::default(),
         };
         match rec {
             Record::Frame { frame, .. } => {

@@ -125,6 +125,7 @@ impl OutRecord {
             from_seq: first,
             filtered: 0,
             discarded: 0,
+            filler: Default::default(),
         };
         let mut r = OutRecord::new(
             Kind::Batch,

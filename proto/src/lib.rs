@@ -99,6 +99,7 @@ mod tests {
             from_seq: 1,
             filtered: 3,
             discarded: 4,
+            filler: vec![0; 3],
         };
         let enc = b.encode_to_vec();
         assert_eq!(Batch::decode(enc.as_slice()).expect("decodes"), b);

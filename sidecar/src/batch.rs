@@ -89,9 +89,49 @@ const HEADER_LEN: usize = GRPC_PREFIX_LEN + 1 + 8;
 pub const MAX_FRAME_OVERHEAD: usize =
     2 + 5 + (1 + MAX_VARINT_LEN) * 2 + (1 + 5) + (1 + 2) + (1 + 5);
 
+/// The smallest gRPC message (prefix included) the encoder makes: a smaller batch is padded
+/// with a `filler` field up to this size (see the proto). Rust's h2 client charges each
+/// DATA frame under 256 bytes that its application has not read yet `256 - len` bytes
+/// against a budget of `max(connection window / 2, 25,600)`, and closes the connection
+/// (GOAWAY ENHANCE_YOUR_CALM) when it runs out. A client that pauses on a quiet stream
+/// holds at most a window of unread frames: at 192 bytes or more each, at most a window's
+/// `64 / 192` (a third), inside the budget. Batches of a busy stream are far larger.
+pub const MIN_MESSAGE_LEN: usize = 192;
+
+/// A shared chunk smaller than this is copied behind its head into one DATA frame (see
+/// [`BatchEncoder::shared_head`]); a larger one is sent as it is (no copy) behind a separate
+/// head. The head alone (under 60 bytes) is charged about 200 bytes by an h2 client's
+/// small-frame budget while unread (see [`MIN_MESSAGE_LEN`]); a DATA frame of this size or
+/// more pays 768 or more back, so a head with its large chunk never draws on the budget.
+/// The copy is at most this many bytes, inside the batch the subscriber's budget term
+/// counts.
+pub const SEPARATE_CHUNK_MIN: usize = 1024;
+
+/// Bytes a `filler` field adds to a message of `len` bytes to make it
+/// [`MIN_MESSAGE_LEN`] long (one more when its length takes two varint bytes), or 0.
+fn filler_len(len: usize) -> usize {
+    let short = MIN_MESSAGE_LEN.saturating_sub(len);
+    if short == 0 {
+        return 0;
+    }
+    let body = short.saturating_sub(2);
+    1 + wire::varint_len(body as u64) + body
+}
+
+/// Writes a `filler` field of exactly `n` bytes ([`filler_len`]) to the start of `out`.
+fn write_filler(out: &mut [u8], n: usize) {
+    if n == 0 {
+        return;
+    }
+    let body = n - 1 - wire::varint_len(n.saturating_sub(2) as u64);
+    let at = wire::write_len_prefix(out, wire::batch::FILLER, body);
+    out[at..n].fill(0);
+}
+
 /// Smallest useful batch: header, one loss, one maximum frame, trailer.
 pub fn min_batch_bytes(max_topic: usize, max_payload: usize) -> usize {
-    HEADER_LEN + MAX_LOSS_LEN + MAX_FRAME_OVERHEAD + max_topic + max_payload + MAX_TRAILER_LEN
+    (HEADER_LEN + MAX_LOSS_LEN + MAX_FRAME_OVERHEAD + max_topic + max_payload + MAX_TRAILER_LEN)
+        .max(MIN_MESSAGE_LEN + 1)
 }
 
 /// Where the frame being copied sits in the buffer.
@@ -603,22 +643,24 @@ impl BatchEncoder {
         })
     }
 
-    /// Closes a batch whose frames come from a shared chunk instead of this encoder's
-    /// buffer, and returns its head: the gRPC prefix (its length counts the `frames_len`
-    /// bytes of frame entries that follow the head on the wire), `ring_id`, and the
+    /// Closes a batch whose frames come from a shared chunk (`frames`, its frame entries)
+    /// instead of this encoder's buffer. Its head is the gRPC prefix, `ring_id`, and the
     /// trailer fields, written before the frames (protobuf fields may come in any order;
-    /// the decoded `Batch` is the same). The range the chunk covers starts at `start_seq`
-    /// with no loss in it, holds `discarded` discarded reservations, its last frame ends
-    /// at `frames_end`, and the reader continues at `next_seq`. Accounting is as if this
-    /// encoder had taken the frames itself. Call only when [`is_clean`](Self::is_clean).
+    /// the decoded `Batch` is the same). Returns the head and the chunk to send behind it
+    /// when the chunk is at least [`SEPARATE_CHUNK_MIN`] bytes, else one message: head,
+    /// [filler](MIN_MESSAGE_LEN) if needed, and a copy of the chunk. The range the chunk
+    /// covers starts at `start_seq` with no loss in it, holds `discarded` discarded
+    /// reservations, its last frame ends at `frames_end`, and the reader continues at
+    /// `next_seq`. Accounting is as if this encoder had taken the frames itself. Call
+    /// only when [`is_clean`](Self::is_clean).
     pub fn shared_head(
         &mut self,
         start_seq: u64,
         frames_end: u64,
         discarded: u64,
         next_seq: u64,
-        frames_len: usize,
-    ) -> Bytes {
+        frames: &Bytes,
+    ) -> (Bytes, Option<Bytes>) {
         debug_assert!(self.is_clean(), "a shared batch needs a clean encoder");
         self.from.get_or_insert(start_seq);
         self.discarded = self.discarded.saturating_add(discarded);
@@ -630,11 +672,27 @@ impl BatchEncoder {
         let n = self.close_range(next_seq, &mut trailer);
         head[HEADER_LEN..HEADER_LEN + n].copy_from_slice(&trailer[..n]);
         let head_len = HEADER_LEN + n;
-        let msg_len = head_len - GRPC_PREFIX_LEN + frames_len;
+        let pad = filler_len(head_len + frames.len());
+        let msg_len = head_len + pad - GRPC_PREFIX_LEN + frames.len();
         let len = u32::try_from(msg_len).unwrap_or(u32::MAX);
         head[1..GRPC_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
         self.reset_counts();
-        Bytes::copy_from_slice(&head[..head_len])
+        if frames.len() >= SEPARATE_CHUNK_MIN {
+            // Large enough to pay the head's small-frame charge back (and never padded).
+            return (
+                Bytes::copy_from_slice(&head[..head_len]),
+                Some(frames.clone()),
+            );
+        }
+        let mut one = BytesMut::with_capacity(head_len + pad + frames.len());
+        one.extend_from_slice(&head[..head_len]);
+        if pad > 0 {
+            let mut filler = [0u8; MIN_MESSAGE_LEN + 1];
+            write_filler(&mut filler, pad);
+            one.extend_from_slice(&filler[..pad]);
+        }
+        one.extend_from_slice(frames);
+        (one.freeze(), None)
     }
 
     /// Closes the open batch and returns it as one gRPC message chunk, or
@@ -661,6 +719,12 @@ impl BatchEncoder {
         let mut tmp = [0u8; MAX_TRAILER_LEN];
         let n = self.close_range(next_seq, &mut tmp);
         self.buf.extend_from_slice(&tmp[..n]);
+        let pad = filler_len(self.buf.len());
+        if pad > 0 {
+            let mut filler = [0u8; MIN_MESSAGE_LEN + 1];
+            write_filler(&mut filler, pad);
+            self.buf.extend_from_slice(&filler[..pad]);
+        }
         let msg_len = self.buf.len() - GRPC_PREFIX_LEN;
         let len = u32::try_from(msg_len).unwrap_or(u32::MAX);
         self.buf[0] = 0;
@@ -821,6 +885,45 @@ mod tests {
         assert_eq!((second.from_seq, second.resume_seq), (110, 110));
         assert_eq!(second.losses[0].first_seq, 105);
         assert_eq!(accounted(&second), 0);
+    }
+
+    /// A message of any length below [`MIN_MESSAGE_LEN`] is padded to it (or one byte
+    /// more, when the filler's length takes two varint bytes) with a `filler` field of
+    /// zeros that prost decodes; longer ones are left alone.
+    #[test]
+    fn filler_pads_short_messages_to_the_minimum() {
+        for len in HEADER_LEN..MIN_MESSAGE_LEN + 4 {
+            let pad = filler_len(len);
+            if len >= MIN_MESSAGE_LEN {
+                assert_eq!(pad, 0, "{len}");
+                continue;
+            }
+            assert!(
+                (MIN_MESSAGE_LEN..=MIN_MESSAGE_LEN + 1).contains(&(len + pad)),
+                "{len} + {pad}"
+            );
+            let mut field = [0xAAu8; MIN_MESSAGE_LEN + 1];
+            write_filler(&mut field, pad);
+            let b = v1::Batch::decode(&field[..pad]).expect("a filler field alone decodes");
+            assert!(b.filler.iter().all(|&z| z == 0), "{len}");
+            assert_eq!(
+                b.filler.len() + 1 + wire::varint_len(b.filler.len() as u64),
+                pad
+            );
+        }
+    }
+
+    /// A one-frame batch (what a quiet stream sends) is padded; the decoded batch is the
+    /// same apart from the filler.
+    #[test]
+    fn a_small_batch_is_padded() {
+        let mut enc = BatchEncoder::new(3, 64 * 1024, 0, 255, 1024);
+        assert!(put(&mut enc, 5, "t", b"x"));
+        let chunk = enc.finish(6, false).expect("a batch");
+        assert!((MIN_MESSAGE_LEN..=MIN_MESSAGE_LEN + 1).contains(&chunk.len()));
+        let b = decode(&chunk);
+        assert_eq!((b.frames.len(), b.from_seq, b.resume_seq), (1, 5, 6));
+        assert!(!b.filler.is_empty());
     }
 
     #[test]
@@ -1020,6 +1123,7 @@ mod tests {
             let drain = |enc: &mut BatchEncoder, seq: u64, progress: bool, got: &mut Got| {
                 if let Some(chunk) = enc.finish(seq, progress) {
                     prop_assert!(chunk.len() <= enc.max_bytes());
+                    prop_assert!(chunk.len() >= MIN_MESSAGE_LEN, "no tiny DATA frame: {}", chunk.len());
                     let b = decode(&chunk);
                     prop_assert_eq!(b.ring_id, 9);
                     if let Some(prev) = got.resume {

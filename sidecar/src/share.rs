@@ -173,6 +173,9 @@ pub struct BatchOut {
     pub head: Bytes,
     /// The shared frame entries that follow the head.
     pub frames: Option<Bytes>,
+    /// The frames come from a shared chunk (in `frames`, or copied into `head` when the
+    /// chunk is small: see [`crate::batch::SEPARATE_CHUNK_MIN`]).
+    pub shared: bool,
     /// Frames in the batch.
     pub n_frames: u64,
     /// Payload bytes in the batch.
@@ -226,16 +229,17 @@ pub fn next_batch(
         && let Some(chunk) = cache.find(start, enc.max_bytes(), enc.max_frames())
         && reader.adopt(start, chunk.end)
     {
-        let head = enc.shared_head(
+        let (head, frames) = enc.shared_head(
             start.seq(),
             chunk.frames_end,
             chunk.discarded,
             chunk.end.seq(),
-            chunk.frames.len(),
+            &chunk.frames,
         );
         let out = BatchOut {
             head,
-            frames: Some(chunk.frames.clone()),
+            frames,
+            shared: true,
             n_frames: u64::from(chunk.n_frames),
             payload_bytes: chunk.payload_bytes,
             first_ts: chunk.first_ts,
@@ -280,6 +284,7 @@ pub fn next_batch(
     let out = batch.map(|head| BatchOut {
         head,
         frames: None,
+        shared: false,
         n_frames,
         payload_bytes,
         first_ts,
@@ -290,6 +295,7 @@ pub fn next_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::{MIN_MESSAGE_LEN, SEPARATE_CHUNK_MIN};
     use crate::wire::GRPC_PREFIX_LEN;
     use proptest::prelude::*;
     use prost::Message;
@@ -546,7 +552,7 @@ mod tests {
             |i: usize, progress: bool, cache: &ChunkCache| -> Result<(), TestCaseError> {
                 let (fa, a) = poll(&mut alone[i], None, progress);
                 let (fb, b) = poll(&mut shared[i], Some(cache), progress);
-                if b.as_ref().is_some_and(|b| b.frames.is_some()) {
+                if b.as_ref().is_some_and(|b| b.shared) {
                     // A taken chunk: the taker reads on (`next_batch`).
                     prop_assert_eq!(fb, Fill::Full, "after a taken chunk");
                 } else {
@@ -558,6 +564,13 @@ mod tests {
                         prop_assert!(
                             b.len() <= shared[i].enc.max_bytes(),
                             "within the batch bound"
+                        );
+                        prop_assert!(b.len() >= MIN_MESSAGE_LEN, "no tiny message");
+                        // A head goes alone only in front of a large chunk.
+                        prop_assert!(
+                            b.frames
+                                .as_ref()
+                                .is_none_or(|f| f.len() >= SEPARATE_CHUNK_MIN)
                         );
                         Ok(decode(&b.to_vec()))
                     })
@@ -642,23 +655,17 @@ mod tests {
         cache.enter();
         cache.enter();
         let first = poll(&mut subs[0], Some(&cache), false).1.expect("a batch");
-        assert!(
-            first.frames.is_none(),
-            "the first subscriber reads the ring"
-        );
+        assert!(!first.shared, "the first subscriber reads the ring");
         assert!(cache.bytes() > 0, "and publishes its frames");
         let want = decode(&first.to_vec());
         assert_eq!(want.frames.len(), 30);
         for s in &mut subs[1..] {
             let b = poll(s, Some(&cache), false).1.expect("a batch");
-            assert!(b.frames.is_some(), "the others send the shared chunk");
+            assert!(b.shared, "the others send the shared chunk");
             assert_eq!(decode(&b.to_vec()), want);
         }
         let f = poll(&mut filtered, Some(&cache), false).1.expect("a batch");
-        assert!(
-            f.frames.is_none(),
-            "a filtered subscriber reads the ring itself"
-        );
+        assert!(!f.shared, "a filtered subscriber reads the ring itself");
         assert_eq!(decode(&f.to_vec()).frames.len(), 10);
         // A loss in the range: nobody publishes it, everyone reports it from the ring.
         let mut late: Vec<Side> = (0..2)
@@ -684,7 +691,7 @@ mod tests {
         cache.enter();
         for s in &mut late {
             let b = poll(s, Some(&cache), false).1.expect("a batch");
-            assert!(b.frames.is_none());
+            assert!(!b.shared);
             let b = decode(&b.to_vec());
             assert_eq!(b.losses.len(), 1, "lapped: {b:?}");
             assert_eq!(b.losses[0].first_seq, 0);
@@ -719,7 +726,7 @@ mod tests {
         ring.apply(&RingOp::Write { topic: 1, len: 20 });
         let (fill, out) = poll(&mut taker, Some(&cache), false);
         let out = out.expect("a batch");
-        assert!(out.frames.is_some(), "the taker took the builder's chunk");
+        assert!(out.shared, "the taker took the builder's chunk");
         assert_eq!(decode(&out.to_vec()).frames.len(), 5);
         assert_ne!(
             fill,

@@ -462,6 +462,7 @@ impl SubscribeBody {
             first_ts: self.enc.first_timestamp_ns(),
             head: self.enc.finish(self.reader.next_seq(), progress)?,
             frames: None,
+            shared: false,
         };
         Some(self.send_batch(out))
     }
@@ -493,9 +494,11 @@ impl SubscribeBody {
         s.frames_out.fetch_add(frames, Ordering::Relaxed);
         s.lag_bytes
             .store(self.reader.lag_bytes(), Ordering::Relaxed);
+        if out.shared {
+            metrics::counter!("ringside_shared_batches_total").increment(1);
+        }
         match out.frames {
             Some(shared) => {
-                metrics::counter!("ringside_shared_batches_total").increment(1);
                 self.queued = Some(self.gate.track(shared));
                 out.head
             }

@@ -36,6 +36,8 @@ pub mod batch {
     pub const FILTERED: u32 = 6;
     /// `uint64 discarded = 7`
     pub const DISCARDED: u32 = 7;
+    /// `bytes filler = 8`
+    pub const FILLER: u32 = 8;
 }
 
 /// Field numbers of `ringside.v1.Frame`.

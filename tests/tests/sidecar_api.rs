@@ -210,6 +210,87 @@ async fn stalled_reader_is_ended_with_its_resume_sequence() {
     finish_load(load);
 }
 
+/// A Rust (h2) client that stops reading a quiet stream keeps its connection. h2 >= 0.4.20
+/// charges each unread DATA frame under 256 bytes against a small budget and closes the
+/// whole connection (GOAWAY ENHANCE_YOUR_CALM, "too_many_data_frames") when it runs out.
+/// Before the sidecar padded small batches (and sent a small shared chunk in one DATA frame
+/// with its head), one-frame batches of a quiet stream ran the budget out ~0.5 s into a
+/// pause here: the paused stream and every other call on that connection failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_client_of_a_quiet_stream_keeps_its_connection() {
+    let dir = TempDir::new("paused");
+    let sidecar = Sidecar::start(
+        &dir,
+        &["--ring-size", "4MiB", "--subscriber-stall-timeout", "60s"],
+    );
+    let load = spawn_load(
+        &sidecar.socket,
+        &["--rate", "400", "--size", "16", "--duration", "10s"],
+    );
+    // The stream's window (32 KiB) fills well before the connection's (64 KiB, budget
+    // 32 KiB), so a unary call still gets through while the stream is paused.
+    let ch = tonic::transport::Endpoint::from_shared(sidecar.endpoint())
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .initial_stream_window_size(32 * 1024)
+        .initial_connection_window_size(64 * 1024)
+        .connect()
+        .await
+        .expect("connect");
+    let mut c = ringside(ch);
+    let mut s = c
+        .subscribe(sub_req(Start::Latest(true)))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let t = Instant::now();
+    let mut frames = 0;
+    while t.elapsed() < Duration::from_secs(1) {
+        frames += s
+            .message()
+            .await
+            .expect("batch")
+            .expect("open")
+            .frames
+            .len();
+    }
+    assert!(frames > 100, "the load runs: {frames} frames in 1 s");
+    // The stream is not read for 4 s: ~1,600 one-frame batches are written for it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let i = tokio::time::timeout(Duration::from_secs(5), c.info(v1::InfoRequest {}))
+        .await
+        .expect("Info answered within 5 s")
+        .unwrap_or_else(|e| {
+            panic!(
+                "a call on the paused client's connection failed: {e:?}\n{}",
+                sidecar.stderr()
+            )
+        })
+        .into_inner();
+    // (tonic reconnects a closed channel for the call: a closed connection shows here.)
+    assert_eq!(
+        i.subscribers_active,
+        1,
+        "the paused subscription ended with its connection: {i:?}\n{}",
+        sidecar.stderr()
+    );
+    // The stream reads on, without a gap.
+    let mut next = None;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(1) {
+        let b = match s.message().await {
+            Ok(Some(b)) => b,
+            other => panic!("the paused stream ended: {other:?}\n{}", sidecar.stderr()),
+        };
+        if let Some(n) = next {
+            assert_eq!(b.from_seq, n, "batches touch");
+        }
+        next = Some(b.resume_seq);
+    }
+    drop(s);
+    finish_load(load);
+}
+
 /// Defect 2: after SIGTERM, health answers NOT_SERVING for "" and the service name until
 /// the process exits (here it lingers 5 s on a subscriber that stopped reading), Watch
 /// streams for both names are told NOT_SERVING and end, and an open Watch stream does not

@@ -39,7 +39,7 @@ class SubscribeRequest(_message.Message):
     def __init__(self, earliest: _Optional[bool] = ..., latest: _Optional[bool] = ..., sequence: _Optional[int] = ..., timestamp_ns: _Optional[int] = ..., topics: _Optional[_Iterable[str]] = ..., topic_prefixes: _Optional[_Iterable[str]] = ..., max_batch_frames: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("ring_id", "frames", "losses", "resume_seq", "from_seq", "filtered", "discarded")
+    __slots__ = ("ring_id", "frames", "losses", "resume_seq", "from_seq", "filtered", "discarded", "filler")
     RING_ID_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     LOSSES_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class Batch(_message.Message):
     FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
     FILTERED_FIELD_NUMBER: _ClassVar[int]
     DISCARDED_FIELD_NUMBER: _ClassVar[int]
+    FILLER_FIELD_NUMBER: _ClassVar[int]
     ring_id: int
     frames: _containers.RepeatedCompositeFieldContainer[Frame]
     losses: _containers.RepeatedCompositeFieldContainer[Loss]
@@ -54,7 +55,8 @@ class Batch(_message.Message):
     from_seq: int
     filtered: int
     discarded: int
-    def __init__(self, ring_id: _Optional[int] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., losses: _Optional[_Iterable[_Union[Loss, _Mapping]]] = ..., resume_seq: _Optional[int] = ..., from_seq: _Optional[int] = ..., filtered: _Optional[int] = ..., discarded: _Optional[int] = ...) -> None: ...
+    filler: bytes
+    def __init__(self, ring_id: _Optional[int] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., losses: _Optional[_Iterable[_Union[Loss, _Mapping]]] = ..., resume_seq: _Optional[int] = ..., from_seq: _Optional[int] = ..., filtered: _Optional[int] = ..., discarded: _Optional[int] = ..., filler: _Optional[bytes] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("seq", "timestamp_ns", "topic", "producer_id", "payload")
