@@ -107,25 +107,30 @@ pub const MIN_MESSAGE_LEN: usize = 192;
 /// counts.
 pub const SEPARATE_CHUNK_MIN: usize = 1024;
 
-/// Bytes a `filler` field adds to a message of `len` bytes to make it
-/// [`MIN_MESSAGE_LEN`] long (one more when its length takes two varint bytes), or 0.
-fn filler_len(len: usize) -> usize {
-    let short = MIN_MESSAGE_LEN.saturating_sub(len);
+/// Appends a `filler` field to the message in `out` (gRPC prefix included) that
+/// `to_come` more bytes will follow, when the whole would be under [`MIN_MESSAGE_LEN`]:
+/// it then reaches that size (one byte more when the filler's length takes two varint
+/// bytes). Returns the bytes appended.
+fn append_filler(out: &mut BytesMut, to_come: usize) -> usize {
+    let short = MIN_MESSAGE_LEN.saturating_sub(out.len() + to_come);
     if short == 0 {
         return 0;
     }
     let body = short.saturating_sub(2);
-    1 + wire::varint_len(body as u64) + body
+    let mut key = [0u8; 1 + MAX_VARINT_LEN];
+    let n = wire::write_len_prefix(&mut key, wire::batch::FILLER, body);
+    out.extend_from_slice(&key[..n]);
+    out.resize(out.len() + body, 0);
+    n + body
 }
 
-/// Writes a `filler` field of exactly `n` bytes ([`filler_len`]) to the start of `out`.
-fn write_filler(out: &mut [u8], n: usize) {
-    if n == 0 {
-        return;
-    }
-    let body = n - 1 - wire::varint_len(n.saturating_sub(2) as u64);
-    let at = wire::write_len_prefix(out, wire::batch::FILLER, body);
-    out[at..n].fill(0);
+/// Writes the gRPC message prefix (uncompressed, big-endian length) for a message whose
+/// bytes, prefix included, are `total` long, into the first [`GRPC_PREFIX_LEN`] bytes of
+/// `out`.
+fn write_grpc_prefix(out: &mut [u8], total: usize) {
+    let len = u32::try_from(total - GRPC_PREFIX_LEN).unwrap_or(u32::MAX);
+    out[0] = 0;
+    out[1..GRPC_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Smallest useful batch: header, one loss, one maximum frame, trailer.
@@ -672,26 +677,21 @@ impl BatchEncoder {
         let n = self.close_range(next_seq, &mut trailer);
         head[HEADER_LEN..HEADER_LEN + n].copy_from_slice(&trailer[..n]);
         let head_len = HEADER_LEN + n;
-        let pad = filler_len(head_len + frames.len());
-        let msg_len = head_len + pad - GRPC_PREFIX_LEN + frames.len();
-        let len = u32::try_from(msg_len).unwrap_or(u32::MAX);
-        head[1..GRPC_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
         self.reset_counts();
         if frames.len() >= SEPARATE_CHUNK_MIN {
             // Large enough to pay the head's small-frame charge back (and never padded).
+            write_grpc_prefix(&mut head, head_len + frames.len());
             return (
                 Bytes::copy_from_slice(&head[..head_len]),
                 Some(frames.clone()),
             );
         }
-        let mut one = BytesMut::with_capacity(head_len + pad + frames.len());
+        let mut one = BytesMut::with_capacity(MIN_MESSAGE_LEN.max(head_len + frames.len()) + 1);
         one.extend_from_slice(&head[..head_len]);
-        if pad > 0 {
-            let mut filler = [0u8; MIN_MESSAGE_LEN + 1];
-            write_filler(&mut filler, pad);
-            one.extend_from_slice(&filler[..pad]);
-        }
+        append_filler(&mut one, frames.len());
         one.extend_from_slice(frames);
+        let total = one.len();
+        write_grpc_prefix(&mut one, total);
         (one.freeze(), None)
     }
 
@@ -719,16 +719,9 @@ impl BatchEncoder {
         let mut tmp = [0u8; MAX_TRAILER_LEN];
         let n = self.close_range(next_seq, &mut tmp);
         self.buf.extend_from_slice(&tmp[..n]);
-        let pad = filler_len(self.buf.len());
-        if pad > 0 {
-            let mut filler = [0u8; MIN_MESSAGE_LEN + 1];
-            write_filler(&mut filler, pad);
-            self.buf.extend_from_slice(&filler[..pad]);
-        }
-        let msg_len = self.buf.len() - GRPC_PREFIX_LEN;
-        let len = u32::try_from(msg_len).unwrap_or(u32::MAX);
-        self.buf[0] = 0;
-        self.buf[1..GRPC_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+        append_filler(&mut self.buf, 0);
+        let total = self.buf.len();
+        write_grpc_prefix(&mut self.buf, total);
         self.reset_counts();
         Some(self.buf.split().freeze())
     }
@@ -893,7 +886,10 @@ mod tests {
     #[test]
     fn filler_pads_short_messages_to_the_minimum() {
         for len in HEADER_LEN..MIN_MESSAGE_LEN + 4 {
-            let pad = filler_len(len);
+            // The filler field alone: `len` bytes of message are still to come.
+            let mut field = BytesMut::new();
+            let pad = append_filler(&mut field, len);
+            assert_eq!(pad, field.len(), "{len}");
             if len >= MIN_MESSAGE_LEN {
                 assert_eq!(pad, 0, "{len}");
                 continue;
@@ -902,8 +898,6 @@ mod tests {
                 (MIN_MESSAGE_LEN..=MIN_MESSAGE_LEN + 1).contains(&(len + pad)),
                 "{len} + {pad}"
             );
-            let mut field = [0xAAu8; MIN_MESSAGE_LEN + 1];
-            write_filler(&mut field, pad);
             let b = v1::Batch::decode(&field[..pad]).expect("a filler field alone decodes");
             assert!(b.filler.iter().all(|&z| z == 0), "{len}");
             assert_eq!(

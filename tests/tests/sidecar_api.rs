@@ -24,11 +24,17 @@ const HOSTILE: &str = env!("CARGO_BIN_EXE_ring_hostile");
 /// A tonic channel whose HTTP/2 receive windows are `window` bytes (stream and
 /// connection): a client that stops reading fills them quickly.
 async fn channel_with_window(endpoint: &str, window: u32) -> Channel {
+    channel_with_windows(endpoint, window, window).await
+}
+
+/// A channel whose streams have a `stream` byte window each and whose connection has a
+/// `connection` byte window.
+async fn channel_with_windows(endpoint: &str, stream: u32, connection: u32) -> Channel {
     tonic::transport::Endpoint::from_shared(endpoint.to_string())
         .expect("endpoint")
         .connect_timeout(Duration::from_secs(5))
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window)
+        .initial_stream_window_size(stream)
+        .initial_connection_window_size(connection)
         .connect()
         .await
         .expect("connect")
@@ -229,15 +235,7 @@ async fn a_paused_client_of_a_quiet_stream_keeps_its_connection() {
     );
     // The stream's window (32 KiB) fills well before the connection's (64 KiB, budget
     // 32 KiB), so a unary call still gets through while the stream is paused.
-    let ch = tonic::transport::Endpoint::from_shared(sidecar.endpoint())
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(5))
-        .initial_stream_window_size(32 * 1024)
-        .initial_connection_window_size(64 * 1024)
-        .connect()
-        .await
-        .expect("connect");
-    let mut c = ringside(ch);
+    let mut c = ringside(channel_with_windows(&sidecar.endpoint(), 32 * 1024, 64 * 1024).await);
     let mut s = c
         .subscribe(sub_req(Start::Latest(true)))
         .await
