@@ -279,14 +279,12 @@ export class Tail {
     this.scheduleRender();
   }
 
+  /** The state is shown by the next render, with the counts and the resume sequence, so
+   * the page never shows a new state next to numbers of the one before (a stream that
+   * ended right after its last batch showed "reconnecting" beside the resume sequence of
+   * the batch before it). */
   private setState(s: State): void {
     this.state = s;
-    const pill = byId("tail-state");
-    setText(pill, s);
-    pill.className = `pill ${s === "live" ? "pill-ok" : s === "error" ? "pill-bad" : "pill-wait"}`;
-    const pause = byId<HTMLButtonElement>("tail-pause");
-    pause.disabled = s === "stopped" || s === "error" || s === "waiting for token";
-    setText(pause, s === "paused" ? "Resume" : "Pause");
     this.scheduleRender();
   }
 
@@ -313,6 +311,13 @@ export class Tail {
     this.eventsView.show(this.events);
     this.view.dataset.session = String(this.session);
     if (atBottom) this.view.scrollTop = this.view.scrollHeight;
+    const s = this.state;
+    const pill = byId("tail-state");
+    setText(pill, s);
+    pill.className = `pill ${s === "live" ? "pill-ok" : s === "error" ? "pill-bad" : "pill-wait"}`;
+    const pause = byId<HTMLButtonElement>("tail-pause");
+    pause.disabled = s === "stopped" || s === "error" || s === "waiting for token";
+    setText(pause, s === "paused" ? "Resume" : "Pause");
     setText(byId("tail-frames"), count(this.framesReceived));
     setText(byId("tail-rate"), rate(this.frameRate));
     setText(byId("tail-resume"), this.resumeSeq === null ? "–" : this.resumeSeq.toString());
