@@ -352,6 +352,19 @@ impl RingReader {
         self.next_seq
     }
 
+    /// The first sequence number this reader reports on: every frame it returns, and every
+    /// loss but a stale one, lies at or after it. (A stale loss names a sequence a forged
+    /// claim word made producers reuse, ring-format.md §5.1: it may lie anywhere below.)
+    /// The requested start, when the reader skips to it or owes a loss from it; else the
+    /// cursor's sequence.
+    pub fn accounts_from(&self) -> u64 {
+        match (&self.pending_loss, self.skip) {
+            (Some(loss), _) => loss.first_seq,
+            (None, Skip::BelowSeq(seq)) => seq,
+            (None, _) => self.next_seq,
+        }
+    }
+
     /// The byte position of the cursor.
     pub fn position(&self) -> u64 {
         self.pos

@@ -232,7 +232,8 @@ pub struct BatchEncoder {
     /// per-frame path short): the next `resume_seq` is never below either.
     range_end: Option<u64>,
     /// With `frames_end`: one past the last sequence of anything recorded on this stream
-    /// (including a loss not written yet, and ranges taken from shared chunks). A loss that
+    /// (including a loss not written yet, and ranges taken from shared chunks), at least
+    /// where the stream starts ([`stream_starts_at`](Self::stream_starts_at)). A loss that
     /// starts below it is stale: it names a sequence already passed (only after a forged
     /// claim word, ring-format.md §5.1).
     passed_end: u64,
@@ -275,6 +276,16 @@ impl BatchEncoder {
             last_resume: None,
             first_ts: 0,
         }
+    }
+
+    /// Tells the encoder where its stream starts: no sequence below `seq` is this stream's
+    /// business, so a loss under it that comes before anything else is stale (reported
+    /// below the first range, which starts at the stream's first event at or after `seq`).
+    /// Call it once, before any event, with [`RingReader::accounts_from`].
+    ///
+    /// [`RingReader::accounts_from`]: ringside_ring::RingReader::accounts_from
+    pub fn stream_starts_at(&mut self, seq: u64) {
+        self.passed_end = self.passed_end.max(seq);
     }
 
     /// The byte cap of one batch chunk.
@@ -433,7 +444,13 @@ impl BatchEncoder {
         let stale = loss.first_seq < self.passed_end.max(self.frames_end.unwrap_or(0));
         let end = loss.first_seq.saturating_add(loss.frames);
         let next_range = stale && self.from.is_some_and(|from| from < end);
-        self.from.get_or_insert(loss.first_seq);
+        // The range starts at the stream's first event; a stale loss as that event lies
+        // below where the stream starts, and so does not start the range.
+        self.from.get_or_insert(if stale {
+            self.passed_end
+        } else {
+            loss.first_seq
+        });
         self.passed_end = self.passed_end.max(end);
         if let Some(p) = &mut self.pending_loss {
             if !next_range && self.pending_stale == stale && p.try_merge(&loss) {
@@ -1110,19 +1127,20 @@ mod tests {
         fn encoding_round_trips(ops in proptest::collection::vec(op(), 0..80), cap in 2048usize..20_000) {
             let mut enc = BatchEncoder::new(9, cap, 0, 255, 600);
             let first = 1u64 << 40;
+            enc.stream_starts_at(first);
             let mut seq = first;
             let mut want_frames = Vec::new();
             let (mut want_lost, mut want_filtered, mut want_discarded) = (0u64, 0u64, 0u64);
-            let mut got = Got::default();
+            // Sequences below the stream's start count as passed: a loss there is stale.
+            let mut got = Got { passed: first, ..Got::default() };
             let drain = |enc: &mut BatchEncoder, seq: u64, progress: bool, got: &mut Got| {
                 if let Some(chunk) = enc.finish(seq, progress) {
                     prop_assert!(chunk.len() <= enc.max_bytes());
                     prop_assert!(chunk.len() >= MIN_MESSAGE_LEN, "no tiny DATA frame: {}", chunk.len());
                     let b = decode(&chunk);
                     prop_assert_eq!(b.ring_id, 9);
-                    if let Some(prev) = got.resume {
-                        prop_assert_eq!(b.from_seq, prev, "ranges touch");
-                    }
+                    // The first range starts where the stream starts, and the ranges touch.
+                    prop_assert_eq!(b.from_seq, got.resume.unwrap_or(first), "ranges touch");
                     prop_assert!(b.resume_seq >= b.from_seq);
                     prop_assert_eq!(accounted(&b), b.resume_seq - b.from_seq);
                     // Every stale loss (under a sequence already passed) lies below the
@@ -1186,10 +1204,9 @@ mod tests {
                     }
                     Op::Progress => drain(&mut enc, seq, true, &mut got)?,
                     Op::Stale(back) => {
-                        if seq >= first + back {
-                            enc.record_loss(LossRun { reason: LossReason::Corrupt, frames: 1, first_seq: seq - back });
-                            want_lost += 1;
-                        }
+                        // Below the stream's start too: a stale loss may be its first event.
+                        enc.record_loss(LossRun { reason: LossReason::Corrupt, frames: 1, first_seq: seq - back });
+                        want_lost += 1;
                     }
                 }
             }

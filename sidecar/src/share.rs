@@ -475,15 +475,17 @@ mod tests {
             },
         )
         .ok()?;
+        let mut enc = BatchEncoder::new(
+            ring.view.ring_id(),
+            s.max_bytes,
+            s.max_frames,
+            255,
+            MAX_PAYLOAD,
+        );
+        enc.stream_starts_at(reader.accounts_from());
         Some(Side {
             reader,
-            enc: BatchEncoder::new(
-                ring.view.ring_id(),
-                s.max_bytes,
-                s.max_frames,
-                255,
-                MAX_PAYLOAD,
-            ),
+            enc,
             filter: TopicFilter::new(&s.topics, &[]).expect("filter"),
         })
     }

@@ -148,13 +148,14 @@ async fn start(
         0 => shared.limits.subscriber_buffer,
         n => (n as usize).min(shared.limits.subscriber_buffer),
     };
-    let enc = BatchEncoder::new(
+    let mut enc = BatchEncoder::new(
         shared.ring.ring_id(),
         max_bytes,
         max_batch_frames,
         ringside_ring::MAX_TOPIC_LEN,
         shared.ring.max_payload() as usize,
     );
+    enc.stream_starts_at(reader.accounts_from());
     tracing::debug!(
         slot = slot.index(),
         ?peer,

@@ -1214,3 +1214,58 @@ async fn resume_seq_never_goes_backwards_after_a_sequence_rewind() {
     assert_eq!((frames, lost), (148, 50));
     assert_eq!(last_resume, 148);
 }
+
+/// A stale loss as a stream's very first event: a subscriber waits at `latest` (seq 98)
+/// when a forged claim word makes producers reuse sequences 48..=97 (a subscriber that
+/// starts after the forgery sees 48 as the next sequence, and is right to). Those 50 frames are
+/// reported lost below the first batch's range, which starts where the stream does.
+/// Before the fix the first range started at the first stale sequence (48), so it
+/// claimed to account for 48..98 while reporting only some of them: a hole no client
+/// could explain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_loss_as_the_first_event_lies_below_the_first_range() {
+    let dir = TempDir::new("rewind-first");
+    let sidecar = Sidecar::start(&dir, &[]);
+    run_load(
+        &sidecar.socket,
+        &["--rate", "0", "--count", "98", "--topics", "1"],
+    );
+    let mut c = client(&sidecar.endpoint()).await;
+    let mut req = sub_req(Start::Latest(true));
+    req.max_batch_frames = 4;
+    // The reader is positioned (at seq 98) before the call returns, and reads nothing
+    // before the load below.
+    let mut s = c.subscribe(req).await.expect("subscribe").into_inner();
+    let out = std::process::Command::new(HOSTILE)
+        .args(["forge", "--kind", "seq-backwards", "--socket"])
+        .arg(&sidecar.socket)
+        .output()
+        .expect("ring_hostile forge");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FORGED kind=seq-backwards"), "{text}");
+    run_load(
+        &sidecar.socket,
+        &["--rate", "0", "--count", "100", "--topics", "1"],
+    );
+    let (mut frames, mut stale, mut resume) = (0u64, 0u64, None::<u64>);
+    while let Ok(b) = tokio::time::timeout(Duration::from_secs(2), s.message()).await {
+        let b = b.expect("ok").expect("open");
+        assert_eq!(
+            b.from_seq,
+            resume.unwrap_or(98),
+            "the first range starts where the stream does, the next ones where the last ended: {b:?}"
+        );
+        assert_batch_accounts(&b);
+        for l in &b.losses {
+            assert!(
+                l.first_seq + l.frames <= b.from_seq,
+                "a loss under reused sequences lies below its batch's range: {b:?}"
+            );
+            stale += l.frames;
+        }
+        frames += b.frames.len() as u64;
+        resume = Some(b.resume_seq);
+    }
+    // The 50 frames under reused sequences reported lost, the 50 fresh ones delivered.
+    assert_eq!((frames, stale, resume), (50, 50, Some(148)));
+}
