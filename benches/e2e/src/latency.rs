@@ -15,6 +15,8 @@ pub(crate) struct LatResult {
     pub(crate) p99_us: f64,
     pub(crate) p999_us: f64,
     pub(crate) max_us: f64,
+    /// Frames received more than 500 µs after they were stamped (the issue-13 tail bound).
+    pub(crate) over_500us: u64,
     pub(crate) peak_anon: u64,
     pub(crate) note: String,
     /// ringside only: the sidecar's per-batch delay histogram by cause, scraped from its
@@ -163,29 +165,7 @@ pub(crate) async fn run_latency(
                 }
             };
             match system {
-                System::Ringside => {
-                    let mut c = RingsideClient::new(ch);
-                    let req = ringside_proto::v1::SubscribeRequest {
-                        start: Some(Start::Latest(true)),
-                        ..Default::default()
-                    };
-                    let mut s = c
-                        .subscribe(req)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .into_inner();
-                    while !stop.load(Ordering::Relaxed) {
-                        match tokio::time::timeout(Duration::from_millis(200), s.message()).await {
-                            Ok(Ok(Some(b))) => {
-                                record(&mut b.frames.iter().map(|f| &f.payload[..]));
-                                let l: u64 = b.losses.iter().map(|l| l.frames).sum();
-                                lost.fetch_add(l, Ordering::Relaxed);
-                            }
-                            Ok(_) => break,
-                            Err(_) => {}
-                        }
-                    }
-                }
+                System::Ringside => read_ringside(ch, &stop, &record, &lost).await?,
                 System::Naive => {
                     let mut c = NaiveClient::new(ch);
                     let req = ringside_naive::v1::SubscribeRequest {
@@ -273,11 +253,7 @@ pub(crate) async fn run_latency(
     res.received = received.load(Ordering::Relaxed);
     res.reported_lost = lost.load(Ordering::Relaxed);
     let h = hist.lock().expect("lock");
-    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    res.p50_us = us(0.5);
-    res.p99_us = us(0.99);
-    res.p999_us = us(0.999);
-    res.max_us = h.max() as f64 / 1000.0;
+    summarize(&mut res, &h);
     println!(
         "[{name} {rate}/s] received {} of {} frames (lost reported {}): p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us; peak RssAnon {}",
         res.received,
@@ -291,6 +267,152 @@ pub(crate) async fn run_latency(
     );
     res
 }
+
+/// Fills `res`'s quantiles, maximum and frames over 500 µs from a histogram of
+/// nanoseconds.
+fn summarize(res: &mut LatResult, h: &hdrhistogram::Histogram<u64>) {
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    res.p50_us = us(0.5);
+    res.p99_us = us(0.99);
+    res.p999_us = us(0.999);
+    res.max_us = h.max() as f64 / 1000.0;
+    res.over_500us = if h.max() > 500_000 {
+        h.count_between(500_001, h.max())
+    } else {
+        0
+    };
+}
+
+/// Reads a `ringside.v1.Ringside/Subscribe` stream from `latest` until `stop` or the
+/// stream's end, handing every batch's payloads to `record` (their bytes 8..16 are the
+/// producer's clock) and counting reported losses.
+async fn read_ringside(
+    ch: tonic::transport::Channel,
+    stop: &AtomicBool,
+    record: &(impl Fn(&mut dyn Iterator<Item = &[u8]>) + Sync),
+    lost: &AtomicU64,
+) -> Result<(), String> {
+    let mut c = RingsideClient::new(ch);
+    let req = ringside_proto::v1::SubscribeRequest {
+        start: Some(Start::Latest(true)),
+        ..Default::default()
+    };
+    let mut s = c
+        .subscribe(req)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(200), s.message()).await {
+            Ok(Ok(Some(b))) => {
+                record(&mut b.frames.iter().map(|f| &f.payload[..]));
+                let l: u64 = b.losses.iter().map(|l| l.frames).sum();
+                lost.fetch_add(l, Ordering::Relaxed);
+            }
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The same stack without a ring: `preencoded-server --paced-rate R` (a plain tonic
+/// server whose own thread paces and stamps frames as `ringside load` does and hands each
+/// burst to the stream as one `Batch` through a tokio channel), read by the same client as
+/// ringside's row: tonic, HTTP/2, loopback TCP and the client as on ringside's path,
+/// without the ring, the doorbell or the batch encoder.
+pub(crate) async fn run_tonic_floor(bins: &Bins, rate: u64, secs: u64, tmp: &Path) -> LatResult {
+    let mut res = LatResult {
+        system: TONIC_FLOOR.into(),
+        rate,
+        ..Default::default()
+    };
+    let count = rate * secs;
+    let port = free_port();
+    let bin = bins
+        .ringside
+        .parent()
+        .map(|d| d.join("preencoded-server"))
+        .unwrap_or_default();
+    let args: Vec<String> = [
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--size".into(),
+        "64".into(),
+        "--paced-rate".into(),
+        rate.to_string(),
+        "--paced-count".into(),
+        count.to_string(),
+        "--worker-threads".into(),
+        "2".into(),
+    ]
+    .into();
+    let mut server = Server::spawn(
+        None,
+        &bin,
+        &args,
+        tmp.join(format!("tonic-floor-{rate}.log")),
+    );
+    if let Err(e) = server.wait_ready(port, None) {
+        res.note = format!("server did not start: {e}");
+        return res;
+    }
+    let hist = Arc::new(Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram"),
+    ));
+    let received = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (hist, received, lost, stop) = (
+            Arc::clone(&hist),
+            Arc::clone(&received),
+            Arc::clone(&lost),
+            Arc::clone(&stop),
+        );
+        let endpoint = format!("http://127.0.0.1:{port}");
+        tokio::spawn(async move {
+            let ch = connect(&endpoint).await?;
+            let record = move |payloads: &mut dyn Iterator<Item = &[u8]>| {
+                let now = ringside_naive::now_ns();
+                let mut h = hist.lock().expect("lock");
+                for pl in payloads {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    if let Some(b) = pl.get(8..16) {
+                        let sent = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+                        let _ = h.record(now.saturating_sub(sent).max(1));
+                    }
+                }
+            };
+            read_ringside(ch, &stop, &record, &lost).await
+        })
+    };
+    // The stream ends after `count` frames; bounded by the run's length plus slack.
+    let deadline = Instant::now() + Duration::from_secs(secs + 5);
+    while Instant::now() < deadline && !reader.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    match tokio::time::timeout(Duration::from_secs(2), reader).await {
+        Ok(Ok(Err(e))) => res.note = format!("reader: {e}"),
+        Ok(Err(e)) => res.note = format!("reader: {e}"),
+        _ => {}
+    }
+    let _ = server.stop(Duration::from_secs(5));
+    res.written = count;
+    res.received = received.load(Ordering::Relaxed);
+    res.reported_lost = lost.load(Ordering::Relaxed);
+    let h = hist.lock().expect("lock");
+    summarize(&mut res, &h);
+    println!(
+        "[{TONIC_FLOOR} {rate}/s] received {} of {}: p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us",
+        res.received, res.written, res.p50_us, res.p99_us, res.p999_us, res.max_us
+    );
+    res
+}
+
+/// The name of the plain paced tonic server's row.
+pub(crate) const TONIC_FLOOR: &str = "plain tonic (paced, no ring)";
 
 /// The OS floor: the same pacing as `ringside load --rate R` (a 200 µs sleep whenever it
 /// is ahead, then every frame due, each stamped just before it is written), but each
@@ -448,7 +570,7 @@ pub(crate) fn latency_table(results: &[LatResult], secs: u64) -> String {
     }
     let _ = writeln!(
         t,
-        "\nOne producer process (`ringside load --rate R --size 64` / `naive-load --rate R --size 64`) for {secs} s, one reader from the newest frame in the harness process; latency is the reader's receive time minus the producer's clock stored in payload bytes 8..16 (same host, same clock), recorded in an HDR histogram. No cgroup limit in this scenario. *OS floor (pipe)*: in the same run, the harness writes a timestamp into a pipe at the same rate and pacing as `ringside load`, and a second process blocked in `read` records its receive time minus it: one wake-up of a blocked process, the least one cross-process hop costs here (ringside's path has at least two: producer to the sidecar's tokio worker, woken in `epoll_wait` by the doorbell eventfd, over loopback TCP to the reader; the naive server's at least two)."
+        "\nOne producer process (`ringside load --rate R --size 64` / `naive-load --rate R --size 64`) for {secs} s, one reader from the newest frame in the harness process; latency is the reader's receive time minus the producer's clock stored in payload bytes 8..16 (same host, same clock), recorded in an HDR histogram. No cgroup limit in this scenario. *OS floor (pipe)*: in the same run, the harness writes a timestamp into a pipe at the same rate and pacing as `ringside load`, and a second process blocked in `read` records its receive time minus it: one wake-up of a blocked process, the least one cross-process hop costs here (ringside's path has at least two: producer to the sidecar's tokio worker, woken in `epoll_wait` by the doorbell eventfd, over loopback TCP to the reader; the naive server's at least two). *plain tonic (paced, no ring)*: in the same run, `preencoded-server --paced-rate R` (`benches/naive/`), a plain tonic server (2 workers) in which a thread paces and stamps 64 B frames as `ringside load` does and hands each burst as one `Batch` through a bounded tokio channel to the `Subscribe` stream, read by the same client as ringside's row: a thread-to-worker wake-up, then tonic, HTTP/2, loopback TCP and the client as on ringside's path, without the ring, the doorbell or the batch encoder. It is not a floor: how its channel wakes the runtime differs from ringside's doorbell on the reactor. It shows what the same stack gives a straightforward server on this machine in the same minute."
     );
     t
 }

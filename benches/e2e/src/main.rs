@@ -275,6 +275,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if let Ok(r) = tokio::task::spawn_blocking(move || run_os_floor(rate, secs)).await {
                     l.push(r);
                 }
+                l.push(run_tonic_floor(&bins, rate, p.lat_secs, &tmp).await);
             }
             l
         });
@@ -308,6 +309,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if let Ok(r) = tokio::task::spawn_blocking(move || run_os_floor(rate, secs)).await {
                 l.push(r);
             }
+            l.push(run_tonic_floor(&bins, rate, p.lat_secs, &tmp).await);
         }
         let mut f = Vec::new();
         for (n, fp) in &fanout {

@@ -17,7 +17,7 @@ fn color(system: &str) -> plotters::style::RGBColor {
         RGBColor(0, 110, 200)
     } else if system.starts_with("naive") {
         RGBColor(210, 40, 40)
-    } else if system.starts_with("pre-encoded") {
+    } else if system.starts_with("pre-encoded") || system.starts_with("plain tonic") {
         RGBColor(130, 130, 130)
     } else if system.contains("blocking") && !system.contains("nonblocking") {
         RGBColor(20, 90, 40)

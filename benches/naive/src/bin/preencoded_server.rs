@@ -12,6 +12,14 @@
 //!
 //! Memory is bounded: the pre-encoded set (`--bytes`), plus tonic's encode
 //! buffer and hyper's send buffer per stream.
+//!
+//! With `--paced-rate R`, it is instead a plain latency comparison for the serving
+//! stack (tonic, HTTP/2, loopback TCP and the reader), without a ring: each `Subscribe`
+//! gets a thread that paces frames exactly as `ringside load --rate R` does (a
+//! 200 µs sleep whenever it is ahead, then every frame due), stamps each frame's
+//! payload bytes 8..16 with the clock as it is built, and hands every burst as one
+//! `Batch` to the stream through a bounded tokio channel (a thread-to-worker
+//! wake-up, as a producer's doorbell ring is), then the same path to the socket.
 
 use bytes::{BufMut, Bytes};
 use clap::Parser;
@@ -21,7 +29,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::{Status, server::NamedService};
@@ -48,7 +56,18 @@ struct Args {
     /// Tokio worker threads.
     #[arg(long, default_value_t = 2)]
     worker_threads: usize,
+    /// Paced mode: frames per second per `Subscribe`, stamped as they are built
+    /// (0 = stream the pre-encoded set as fast as the client takes it).
+    #[arg(long, default_value_t = 0)]
+    paced_rate: u64,
+    /// Paced mode: frames per `Subscribe`, then the stream ends.
+    #[arg(long, default_value_t = 100_000)]
+    paced_count: u64,
 }
+
+/// Paced mode: batches waiting for the stream, at most (the producer thread waits
+/// when the client does not read, so memory stays bounded).
+const PACED_QUEUE: usize = 1024;
 
 /// Encodes `Bytes` as they are (they already are an encoded message) and
 /// decodes requests with prost.
@@ -118,25 +137,99 @@ impl Stream for Cycle {
     }
 }
 
+/// What a `Subscribe` call streams.
+#[derive(Clone)]
+enum Source {
+    /// The pre-encoded set, cyclically.
+    Preencoded(Arc<Vec<Bytes>>),
+    /// Paced frames of `size` bytes, `rate` per second, `count` in all.
+    Paced { rate: u64, count: u64, size: usize },
+}
+
+/// A `Subscribe` response stream.
+type BatchStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
 /// The `Subscribe` method.
-struct SubscribeSvc(Arc<Vec<Bytes>>);
+struct SubscribeSvc(Source);
 
 impl tonic::server::ServerStreamingService<SubscribeRequest> for SubscribeSvc {
     type Response = Bytes;
-    type ResponseStream = Cycle;
-    type Future = std::future::Ready<Result<tonic::Response<Cycle>, Status>>;
+    type ResponseStream = BatchStream;
+    type Future = std::future::Ready<Result<tonic::Response<BatchStream>, Status>>;
 
     fn call(&mut self, _request: tonic::Request<SubscribeRequest>) -> Self::Future {
-        std::future::ready(Ok(tonic::Response::new(Cycle {
-            batches: Arc::clone(&self.0),
-            next: 0,
-        })))
+        let stream: BatchStream = match &self.0 {
+            Source::Preencoded(batches) => Box::pin(Cycle {
+                batches: Arc::clone(batches),
+                next: 0,
+            }),
+            &Source::Paced { rate, count, size } => {
+                let (tx, rx) = tokio::sync::mpsc::channel(PACED_QUEUE);
+                let spawned = std::thread::Builder::new()
+                    .name("paced".into())
+                    .spawn(move || pace(&tx, rate, count, size));
+                if let Err(e) = spawned {
+                    return std::future::ready(Err(Status::internal(format!(
+                        "cannot start the pacing thread: {e}"
+                    ))));
+                }
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok))
+            }
+        };
+        std::future::ready(Ok(tonic::Response::new(stream)))
+    }
+}
+
+/// Paced mode: `count` frames at `rate` per second, paced as `ringside load --rate`
+/// paces them, each burst encoded as one `Batch` and sent to the stream.
+fn pace(tx: &tokio::sync::mpsc::Sender<Bytes>, rate: u64, count: u64, size: usize) {
+    let mut payload = vec![0u8; size];
+    for (i, b) in payload.iter_mut().enumerate().skip(16) {
+        *b = (i as u8).wrapping_mul(31);
+    }
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while sent < count {
+        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(count);
+        if sent >= due {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            continue;
+        }
+        let frames = (sent..due.min(sent + 4096))
+            .map(|seq| {
+                let now = ringside_naive::now_ns();
+                if size >= 16 {
+                    payload[..8].copy_from_slice(&seq.to_le_bytes());
+                    payload[8..16].copy_from_slice(&now.to_le_bytes());
+                }
+                Frame {
+                    seq,
+                    timestamp_ns: now,
+                    topic: format!("load/{}", seq % 4),
+                    producer_id: 1,
+                    payload: Bytes::copy_from_slice(&payload),
+                }
+            })
+            .collect::<Vec<_>>();
+        sent += frames.len() as u64;
+        let batch = Batch {
+            ring_id: 0x5eed_5eed_5eed_5eed,
+            frames,
+            resume_seq: sent,
+            ..Batch::default()
+        };
+        if tx
+            .blocking_send(Bytes::from(batch.encode_to_vec()))
+            .is_err()
+        {
+            return; // the client went away
+        }
     }
 }
 
 /// The `ringside.v1.Ringside` service, `Subscribe` only.
 #[derive(Clone)]
-struct Svc(Arc<Vec<Bytes>>);
+struct Svc(Source);
 
 impl NamedService for Svc {
     const NAME: &'static str = ringside_proto::SERVICE_NAME;
@@ -153,7 +246,7 @@ impl Service<http::Request<tonic::body::Body>> for Svc {
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         if req.uri().path() == ringside_proto::SUBSCRIBE_PATH {
-            let method = SubscribeSvc(Arc::clone(&self.0));
+            let method = SubscribeSvc(self.0.clone());
             Box::pin(async move {
                 let mut grpc = tonic::server::Grpc::new(PassCodec);
                 Ok(grpc.server_streaming(method, req).await)
@@ -216,15 +309,28 @@ fn build(args: &Args) -> Vec<Bytes> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let batches = build(&args);
-    let bytes: usize = batches.iter().map(Bytes::len).sum();
-    eprintln!(
-        "preencoded-server: {} batches of {} frames of {} B, {bytes} bytes encoded; listening on {}",
-        batches.len(),
-        args.frames_per_batch,
-        args.size,
-        args.listen
-    );
+    let source = if args.paced_rate > 0 {
+        eprintln!(
+            "preencoded-server: paced, {} frames of {} B at {}/s per Subscribe; listening on {}",
+            args.paced_count, args.size, args.paced_rate, args.listen
+        );
+        Source::Paced {
+            rate: args.paced_rate,
+            count: args.paced_count,
+            size: args.size,
+        }
+    } else {
+        let batches = build(&args);
+        let bytes: usize = batches.iter().map(Bytes::len).sum();
+        eprintln!(
+            "preencoded-server: {} batches of {} frames of {} B, {bytes} bytes encoded; listening on {}",
+            batches.len(),
+            args.frames_per_batch,
+            args.size,
+            args.listen
+        );
+        Source::Preencoded(Arc::new(batches))
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.worker_threads.max(1))
         .enable_all()
@@ -233,7 +339,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // As ringside's server: no Nagle delay on the last partial segment.
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(Svc(Arc::new(batches)))
+            .add_service(Svc(source))
             .serve(args.listen)
             .await
     })?;
