@@ -1154,6 +1154,18 @@ async fn messages_say_it_once_and_right() {
     assert!(err.contains("--ring-size 512KiB"), "{err}");
 }
 
+/// Forges the ring's claim word with `ring_hostile`: its sequence 50 back, its position
+/// kept, so producers reuse passed sequence numbers.
+fn forge_seq_backwards(sidecar: &Sidecar) {
+    let out = std::process::Command::new(HOSTILE)
+        .args(["forge", "--kind", "seq-backwards", "--socket"])
+        .arg(&sidecar.socket)
+        .output()
+        .expect("ring_hostile forge");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FORGED kind=seq-backwards"), "{text}");
+}
+
 /// Issue 11, chaos: after a forged claim word moved the sequence backwards (position
 /// kept), `resume_seq` never goes backwards and never names a frame already delivered.
 /// Before the fix a batch whose frames were followed by such a stale frame got a
@@ -1166,13 +1178,7 @@ async fn resume_seq_never_goes_backwards_after_a_sequence_rewind() {
         &sidecar.socket,
         &["--rate", "0", "--count", "98", "--topics", "1"],
     );
-    let out = std::process::Command::new(HOSTILE)
-        .args(["forge", "--kind", "seq-backwards", "--socket"])
-        .arg(&sidecar.socket)
-        .output()
-        .expect("ring_hostile forge");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("FORGED kind=seq-backwards"), "{text}");
+    forge_seq_backwards(&sidecar);
     run_load(
         &sidecar.socket,
         &["--rate", "0", "--count", "100", "--topics", "1"],
@@ -1236,13 +1242,7 @@ async fn a_stale_loss_as_the_first_event_lies_below_the_first_range() {
     // The reader is positioned (at seq 98) before the call returns, and reads nothing
     // before the load below.
     let mut s = c.subscribe(req).await.expect("subscribe").into_inner();
-    let out = std::process::Command::new(HOSTILE)
-        .args(["forge", "--kind", "seq-backwards", "--socket"])
-        .arg(&sidecar.socket)
-        .output()
-        .expect("ring_hostile forge");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("FORGED kind=seq-backwards"), "{text}");
+    forge_seq_backwards(&sidecar);
     run_load(
         &sidecar.socket,
         &["--rate", "0", "--count", "100", "--topics", "1"],
