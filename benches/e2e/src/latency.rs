@@ -176,15 +176,10 @@ pub(crate) async fn run_latency(
                         .await
                         .map_err(|e| e.to_string())?
                         .into_inner();
-                    while !stop.load(Ordering::Relaxed) {
-                        match tokio::time::timeout(Duration::from_millis(200), s.message()).await {
-                            Ok(Ok(Some(b))) => {
-                                record(&mut b.frames.iter().map(|f| &f.payload[..]));
-                            }
-                            Ok(_) => break,
-                            Err(_) => {}
-                        }
-                    }
+                    read_until_stopped(&mut s, &stop, |b| {
+                        record(&mut b.frames.iter().map(|f| &f.payload[..]));
+                    })
+                    .await;
                 }
             }
             Ok::<(), String>(())
@@ -302,18 +297,29 @@ async fn read_ringside(
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
+    read_until_stopped(&mut s, stop, |b| {
+        record(&mut b.frames.iter().map(|f| &f.payload[..]));
+        let l: u64 = b.losses.iter().map(|l| l.frames).sum();
+        lost.fetch_add(l, Ordering::Relaxed);
+    })
+    .await;
+    Ok(())
+}
+
+/// Hands each message of `s` to `on` until `stop` (checked at least every 200 ms), an
+/// error or the stream's end.
+async fn read_until_stopped<M>(
+    s: &mut tonic::Streaming<M>,
+    stop: &AtomicBool,
+    mut on: impl FnMut(M),
+) {
     while !stop.load(Ordering::Relaxed) {
         match tokio::time::timeout(Duration::from_millis(200), s.message()).await {
-            Ok(Ok(Some(b))) => {
-                record(&mut b.frames.iter().map(|f| &f.payload[..]));
-                let l: u64 = b.losses.iter().map(|l| l.frames).sum();
-                lost.fetch_add(l, Ordering::Relaxed);
-            }
+            Ok(Ok(Some(m))) => on(m),
             Ok(_) => break,
             Err(_) => {}
         }
     }
-    Ok(())
 }
 
 /// The same stack without a ring: `preencoded-server --paced-rate R` (a plain tonic

@@ -66,8 +66,11 @@ struct Args {
 }
 
 /// Paced mode: batches waiting for the stream, at most (the producer thread waits
-/// when the client does not read, so memory stays bounded).
-const PACED_QUEUE: usize = 1024;
+/// when the client does not read). With [`PACED_BURST`], the queue holds at most
+/// 64 x 256 frames: about 1.5 MiB of 64 B frames, 16 x `--size` x 1024 bytes in general.
+const PACED_QUEUE: usize = 64;
+/// Paced mode: frames in one batch, at most (a burst due at once is split).
+const PACED_BURST: u64 = 256;
 
 /// Encodes `Bytes` as they are (they already are an encoded message) and
 /// decodes requests with prost.
@@ -195,7 +198,7 @@ fn pace(tx: &tokio::sync::mpsc::Sender<Bytes>, rate: u64, count: u64, size: usiz
             std::thread::sleep(std::time::Duration::from_micros(200));
             continue;
         }
-        let frames = (sent..due.min(sent + 4096))
+        let frames = (sent..due.min(sent + PACED_BURST))
             .map(|seq| {
                 let now = ringside_naive::now_ns();
                 if size >= 16 {
