@@ -109,6 +109,38 @@ impl Drop for Server {
     }
 }
 
+/// The machine's CPU time so far (all CPUs, in ticks): in all, and stolen by the
+/// hypervisor (the `steal` column of `/proc/stat`'s `cpu` line). None where unreadable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    pub(crate) fn now() -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // user nice system idle iowait irq softirq steal [guest guest_nice, counted in user]
+        Some(CpuTimes {
+            total: ticks.iter().take(8).sum(),
+            steal: *ticks.get(7)?,
+        })
+    }
+
+    /// The share of CPU time the hypervisor took from this machine since `self`, in
+    /// percent: time the scheduler had a task ready on a virtual CPU that did not run.
+    pub(crate) fn steal_pct_since(self) -> Option<f64> {
+        let now = CpuTimes::now()?;
+        let total = now.total.checked_sub(self.total)?;
+        (total > 0).then(|| 100.0 * now.steal.saturating_sub(self.steal) as f64 / total as f64)
+    }
+}
+
 /// Samples `/proc/<pid>/status` every 20 ms until `stop` or the process is gone.
 pub(crate) fn spawn_sampler(
     pid: u32,

@@ -18,6 +18,9 @@ pub(crate) struct LatResult {
     /// Frames received more than 500 µs after they were stamped (the issue-13 tail bound).
     pub(crate) over_500us: u64,
     pub(crate) peak_anon: u64,
+    /// CPU time the hypervisor stole from this machine during the run, in percent (None
+    /// where `/proc/stat` has no steal column).
+    pub(crate) steal_pct: Option<f64>,
     pub(crate) note: String,
     /// ringside only: the sidecar's per-batch delay histogram by cause, scraped from its
     /// Prometheus endpoint at the end of the run.
@@ -137,55 +140,19 @@ pub(crate) async fn run_latency(
     let pid = server.pid();
     let sampling = Arc::new(AtomicBool::new(false));
     let sampler = spawn_sampler(pid, Instant::now(), Arc::clone(&sampling));
-    let stop = Arc::new(AtomicBool::new(false));
-    let hist = Arc::new(Mutex::new(
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram"),
-    ));
-    let received = Arc::new(AtomicU64::new(0));
-    let lost = Arc::new(AtomicU64::new(0));
-    let reader = {
-        let (stop, hist, received, lost, endpoint) = (
-            Arc::clone(&stop),
-            Arc::clone(&hist),
-            Arc::clone(&received),
-            Arc::clone(&lost),
-            endpoint.clone(),
-        );
-        tokio::spawn(async move {
-            let ch = connect(&endpoint).await?;
-            let record = |payloads: &mut dyn Iterator<Item = &[u8]>| {
-                let now = ringside_naive::now_ns();
-                let mut h = hist.lock().expect("lock");
-                for pl in payloads {
-                    received.fetch_add(1, Ordering::Relaxed);
-                    if let Some(b) = pl.get(8..16) {
-                        let sent = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-                        let _ = h.record(now.saturating_sub(sent).max(1));
-                    }
-                }
-            };
-            match system {
-                System::Ringside => read_ringside(ch, &stop, &record, &lost).await?,
-                System::Naive => {
-                    let mut c = NaiveClient::new(ch);
-                    let req = ringside_naive::v1::SubscribeRequest {
-                        from_history: false,
-                    };
-                    let mut s = c
-                        .subscribe(req)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .into_inner();
-                    read_until_stopped(&mut s, &stop, |b| {
-                        record(&mut b.frames.iter().map(|f| &f.payload[..]));
-                    })
-                    .await;
-                }
-            }
-            Ok::<(), String>(())
-        })
+    let kind = match system {
+        System::Ringside => ReaderKind::Ringside,
+        System::Naive => ReaderKind::Naive,
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reader = match ReaderChild::spawn(&endpoint, kind, rate * secs).await {
+        Ok(r) => r,
+        Err(e) => {
+            res.note = format!("reader: {e}");
+            let _ = server.stop(Duration::from_secs(10));
+            return res;
+        }
+    };
+    let cpu0 = CpuTimes::now();
     let count = (rate * secs).to_string();
     let rate_s = rate.to_string();
     let load = match system {
@@ -216,20 +183,10 @@ pub(crate) async fn run_latency(
         }
     };
     res.written = json["sent"].as_u64().unwrap_or(0);
-    // Let the reader take the last frames (bounded).
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline
-        && received.load(Ordering::Relaxed) + lost.load(Ordering::Relaxed) < res.written
-        && !reader.is_finished()
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    match tokio::time::timeout(Duration::from_secs(2), reader).await {
-        Ok(Ok(Err(e))) => res.note = format!("reader: {e}"),
-        Ok(Err(e)) => res.note = format!("reader: {e}"),
-        _ => {}
-    }
+    // Let the reader take the last frames (bounded): it ends by itself once it has
+    // received or seen reported as lost every frame the load was asked for.
+    let readings = reader.finish(Duration::from_secs(3)).await;
+    res.steal_pct = cpu0.and_then(CpuTimes::steal_pct_since);
     sampling.store(true, Ordering::Relaxed);
     res.peak_anon = sampler
         .join()
@@ -245,10 +202,7 @@ pub(crate) async fn run_latency(
         }
     }
     let _ = server.stop(Duration::from_secs(10));
-    res.received = received.load(Ordering::Relaxed);
-    res.reported_lost = lost.load(Ordering::Relaxed);
-    let h = hist.lock().expect("lock");
-    summarize(&mut res, &h);
+    readings.fill(&mut res);
     println!(
         "[{name} {rate}/s] received {} of {} frames (lost reported {}): p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us; peak RssAnon {}",
         res.received,
@@ -263,59 +217,288 @@ pub(crate) async fn run_latency(
     res
 }
 
-/// Fills `res`'s quantiles, maximum and frames over 500 µs from a histogram of
-/// nanoseconds.
-fn summarize(res: &mut LatResult, h: &hdrhistogram::Histogram<u64>) {
-    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    res.p50_us = us(0.5);
-    res.p99_us = us(0.99);
-    res.p999_us = us(0.999);
-    res.max_us = h.max() as f64 / 1000.0;
-    res.over_500us = if h.max() > 500_000 {
-        h.count_between(500_001, h.max())
-    } else {
-        0
-    };
+/// What a latency reader measured: frames received, losses reported, and its
+/// histogram's quantiles (ns). Printed as JSON by the reader processes
+/// ([`latency_reader_child`], [`os_floor_child`]) and parsed back by the harness.
+#[derive(Debug, Default)]
+pub(crate) struct Readings {
+    received: u64,
+    lost: u64,
+    p50_ns: u64,
+    p99_ns: u64,
+    p999_ns: u64,
+    max_ns: u64,
+    /// Frames received more than 500 µs after they were stamped.
+    over_500us: u64,
+    /// Why the reader stopped early, if it did.
+    error: String,
 }
 
-/// Reads a `ringside.v1.Ringside/Subscribe` stream from `latest` until `stop` or the
-/// stream's end, handing every batch's payloads to `record` (their bytes 8..16 are the
-/// producer's clock) and counting reported losses.
-async fn read_ringside(
-    ch: tonic::transport::Channel,
-    stop: &AtomicBool,
-    record: &(impl Fn(&mut dyn Iterator<Item = &[u8]>) + Sync),
-    lost: &AtomicU64,
-) -> Result<(), String> {
-    let mut c = RingsideClient::new(ch);
-    let req = ringside_proto::v1::SubscribeRequest {
-        start: Some(Start::Latest(true)),
-        ..Default::default()
-    };
-    let mut s = c
-        .subscribe(req)
+impl Readings {
+    /// A fresh histogram of nanoseconds, 1 ns to 60 s, 3 significant digits.
+    fn histogram() -> hdrhistogram::Histogram<u64> {
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+            .expect("valid histogram bounds")
+    }
+
+    fn of(h: &hdrhistogram::Histogram<u64>, received: u64, lost: u64, error: String) -> Readings {
+        Readings {
+            received,
+            lost,
+            p50_ns: h.value_at_quantile(0.5),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            max_ns: h.max(),
+            over_500us: if h.max() > 500_000 {
+                h.count_between(500_001, h.max())
+            } else {
+                0
+            },
+            error,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "received": self.received,
+            "lost": self.lost,
+            "p50_ns": self.p50_ns,
+            "p99_ns": self.p99_ns,
+            "p999_ns": self.p999_ns,
+            "max_ns": self.max_ns,
+            "over_500us": self.over_500us,
+            "error": self.error,
+        })
+    }
+
+    fn from_json(v: &serde_json::Value) -> Readings {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        Readings {
+            received: n("received"),
+            lost: n("lost"),
+            p50_ns: n("p50_ns"),
+            p99_ns: n("p99_ns"),
+            p999_ns: n("p999_ns"),
+            max_ns: n("max_ns"),
+            over_500us: n("over_500us"),
+            error: if v.is_null() {
+                "the reader printed no result".into()
+            } else {
+                v["error"].as_str().unwrap_or_default().to_owned()
+            },
+        }
+    }
+
+    /// Copies the counts and quantiles into a table row (and a reader error into its note).
+    fn fill(&self, res: &mut LatResult) {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        res.received = self.received;
+        res.reported_lost = self.lost;
+        res.p50_us = us(self.p50_ns);
+        res.p99_us = us(self.p99_ns);
+        res.p999_us = us(self.p999_ns);
+        res.max_us = us(self.max_ns);
+        res.over_500us = self.over_500us;
+        if !self.error.is_empty() {
+            res.note = format!("{} reader: {}", res.note, self.error)
+                .trim()
+                .to_owned();
+        }
+    }
+}
+
+/// Which stream a latency reader subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ReaderKind {
+    /// `ringside.v1.Ringside/Subscribe` from `latest` (ringside and the plain tonic server).
+    Ringside,
+    /// The naive server's `Subscribe` without history.
+    Naive,
+}
+
+/// A latency reader in its own process (`e2e --latency-reader-child`), as a remote
+/// frontend is: its own tonic client on a current-thread runtime, so the harness's
+/// runtime, threads and allocations are not on its path.
+pub(crate) struct ReaderChild {
+    child: Child,
+    /// Closed to tell the reader to stop.
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl ReaderChild {
+    /// Starts a reader of `endpoint` that expects `frames` frames, and returns once it has
+    /// subscribed (so the load can start), or with why it could not.
+    pub(crate) async fn spawn(
+        endpoint: &str,
+        kind: ReaderKind,
+        frames: u64,
+    ) -> Result<ReaderChild, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("no executable path: {e}"))?;
+        let kind = match kind {
+            ReaderKind::Ringside => "ringside",
+            ReaderKind::Naive => "naive",
+        };
+        let mut child = Command::new(exe)
+            .args(["--latency-reader-child", "--reader-endpoint", endpoint])
+            .args([
+                "--reader-kind",
+                kind,
+                "--reader-frames",
+                &frames.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("the reader did not start: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("the reader has no stdout")?;
+        let mut stdout = std::io::BufReader::new(stdout);
+        // Its first line says it subscribed (or why not); blocking, so off the runtime.
+        let (line, stdout) = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead as _;
+            let mut line = String::new();
+            let _ = stdout.read_line(&mut line);
+            (line, stdout)
+        })
         .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    read_until_stopped(&mut s, stop, |b| {
-        record(&mut b.frames.iter().map(|f| &f.payload[..]));
-        let l: u64 = b.losses.iter().map(|l| l.frames).sum();
-        lost.fetch_add(l, Ordering::Relaxed);
-    })
-    .await;
+        .map_err(|e| e.to_string())?;
+        let mut reader = ReaderChild {
+            child,
+            stdin,
+            stdout,
+        };
+        if line.trim() != READER_SUBSCRIBED {
+            let _ = reader.child.kill();
+            let _ = reader.child.wait();
+            return Err(format!("the reader did not subscribe: {}", line.trim()));
+        }
+        Ok(reader)
+    }
+
+    /// Waits up to `grace` for the reader to end by itself (every frame received or
+    /// reported lost, or its stream ended), then tells it to stop, and returns what it
+    /// measured.
+    pub(crate) async fn finish(mut self, grace: Duration) -> Readings {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Closing stdin stops it within its 200 ms stop check.
+        drop(self.stdin.take());
+        tokio::task::spawn_blocking(move || {
+            let mut out = String::new();
+            let _ = self.stdout.read_to_string(&mut out);
+            let _ = self.child.wait();
+            Readings::from_json(&serde_json::from_str(out.trim()).unwrap_or_default())
+        })
+        .await
+        .unwrap_or_default()
+    }
+}
+
+/// The line a latency reader prints once subscribed.
+const READER_SUBSCRIBED: &str = "subscribed";
+
+/// The reader process of [`ReaderChild`]: subscribes to `endpoint`, prints
+/// [`READER_SUBSCRIBED`], records each frame's receive time minus the producer's clock in
+/// its payload bytes 8..16 until `frames` frames were received or reported lost, the
+/// stream ends or stdin closes, then prints its [`Readings`] as JSON.
+pub(crate) fn latency_reader_child(
+    endpoint: &str,
+    kind: ReaderKind,
+    frames: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut h = Readings::histogram();
+    let (mut received, mut lost) = (0u64, 0u64);
+    let result = rt.block_on(async {
+        let ch = connect(endpoint).await?;
+        let mut record = |payloads: &mut dyn Iterator<Item = &[u8]>, losses: u64| {
+            let now = ringside_naive::now_ns();
+            for pl in payloads {
+                received += 1;
+                if let Some(b) = pl.get(8..16) {
+                    let sent = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+                    let _ = h.record(now.saturating_sub(sent).max(1));
+                }
+            }
+            lost += losses;
+            received + lost >= frames
+        };
+        match kind {
+            ReaderKind::Ringside => {
+                let req = ringside_proto::v1::SubscribeRequest {
+                    start: Some(Start::Latest(true)),
+                    ..Default::default()
+                };
+                let mut s = RingsideClient::new(ch)
+                    .subscribe(req)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner();
+                println!("{READER_SUBSCRIBED}");
+                read_until_stopped(&mut s, &stop, |b| {
+                    let l: u64 = b.losses.iter().map(|l| l.frames).sum();
+                    record(&mut b.frames.iter().map(|f| &f.payload[..]), l)
+                })
+                .await;
+            }
+            ReaderKind::Naive => {
+                let req = ringside_naive::v1::SubscribeRequest {
+                    from_history: false,
+                };
+                let mut s = NaiveClient::new(ch)
+                    .subscribe(req)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner();
+                println!("{READER_SUBSCRIBED}");
+                read_until_stopped(&mut s, &stop, |b| {
+                    record(&mut b.frames.iter().map(|f| &f.payload[..]), 0)
+                })
+                .await;
+            }
+        }
+        Ok::<(), String>(())
+    });
+    let error = match result {
+        Ok(()) => String::new(),
+        Err(e) => {
+            // Not subscribed: the harness reads this line as the reason.
+            println!("{e}");
+            e
+        }
+    };
+    println!("{}", Readings::of(&h, received, lost, error).to_json());
     Ok(())
 }
 
-/// Hands each message of `s` to `on` until `stop` (checked at least every 200 ms), an
-/// error or the stream's end.
+/// Hands each message of `s` to `on` until `on` returns true (done), `stop` (checked at
+/// least every 200 ms), an error or the stream's end.
 async fn read_until_stopped<M>(
     s: &mut tonic::Streaming<M>,
     stop: &AtomicBool,
-    mut on: impl FnMut(M),
+    mut on: impl FnMut(M) -> bool,
 ) {
     while !stop.load(Ordering::Relaxed) {
         match tokio::time::timeout(Duration::from_millis(200), s.message()).await {
-            Ok(Ok(Some(m))) => on(m),
+            Ok(Ok(Some(m))) => {
+                if on(m) {
+                    break;
+                }
+            }
             Ok(_) => break,
             Err(_) => {}
         }
@@ -363,53 +546,19 @@ pub(crate) async fn run_tonic_floor(bins: &Bins, rate: u64, secs: u64, tmp: &Pat
         res.note = format!("server did not start: {e}");
         return res;
     }
-    let hist = Arc::new(Mutex::new(
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram"),
-    ));
-    let received = Arc::new(AtomicU64::new(0));
-    let lost = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (hist, received, lost, stop) = (
-            Arc::clone(&hist),
-            Arc::clone(&received),
-            Arc::clone(&lost),
-            Arc::clone(&stop),
-        );
-        let endpoint = format!("http://127.0.0.1:{port}");
-        tokio::spawn(async move {
-            let ch = connect(&endpoint).await?;
-            let record = move |payloads: &mut dyn Iterator<Item = &[u8]>| {
-                let now = ringside_naive::now_ns();
-                let mut h = hist.lock().expect("lock");
-                for pl in payloads {
-                    received.fetch_add(1, Ordering::Relaxed);
-                    if let Some(b) = pl.get(8..16) {
-                        let sent = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-                        let _ = h.record(now.saturating_sub(sent).max(1));
-                    }
-                }
-            };
-            read_ringside(ch, &stop, &record, &lost).await
-        })
-    };
-    // The stream ends after `count` frames; bounded by the run's length plus slack.
-    let deadline = Instant::now() + Duration::from_secs(secs + 5);
-    while Instant::now() < deadline && !reader.is_finished() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let cpu0 = CpuTimes::now();
+    match ReaderChild::spawn(&endpoint, ReaderKind::Ringside, count).await {
+        // The stream ends after `count` frames; bounded by the run's length plus slack.
+        Ok(reader) => reader
+            .finish(Duration::from_secs(secs + 5))
+            .await
+            .fill(&mut res),
+        Err(e) => res.note = format!("reader: {e}"),
     }
-    stop.store(true, Ordering::Relaxed);
-    match tokio::time::timeout(Duration::from_secs(2), reader).await {
-        Ok(Ok(Err(e))) => res.note = format!("reader: {e}"),
-        Ok(Err(e)) => res.note = format!("reader: {e}"),
-        _ => {}
-    }
+    res.steal_pct = cpu0.and_then(CpuTimes::steal_pct_since);
     let _ = server.stop(Duration::from_secs(5));
     res.written = count;
-    res.received = received.load(Ordering::Relaxed);
-    res.reported_lost = lost.load(Ordering::Relaxed);
-    let h = hist.lock().expect("lock");
-    summarize(&mut res, &h);
     println!(
         "[{TONIC_FLOOR} {rate}/s] received {} of {}: p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us",
         res.received, res.written, res.p50_us, res.p99_us, res.p999_us, res.max_us
@@ -457,6 +606,7 @@ pub(crate) fn run_os_floor(rate: u64, secs: u64) -> LatResult {
         return res;
     };
     let count = rate * secs;
+    let cpu0 = CpuTimes::now();
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < count {
@@ -482,11 +632,8 @@ pub(crate) fn run_os_floor(rate: u64, secs: u64) -> LatResult {
     drop(pipe);
     res.written = sent;
     let (json, _) = run_to_json(child);
-    res.received = json["received"].as_u64().unwrap_or(0);
-    res.p50_us = json["p50_ns"].as_f64().unwrap_or(0.0) / 1000.0;
-    res.p99_us = json["p99_ns"].as_f64().unwrap_or(0.0) / 1000.0;
-    res.p999_us = json["p999_ns"].as_f64().unwrap_or(0.0) / 1000.0;
-    res.max_us = json["max_ns"].as_f64().unwrap_or(0.0) / 1000.0;
+    res.steal_pct = cpu0.and_then(CpuTimes::steal_pct_since);
+    Readings::from_json(&json).fill(&mut res);
     println!(
         "[OS floor {rate}/s] received {} of {}: p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us",
         res.received, res.written, res.p50_us, res.p99_us, res.p999_us, res.max_us
@@ -497,7 +644,7 @@ pub(crate) fn run_os_floor(rate: u64, secs: u64) -> LatResult {
 /// The child of [`run_os_floor`]: reads 8-byte timestamps from stdin until EOF, then
 /// prints its latency quantiles as JSON.
 pub(crate) fn os_floor_child() -> Result<(), Box<dyn std::error::Error>> {
-    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut h = Readings::histogram();
     let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 8];
     let mut received = 0u64;
@@ -506,16 +653,7 @@ pub(crate) fn os_floor_child() -> Result<(), Box<dyn std::error::Error>> {
         let _ = h.record(now.saturating_sub(u64::from_le_bytes(buf)).max(1));
         received += 1;
     }
-    println!(
-        "{}",
-        serde_json::json!({
-            "received": received,
-            "p50_ns": h.value_at_quantile(0.5),
-            "p99_ns": h.value_at_quantile(0.99),
-            "p999_ns": h.value_at_quantile(0.999),
-            "max_ns": h.max(),
-        })
-    );
+    println!("{}", Readings::of(&h, received, 0, String::new()).to_json());
     Ok(())
 }
 
@@ -551,12 +689,12 @@ pub(crate) fn causes_table(results: &[LatResult]) -> String {
 
 pub(crate) fn latency_table(results: &[LatResult], secs: u64) -> String {
     let mut t = String::from(
-        "| system | rate (frames/s) | written | received | losses reported | p50 | p99 | p99.9 | max | peak RssAnon |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| system | rate (frames/s) | written | received | losses reported | p50 | p99 | p99.9 | max | over 500 µs | host steal | peak RssAnon |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {} |{}",
+            "| {} | {} | {} | {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {} | {} | {} |{}",
             r.system,
             r.rate,
             r.written,
@@ -566,6 +704,8 @@ pub(crate) fn latency_table(results: &[LatResult], secs: u64) -> String {
             r.p99_us,
             r.p999_us,
             r.max_us,
+            r.over_500us,
+            r.steal_pct.map_or("?".to_owned(), |p| format!("{p:.1}%")),
             mib(r.peak_anon),
             if r.note.is_empty() {
                 String::new()
@@ -576,7 +716,7 @@ pub(crate) fn latency_table(results: &[LatResult], secs: u64) -> String {
     }
     let _ = writeln!(
         t,
-        "\nOne producer process (`ringside load --rate R --size 64` / `naive-load --rate R --size 64`) for {secs} s, one reader from the newest frame in the harness process; latency is the reader's receive time minus the producer's clock stored in payload bytes 8..16 (same host, same clock), recorded in an HDR histogram. No cgroup limit in this scenario. *OS floor (pipe)*: in the same run, the harness writes a timestamp into a pipe at the same rate and pacing as `ringside load`, and a second process blocked in `read` records its receive time minus it: one wake-up of a blocked process, the least one cross-process hop costs here (ringside's path has at least two: producer to the sidecar's tokio worker, woken in `epoll_wait` by the doorbell eventfd, over loopback TCP to the reader; the naive server's at least two). *plain tonic (paced, no ring)*: in the same run, `preencoded-server --paced-rate R` (`benches/naive/`), a plain tonic server (2 workers) in which a thread paces and stamps 64 B frames as `ringside load` does and hands each burst as one `Batch` through a bounded tokio channel to the `Subscribe` stream, read by the same client as ringside's row: a thread-to-worker wake-up, then tonic, HTTP/2, loopback TCP and the client as on ringside's path, without the ring, the doorbell or the batch encoder. It is not a floor: how its channel wakes the runtime differs from ringside's doorbell on the reactor. It shows what the same stack gives a straightforward server on this machine in the same minute."
+        "\nOne producer process (`ringside load --rate R --size 64` / `naive-load --rate R --size 64`) for {secs} s, one reader from the newest frame in its own process (`e2e --latency-reader-child`: a tonic client on a current-thread runtime, as a remote frontend runs, not the harness's runtime), the same reader for every stream row; latency is the reader's receive time minus the producer's clock stored in payload bytes 8..16 (same host, same clock), recorded in an HDR histogram. *over 500 µs*: frames received more than 500 µs after they were stamped. *host steal*: the share of the machine's CPU time the hypervisor took during the row (the `steal` column of `/proc/stat`): time a virtual CPU had work and did not run, which no process here controls. No cgroup limit in this scenario. *OS floor (pipe)*: in the same run, the harness writes a timestamp into a pipe at the same rate and pacing as `ringside load`, and a second process blocked in `read` records its receive time minus it: one wake-up of a blocked process, the least one cross-process hop costs here (ringside's path has at least two: producer to the sidecar's tokio worker, woken in `epoll_wait` by the doorbell eventfd, over loopback TCP to the reader; the naive server's at least two). *plain tonic (paced, no ring)*: in the same run, `preencoded-server --paced-rate R` (`benches/naive/`), a plain tonic server (2 workers) in which a thread paces and stamps 64 B frames as `ringside load` does and hands each burst as one `Batch` through a bounded tokio channel to the `Subscribe` stream, read by the same client as ringside's row: a thread-to-worker wake-up, then tonic, HTTP/2, loopback TCP and the client as on ringside's path, without the ring, the doorbell or the batch encoder. It is not a floor: how its channel wakes the runtime differs from ringside's doorbell on the reactor. It shows what the same stack gives a straightforward server on this machine in the same minute."
     );
     t
 }

@@ -89,6 +89,18 @@ struct Args {
     /// Internal: the reading side of the OS floor measurement (reads timestamps on stdin).
     #[arg(long, hide = true)]
     os_floor_child: bool,
+    /// Internal: a steady-rate latency reader in its own process (see `ReaderChild`).
+    #[arg(long, hide = true, requires_all = ["reader_endpoint", "reader_kind"])]
+    latency_reader_child: bool,
+    /// Internal: the latency reader's server.
+    #[arg(long, hide = true)]
+    reader_endpoint: Option<String>,
+    /// Internal: the latency reader's stream.
+    #[arg(long, hide = true, value_enum)]
+    reader_kind: Option<ReaderKind>,
+    /// Internal: frames the latency reader expects (it ends once it has them all).
+    #[arg(long, hide = true, default_value_t = u64::MAX)]
+    reader_frames: u64,
     /// Run only the scale scenario (scale.rs): 10,000 subscribers on separate
     /// connections against one sidecar in a cgroup at its budget; writes its section of
     /// `benchmarks.md` (unless --no-write).
@@ -180,6 +192,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if args.os_floor_child {
         return os_floor_child();
+    }
+    if let (true, Some(endpoint), Some(kind)) = (
+        args.latency_reader_child,
+        &args.reader_endpoint,
+        args.reader_kind,
+    ) {
+        return latency_reader_child(endpoint, kind, args.reader_frames);
     }
     let full = args.full;
     let p = Params {

@@ -61,7 +61,7 @@ pub(crate) fn goals(m: &Measured<'_>, budget: u64) -> String {
     {
         let _ = writeln!(
             s,
-            "- Latency at 10k frames/s, p50 ≤ 60 µs and p99 ≤ 300 µs: p50 {:.0} µs ({}), p99 {:.0} µs ({}). The reader here is a tonic client in the harness process, on a 2-core machine shared with the producer, the sidecar and other work.",
+            "- Latency at 10k frames/s, p50 ≤ 60 µs and p99 ≤ 300 µs: p50 {:.0} µs ({}), p99 {:.0} µs ({}). The reader here is a tonic client in its own process (a current-thread runtime, as a remote frontend runs one), on a 2-core machine shared with the producer, the sidecar and other work; the table's host steal column says how much of the machine the hypervisor took meanwhile.",
             r.p50_us,
             yes(r.p50_us <= 60.0),
             r.p99_us,
@@ -125,9 +125,14 @@ fn tail_goal(lat: &[LatResult]) -> String {
         )
     });
     let met = a.p999_us <= 500.0 && a.p999_us < b.p999_us;
+    let steal = a.steal_pct.map_or(String::new(), |p| {
+        format!(
+            " The hypervisor took {p:.1}% of the machine's CPU time during ringside's row (`/proc/stat` steal): a virtual CPU that does not run delays every wake-up on it, the OS floor's included."
+        )
+    });
     let _ = writeln!(
         s,
-        "- Latency at 10k frames/s, p99.9 ≤ 500 µs and below the naive server's (issue 13): ringside {:.0} µs, naive {:.0} µs: {}. The OS floor in the same run, one wake-up of a process blocked on a pipe at the same pacing: {floor}. A plain tonic server in the same run, whose own thread paces and stamps the frames and hands them to the stream through a tokio channel (no ring; read by the same client over the same stack): {stack}.",
+        "- Latency at 10k frames/s, p99.9 ≤ 500 µs and below the naive server's (issue 13): ringside {:.0} µs, naive {:.0} µs: {}. The OS floor in the same run, one wake-up of a process blocked on a pipe at the same pacing: {floor}. A plain tonic server in the same run, whose own thread paces and stamps the frames and hands them to the stream through a tokio channel (no ring; read by the same client over the same stack): {stack}.{steal}",
         a.p999_us,
         b.p999_us,
         if met { "met" } else { "**not met**" }
@@ -161,7 +166,7 @@ fn tail_goal(lat: &[LatResult]) -> String {
         };
         let _ = writeln!(
             s,
-            "  Inside the sidecar (the per-batch delay table): {slow} of {batches} batches left the reader more than 500 µs after their first frame was stamped, while end to end {} of {} frames arrived more than 500 µs after it (about {:.1} frames per batch at this rate){where_}; {}; {}. A frame claimed but not committed (`pending_wait`) no longer sleeps on tokio's 1 ms timer (before this change, in an A/B run on this machine, every such batch took over 1 ms and they were about 0.1% of the frames: the p99.9); it waits for the commit's doorbell ring on the wake task's sub-millisecond ticks (a timerfd on the tokio reactor). What remains is the `doorbell` path: the producer's eventfd write wakes the tokio worker parked in `epoll_wait` (the doorbell eventfd is registered with the reactor; the wake task and the subscriber's stream run on that worker, with no thread hand-off), whose batch then crosses loopback TCP to the client's runtime: two wake-ups in series, each with the scheduler tail the OS floor row shows for one, on 2 cores shared with the producer, the harness and other work.",
+            "  Inside the sidecar (the per-batch delay table): {slow} of {batches} batches left the reader more than 500 µs after their first frame was stamped, while end to end {} of {} frames arrived more than 500 µs after it (about {:.1} frames per batch at this rate){where_}; {}; {}. A frame claimed but not committed (`pending_wait`) no longer sleeps on tokio's 1 ms timer (before this change, in an A/B run on this machine, every such batch took over 1 ms and they were about 0.1% of the frames: the p99.9); it waits for the commit's doorbell ring on the wake task's sub-millisecond ticks (a timerfd on the tokio reactor). What remains is the `doorbell` path: the producer's eventfd write wakes the tokio worker parked in `epoll_wait` (the doorbell eventfd is registered with the reactor; the wake task and the subscriber's stream run on that worker, with no thread hand-off), whose batch then crosses loopback TCP to the reader process's runtime: two wake-ups in series, each with the scheduler tail the OS floor row shows for one, on 2 cores shared with the producer, the harness and other work.",
             a.over_500us,
             a.received,
             per_batch,
