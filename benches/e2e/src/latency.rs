@@ -21,6 +21,10 @@ pub(crate) struct LatResult {
     /// CPU time the hypervisor stole from this machine during the run, in percent (None
     /// where `/proc/stat` has no steal column).
     pub(crate) steal_pct: Option<f64>,
+    /// p99.9 of each round (segment) of this row, in µs, in run order.
+    pub(crate) round_p999_us: Vec<f64>,
+    /// The reader's latency histogram (ns), merged over the row's rounds.
+    pub(crate) hist: Option<hdrhistogram::Histogram<u64>>,
     pub(crate) note: String,
     /// ringside only: the sidecar's per-batch delay histogram by cause, scraped from its
     /// Prometheus endpoint at the end of the run.
@@ -46,6 +50,21 @@ impl Cause {
             .find(|(le, _)| (le - secs).abs() < 1e-12)
             .map_or(0, |&(_, n)| n);
         self.count.saturating_sub(within)
+    }
+
+    /// Adds another run's batches of the same label (the same bucket bounds).
+    fn add(&mut self, other: &Cause) {
+        self.count += other.count;
+        for &(le, n) in &other.buckets {
+            match self
+                .buckets
+                .iter_mut()
+                .find(|(b, _)| (b - le).abs() < 1e-12)
+            {
+                Some((_, m)) => *m += n,
+                None => self.buckets.push((le, n)),
+            }
+        }
     }
 }
 
@@ -88,6 +107,62 @@ fn scrape_causes(port: u16) -> Result<Vec<Cause>, String> {
     Ok(causes)
 }
 
+/// The rows of the latency table at one rate, in table order.
+#[derive(Debug, Clone, Copy)]
+enum Row {
+    Stream(System),
+    OsFloor,
+    Tonic,
+}
+
+const ROWS: [Row; 4] = [
+    Row::Stream(System::Ringside),
+    Row::Stream(System::Naive),
+    Row::OsFloor,
+    Row::Tonic,
+];
+
+/// Frames at the start of each stream round that are received but not timed: the first
+/// 50 ms (the new subscription's, the new producer's and the new server's first frames;
+/// a steady stream's latency is what the table reports).
+pub(crate) fn warmup_frames(rate: u64) -> u64 {
+    rate / 20
+}
+
+/// Rounds per rate: the table's `secs` split into rounds of 2 s (1 s in `--quick`).
+pub(crate) fn latency_rounds(secs: u64) -> u64 {
+    if secs >= 10 { secs / 2 } else { secs.max(1) }
+}
+
+/// The latency table: at each rate, [`latency_rounds`] rounds, each running every row for
+/// `secs / rounds` s, one row after the other in an order rotated by one every round (so
+/// a stretch of host noise, such as a burst of hypervisor steal, falls on every row
+/// alike, not on whichever row ran then); each row's rounds merged into one row
+/// ([`LatResult::merge_rounds`]).
+pub(crate) async fn run_latency_rows(bins: &Bins, p: &Params, tmp: &Path) -> Vec<LatResult> {
+    let rounds = latency_rounds(p.lat_secs);
+    let secs = (p.lat_secs / rounds).max(1);
+    let mut table = Vec::new();
+    for rate in [10_000u64, 100_000] {
+        let mut parts: Vec<Vec<LatResult>> = ROWS.iter().map(|_| Vec::new()).collect();
+        for round in 0..rounds as usize {
+            for i in 0..ROWS.len() {
+                let at = (i + round) % ROWS.len();
+                let r = match ROWS[at] {
+                    Row::Stream(sys) => run_latency(sys, bins, p, rate, secs, round, tmp).await,
+                    Row::OsFloor => tokio::task::spawn_blocking(move || run_os_floor(rate, secs))
+                        .await
+                        .unwrap_or_default(),
+                    Row::Tonic => run_tonic_floor(bins, rate, secs, round, tmp).await,
+                };
+                parts[at].push(r);
+            }
+        }
+        table.extend(parts.into_iter().map(LatResult::merge_rounds));
+    }
+    table
+}
+
 /// Steady rate: one producer process at `rate` frames/s of 64 B payloads for
 /// `secs`, one reader from the newest frame; latency = receive time minus the
 /// producer's clock written into payload bytes 8..16.
@@ -97,6 +172,7 @@ pub(crate) async fn run_latency(
     p: &Params,
     rate: u64,
     secs: u64,
+    round: usize,
     tmp: &Path,
 ) -> LatResult {
     let name = match system {
@@ -110,8 +186,8 @@ pub(crate) async fn run_latency(
     };
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let socket = tmp.join(format!("lat-{name}-{rate}.sock"));
-    let log = tmp.join(format!("lat-{name}-{rate}.log"));
+    let socket = tmp.join(format!("lat-{name}-{rate}-{round}.sock"));
+    let log = tmp.join(format!("lat-{name}-{rate}-{round}.log"));
     let metrics_port = free_port();
     let mut server = match system {
         System::Ringside => {
@@ -144,7 +220,7 @@ pub(crate) async fn run_latency(
         System::Ringside => ReaderKind::Ringside,
         System::Naive => ReaderKind::Naive,
     };
-    let reader = match ReaderChild::spawn(&endpoint, kind, rate * secs).await {
+    let reader = match ReaderChild::spawn(&endpoint, kind, rate * secs, warmup_frames(rate)).await {
         Ok(r) => r,
         Err(e) => {
             res.note = format!("reader: {e}");
@@ -204,7 +280,7 @@ pub(crate) async fn run_latency(
     let _ = server.stop(Duration::from_secs(10));
     readings.fill(&mut res);
     println!(
-        "[{name} {rate}/s] received {} of {} frames (lost reported {}): p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us; peak RssAnon {}",
+        "[{name} {rate}/s, round {round}] received {} of {} frames (lost reported {}): p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us; peak RssAnon {}",
         res.received,
         res.written,
         res.reported_lost,
@@ -218,69 +294,60 @@ pub(crate) async fn run_latency(
 }
 
 /// What a latency reader measured: frames received, losses reported, and its
-/// histogram's quantiles (ns). Printed as JSON by the reader processes
-/// ([`latency_reader_child`], [`os_floor_child`]) and parsed back by the harness.
+/// histogram of receive time minus stamp (ns). Printed as JSON by the reader processes
+/// ([`latency_reader_child`], [`os_floor_child`]), with the histogram's recorded values
+/// and counts, and parsed back by the harness, which merges a row's rounds.
 #[derive(Debug, Default)]
 pub(crate) struct Readings {
     received: u64,
     lost: u64,
-    p50_ns: u64,
-    p99_ns: u64,
-    p999_ns: u64,
-    max_ns: u64,
-    /// Frames received more than 500 µs after they were stamped.
-    over_500us: u64,
+    hist: Option<hdrhistogram::Histogram<u64>>,
     /// Why the reader stopped early, if it did.
     error: String,
 }
 
-impl Readings {
-    /// A fresh histogram of nanoseconds, 1 ns to 60 s, 3 significant digits.
-    fn histogram() -> hdrhistogram::Histogram<u64> {
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-            .expect("valid histogram bounds")
-    }
+/// A fresh histogram of nanoseconds, 1 ns to 60 s, 3 significant digits.
+fn new_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+        .expect("valid histogram bounds")
+}
 
-    fn of(h: &hdrhistogram::Histogram<u64>, received: u64, lost: u64, error: String) -> Readings {
+impl Readings {
+    fn of(h: hdrhistogram::Histogram<u64>, received: u64, lost: u64, error: String) -> Readings {
         Readings {
             received,
             lost,
-            p50_ns: h.value_at_quantile(0.5),
-            p99_ns: h.value_at_quantile(0.99),
-            p999_ns: h.value_at_quantile(0.999),
-            max_ns: h.max(),
-            over_500us: if h.max() > 500_000 {
-                h.count_between(500_001, h.max())
-            } else {
-                0
-            },
+            hist: Some(h),
             error,
         }
     }
 
     fn to_json(&self) -> serde_json::Value {
+        let buckets: Vec<[u64; 2]> = self.hist.as_ref().map_or_else(Vec::new, |h| {
+            h.iter_recorded()
+                .map(|v| [v.value_iterated_to(), v.count_at_value()])
+                .collect()
+        });
         serde_json::json!({
             "received": self.received,
             "lost": self.lost,
-            "p50_ns": self.p50_ns,
-            "p99_ns": self.p99_ns,
-            "p999_ns": self.p999_ns,
-            "max_ns": self.max_ns,
-            "over_500us": self.over_500us,
+            "buckets": buckets,
             "error": self.error,
         })
     }
 
     fn from_json(v: &serde_json::Value) -> Readings {
         let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        let mut h = new_histogram();
+        for b in v["buckets"].as_array().into_iter().flatten() {
+            if let (Some(value), Some(count)) = (b[0].as_u64(), b[1].as_u64()) {
+                let _ = h.record_n(value.max(1), count);
+            }
+        }
         Readings {
             received: n("received"),
             lost: n("lost"),
-            p50_ns: n("p50_ns"),
-            p99_ns: n("p99_ns"),
-            p999_ns: n("p999_ns"),
-            max_ns: n("max_ns"),
-            over_500us: n("over_500us"),
+            hist: Some(h),
             error: if v.is_null() {
                 "the reader printed no result".into()
             } else {
@@ -289,21 +356,73 @@ impl Readings {
         }
     }
 
-    /// Copies the counts and quantiles into a table row (and a reader error into its note).
-    fn fill(&self, res: &mut LatResult) {
-        let us = |ns: u64| ns as f64 / 1000.0;
+    /// Copies the counts and the histogram into a table row (and a reader error into its
+    /// note).
+    fn fill(self, res: &mut LatResult) {
         res.received = self.received;
         res.reported_lost = self.lost;
-        res.p50_us = us(self.p50_ns);
-        res.p99_us = us(self.p99_ns);
-        res.p999_us = us(self.p999_ns);
-        res.max_us = us(self.max_ns);
-        res.over_500us = self.over_500us;
+        res.hist = self.hist;
+        res.set_quantiles();
         if !self.error.is_empty() {
             res.note = format!("{} reader: {}", res.note, self.error)
                 .trim()
                 .to_owned();
         }
+    }
+}
+
+impl LatResult {
+    /// Sets the quantiles and the count over 500 µs from the histogram.
+    fn set_quantiles(&mut self) {
+        let Some(h) = &self.hist else { return };
+        let us = |ns: u64| ns as f64 / 1000.0;
+        self.p50_us = us(h.value_at_quantile(0.5));
+        self.p99_us = us(h.value_at_quantile(0.99));
+        self.p999_us = us(h.value_at_quantile(0.999));
+        self.max_us = us(h.max());
+        self.over_500us = if h.max() > 500_000 {
+            h.count_between(500_001, h.max())
+        } else {
+            0
+        };
+    }
+
+    /// One row from the rounds of the same system at the same rate: counts summed,
+    /// histograms and the sidecar's delay histograms merged, the mean steal, the highest
+    /// peak RssAnon, and each round's p99.9 kept.
+    pub(crate) fn merge_rounds(rounds: Vec<LatResult>) -> LatResult {
+        let mut out = LatResult::default();
+        let steals: Vec<f64> = rounds.iter().filter_map(|r| r.steal_pct).collect();
+        out.steal_pct =
+            (!steals.is_empty()).then(|| steals.iter().sum::<f64>() / steals.len() as f64);
+        for r in rounds {
+            out.system = r.system;
+            out.rate = r.rate;
+            out.written += r.written;
+            out.received += r.received;
+            out.reported_lost += r.reported_lost;
+            out.peak_anon = out.peak_anon.max(r.peak_anon);
+            out.round_p999_us.push(r.p999_us);
+            if let Some(h) = r.hist {
+                match &mut out.hist {
+                    Some(m) => {
+                        let _ = m.add(&h);
+                    }
+                    None => out.hist = Some(h),
+                }
+            }
+            if !r.note.is_empty() && !out.note.contains(&r.note) {
+                out.note = format!("{} {}", out.note, r.note).trim().to_owned();
+            }
+            for c in r.causes {
+                match out.causes.iter_mut().find(|m| m.after == c.after) {
+                    Some(m) => m.add(&c),
+                    None => out.causes.push(c),
+                }
+            }
+        }
+        out.set_quantiles();
+        out
     }
 }
 
@@ -333,6 +452,7 @@ impl ReaderChild {
         endpoint: &str,
         kind: ReaderKind,
         frames: u64,
+        warmup: u64,
     ) -> Result<ReaderChild, String> {
         let exe = std::env::current_exe().map_err(|e| format!("no executable path: {e}"))?;
         let kind = match kind {
@@ -346,6 +466,8 @@ impl ReaderChild {
                 kind,
                 "--reader-frames",
                 &frames.to_string(),
+                "--reader-warmup",
+                &warmup.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -403,12 +525,14 @@ const READER_SUBSCRIBED: &str = "subscribed";
 
 /// The reader process of [`ReaderChild`]: subscribes to `endpoint`, prints
 /// [`READER_SUBSCRIBED`], records each frame's receive time minus the producer's clock in
-/// its payload bytes 8..16 until `frames` frames were received or reported lost, the
+/// its payload bytes 8..16 (all but the first `warmup` frames, counted as received but not
+/// timed: the new connection's and the new producer's start) until `frames` frames were received or reported lost, the
 /// stream ends or stdin closes, then prints its [`Readings`] as JSON.
 pub(crate) fn latency_reader_child(
     endpoint: &str,
     kind: ReaderKind,
     frames: u64,
+    warmup: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -421,7 +545,7 @@ pub(crate) fn latency_reader_child(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut h = Readings::histogram();
+    let mut h = new_histogram();
     let (mut received, mut lost) = (0u64, 0u64);
     let result = rt.block_on(async {
         let ch = connect(endpoint).await?;
@@ -429,6 +553,9 @@ pub(crate) fn latency_reader_child(
             let now = ringside_naive::now_ns();
             for pl in payloads {
                 received += 1;
+                if received <= warmup {
+                    continue;
+                }
                 if let Some(b) = pl.get(8..16) {
                     let sent = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
                     let _ = h.record(now.saturating_sub(sent).max(1));
@@ -481,7 +608,7 @@ pub(crate) fn latency_reader_child(
             e
         }
     };
-    println!("{}", Readings::of(&h, received, lost, error).to_json());
+    println!("{}", Readings::of(h, received, lost, error).to_json());
     Ok(())
 }
 
@@ -510,7 +637,13 @@ async fn read_until_stopped<M>(
 /// burst to the stream as one `Batch` through a tokio channel), read by the same client as
 /// ringside's row: tonic, HTTP/2, loopback TCP and the client as on ringside's path,
 /// without the ring, the doorbell or the batch encoder.
-pub(crate) async fn run_tonic_floor(bins: &Bins, rate: u64, secs: u64, tmp: &Path) -> LatResult {
+pub(crate) async fn run_tonic_floor(
+    bins: &Bins,
+    rate: u64,
+    secs: u64,
+    round: usize,
+    tmp: &Path,
+) -> LatResult {
     let mut res = LatResult {
         system: TONIC_FLOOR.into(),
         rate,
@@ -540,7 +673,7 @@ pub(crate) async fn run_tonic_floor(bins: &Bins, rate: u64, secs: u64, tmp: &Pat
         None,
         &bin,
         &args,
-        tmp.join(format!("tonic-floor-{rate}.log")),
+        tmp.join(format!("tonic-floor-{rate}-{round}.log")),
     );
     if let Err(e) = server.wait_ready(port, None) {
         res.note = format!("server did not start: {e}");
@@ -548,7 +681,7 @@ pub(crate) async fn run_tonic_floor(bins: &Bins, rate: u64, secs: u64, tmp: &Pat
     }
     let endpoint = format!("http://127.0.0.1:{port}");
     let cpu0 = CpuTimes::now();
-    match ReaderChild::spawn(&endpoint, ReaderKind::Ringside, count).await {
+    match ReaderChild::spawn(&endpoint, ReaderKind::Ringside, count, warmup_frames(rate)).await {
         // The stream ends after `count` frames; bounded by the run's length plus slack.
         Ok(reader) => reader
             .finish(Duration::from_secs(secs + 5))
@@ -560,7 +693,7 @@ pub(crate) async fn run_tonic_floor(bins: &Bins, rate: u64, secs: u64, tmp: &Pat
     let _ = server.stop(Duration::from_secs(5));
     res.written = count;
     println!(
-        "[{TONIC_FLOOR} {rate}/s] received {} of {}: p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us",
+        "[{TONIC_FLOOR} {rate}/s, round {round}] received {} of {}: p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us",
         res.received, res.written, res.p50_us, res.p99_us, res.p999_us, res.max_us
     );
     res
@@ -644,7 +777,7 @@ pub(crate) fn run_os_floor(rate: u64, secs: u64) -> LatResult {
 /// The child of [`run_os_floor`]: reads 8-byte timestamps from stdin until EOF, then
 /// prints its latency quantiles as JSON.
 pub(crate) fn os_floor_child() -> Result<(), Box<dyn std::error::Error>> {
-    let mut h = Readings::histogram();
+    let mut h = new_histogram();
     let mut stdin = std::io::stdin().lock();
     let mut buf = [0u8; 8];
     let mut received = 0u64;
@@ -653,7 +786,7 @@ pub(crate) fn os_floor_child() -> Result<(), Box<dyn std::error::Error>> {
         let _ = h.record(now.saturating_sub(u64::from_le_bytes(buf)).max(1));
         received += 1;
     }
-    println!("{}", Readings::of(&h, received, 0, String::new()).to_json());
+    println!("{}", Readings::of(h, received, 0, String::new()).to_json());
     Ok(())
 }
 
@@ -688,13 +821,26 @@ pub(crate) fn causes_table(results: &[LatResult]) -> String {
 }
 
 pub(crate) fn latency_table(results: &[LatResult], secs: u64) -> String {
+    let rounds = latency_rounds(secs);
+    let per = (secs / rounds).max(1);
     let mut t = String::from(
-        "| system | rate (frames/s) | written | received | losses reported | p50 | p99 | p99.9 | max | over 500 µs | host steal | peak RssAnon |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| system | rate (frames/s) | written | received | losses reported | p50 | p99 | p99.9 | p99.9 per round | max | over 500 µs | host steal | peak RssAnon |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
+        let lo = r
+            .round_p999_us
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let hi = r.round_p999_us.iter().copied().fold(0.0, f64::max);
+        let rounds = if r.round_p999_us.len() > 1 {
+            format!("{lo:.0}–{hi:.0} µs")
+        } else {
+            "–".to_owned()
+        };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {} | {} | {} |{}",
+            "| {} | {} | {} | {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {rounds} | {:.0} µs | {} | {} | {} |{}",
             r.system,
             r.rate,
             r.written,
@@ -716,7 +862,7 @@ pub(crate) fn latency_table(results: &[LatResult], secs: u64) -> String {
     }
     let _ = writeln!(
         t,
-        "\nOne producer process (`ringside load --rate R --size 64` / `naive-load --rate R --size 64`) for {secs} s, one reader from the newest frame in its own process (`e2e --latency-reader-child`: a tonic client on a current-thread runtime, as a remote frontend runs, not the harness's runtime), the same reader for every stream row; latency is the reader's receive time minus the producer's clock stored in payload bytes 8..16 (same host, same clock), recorded in an HDR histogram. *over 500 µs*: frames received more than 500 µs after they were stamped. *host steal*: the share of the machine's CPU time the hypervisor took during the row (the `steal` column of `/proc/stat`): time a virtual CPU had work and did not run, which no process here controls. No cgroup limit in this scenario. *OS floor (pipe)*: in the same run, the harness writes a timestamp into a pipe at the same rate and pacing as `ringside load`, and a second process blocked in `read` records its receive time minus it: one wake-up of a blocked process, the least one cross-process hop costs here (ringside's path has at least two: producer to the sidecar's tokio worker, woken in `epoll_wait` by the doorbell eventfd, over loopback TCP to the reader; the naive server's at least two). *plain tonic (paced, no ring)*: in the same run, `preencoded-server --paced-rate R` (`benches/naive/`), a plain tonic server (2 workers) in which a thread paces and stamps 64 B frames as `ringside load` does and hands each burst as one `Batch` through a bounded tokio channel to the `Subscribe` stream, read by the same client as ringside's row: a thread-to-worker wake-up, then tonic, HTTP/2, loopback TCP and the client as on ringside's path, without the ring, the doorbell or the batch encoder. It is not a floor: how its channel wakes the runtime differs from ringside's doorbell on the reactor. It shows what the same stack gives a straightforward server on this machine in the same minute."
+        "\nAt each rate, {rounds} rounds of {per} s; in each, every row runs in turn, in an order rotated by one every round, so a stretch of host noise falls on every row alike; a row's figures merge its rounds' histograms, and *p99.9 per round* gives the lowest and highest round. In each stream round: a fresh server, one producer process (`ringside load --rate R --size 64` / `naive-load --rate R --size 64`), one reader from the newest frame in its own process (`e2e --latency-reader-child`: a tonic client on a current-thread runtime, as a remote frontend runs, not the harness's runtime), the same reader for every stream row; latency is the reader's receive time minus the producer's clock stored in payload bytes 8..16 (same host, same clock), recorded in an HDR histogram, except the round's first 50 ms of frames (received, not timed: the new connection's, producer's and server's start). *over 500 µs*: frames received more than 500 µs after they were stamped. *host steal*: the share of the machine's CPU time the hypervisor took during the row (mean over its rounds) (the `steal` column of `/proc/stat`): time a virtual CPU had work and did not run, which no process here controls. No cgroup limit in this scenario. *OS floor (pipe)*: in the same run, the harness writes a timestamp into a pipe at the same rate and pacing as `ringside load`, and a second process blocked in `read` records its receive time minus it: one wake-up of a blocked process, the least one cross-process hop costs here (ringside's path has at least two: producer to the sidecar's tokio worker, woken in `epoll_wait` by the doorbell eventfd, over loopback TCP to the reader; the naive server's at least two). *plain tonic (paced, no ring)*: in the same run, `preencoded-server --paced-rate R` (`benches/naive/`), a plain tonic server (2 workers) in which a thread paces and stamps 64 B frames as `ringside load` does and hands each burst as one `Batch` through a bounded tokio channel to the `Subscribe` stream, read by the same client as ringside's row: a thread-to-worker wake-up, then tonic, HTTP/2, loopback TCP and the client as on ringside's path, without the ring, the doorbell or the batch encoder. It is not a floor: how its channel wakes the runtime differs from ringside's doorbell on the reactor. It shows what the same stack gives a straightforward server on this machine in the same minute."
     );
     t
 }

@@ -101,6 +101,9 @@ struct Args {
     /// Internal: frames the latency reader expects (it ends once it has them all).
     #[arg(long, hide = true, default_value_t = u64::MAX)]
     reader_frames: u64,
+    /// Internal: frames the latency reader receives before it starts timing.
+    #[arg(long, hide = true, default_value_t = 0)]
+    reader_warmup: u64,
     /// Run only the scale scenario (scale.rs): 10,000 subscribers on separate
     /// connections against one sidecar in a cgroup at its budget; writes its section of
     /// `benchmarks.md` (unless --no-write).
@@ -198,7 +201,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &args.reader_endpoint,
         args.reader_kind,
     ) {
-        return latency_reader_child(endpoint, kind, args.reader_frames);
+        return latency_reader_child(endpoint, kind, args.reader_frames, args.reader_warmup);
     }
     let full = args.full;
     let p = Params {
@@ -284,20 +287,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         limits.tcp_gib_s, limits.memcpy_gib_s
     );
     if args.latency_only {
-        let lat = rt.block_on(async {
-            let mut l = Vec::new();
-            for rate in [10_000u64, 100_000] {
-                for sys in [System::Ringside, System::Naive] {
-                    l.push(run_latency(sys, &bins, &p, rate, p.lat_secs, &tmp).await);
-                }
-                let secs = p.lat_secs;
-                if let Ok(r) = tokio::task::spawn_blocking(move || run_os_floor(rate, secs)).await {
-                    l.push(r);
-                }
-                l.push(run_tonic_floor(&bins, rate, p.lat_secs, &tmp).await);
-            }
-            l
-        });
+        let lat = rt.block_on(run_latency_rows(&bins, &p, &tmp));
         rt.shutdown_timeout(Duration::from_secs(2));
         let _ = std::fs::remove_dir_all(&tmp);
         println!("\n{}", latency_table(&lat, p.lat_secs));
@@ -319,17 +309,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for sys in [System::Ringside, System::Naive] {
             v.push(run_system(sys, &bins, &p, budget, &tmp).await);
         }
-        let mut l = Vec::new();
-        for rate in [10_000u64, 100_000] {
-            for sys in [System::Ringside, System::Naive] {
-                l.push(run_latency(sys, &bins, &p, rate, p.lat_secs, &tmp).await);
-            }
-            let secs = p.lat_secs;
-            if let Ok(r) = tokio::task::spawn_blocking(move || run_os_floor(rate, secs)).await {
-                l.push(r);
-            }
-            l.push(run_tonic_floor(&bins, rate, p.lat_secs, &tmp).await);
-        }
+        let l = run_latency_rows(&bins, &p, &tmp).await;
         let mut f = Vec::new();
         for (n, fp) in &fanout {
             for sys in [System::Ringside, System::Naive] {
