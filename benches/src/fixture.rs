@@ -43,6 +43,15 @@ impl Fixture {
     /// the handshake, and writes the whole ring once so every page is faulted in before any
     /// measurement.
     pub fn start(ring: RingConfig) -> Result<Fixture, Box<dyn Error>> {
+        let fixture = Fixture::start_cold(ring, true)?;
+        fixture.prefault()?;
+        Ok(fixture)
+    }
+
+    /// As [`Fixture::start`], without writing the ring first: the producers' first sends
+    /// land on memory nobody wrote before, backed at creation or not (`populate_ring`,
+    /// see [`HostOptions::populate_ring`]).
+    pub fn start_cold(ring: RingConfig, populate_ring: bool) -> Result<Fixture, Box<dyn Error>> {
         let dir = tempfile::Builder::new()
             .prefix("ringside-bench-")
             .tempdir()?;
@@ -51,6 +60,7 @@ impl Fixture {
             socket_path: socket_path.clone(),
             ring,
             adopt_grace: Duration::ZERO,
+            populate_ring,
             ..HostOptions::default()
         })?;
         let producer = connect(&socket_path, ProducerOptions::default())?;
@@ -67,7 +77,6 @@ impl Fixture {
             _dir: dir,
             socket_path,
         };
-        fixture.prefault()?;
         Ok(fixture)
     }
 

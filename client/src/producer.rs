@@ -407,6 +407,9 @@ fn handshake(shared: &Shared) -> Result<(), ConnectError> {
     let same_ring = current.is_some_and(|ring| ring.ring_id() == welcome.ring_id);
     if !same_ring {
         let ring = WritableRing::open(admission.ring, welcome.ring_id, welcome.ring_config())?;
+        // Before the ring is installed: once connected, no `send` takes a page fault on
+        // it. Meanwhile sends go to the previous ring, or count as not connected.
+        ring.populate_page_tables();
         if shared.rings.install(ring).is_err() {
             return Err(ConnectError::Protocol(format!(
                 "this producer already switched rings {MAX_RING_SWITCHES} times; restart it"

@@ -50,6 +50,13 @@ pub struct HostOptions {
     pub max_producers: usize,
     /// How long `start` waits for a reconnecting producer to hand back an existing ring.
     pub adopt_grace: Duration,
+    /// Back a fresh ring with memory when it is created (the default): its pages are
+    /// allocated, zeroed and charged to the sidecar's memory cgroup at start, where a ring
+    /// that does not fit fails with [`RingError::Populate`], and no producer takes a page
+    /// fault that allocates memory in its `send`. Off, each page comes when a producer
+    /// first writes it, charged to that producer's cgroup. An adopted ring already has
+    /// its memory.
+    pub populate_ring: bool,
 }
 
 impl Default for HostOptions {
@@ -61,6 +68,7 @@ impl Default for HostOptions {
             allow_gids: Vec::new(),
             max_producers: 64,
             adopt_grace: Duration::from_secs(1),
+            populate_ring: true,
         }
     }
 }
@@ -161,7 +169,7 @@ impl RingHost {
             server.poll_once(Some(timeout));
         };
         if !adopted {
-            server.view = Some(Arc::new(create_ring(&options.ring)?));
+            server.view = Some(Arc::new(create_ring(&options.ring, options.populate_ring)?));
         }
         server.admit_parked();
         let view = server.view.clone().ok_or(HostError::Ring(RingError::Sys {
@@ -244,7 +252,7 @@ fn now_unix_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn create_ring(config: &RingConfig) -> Result<RingView, RingError> {
+fn create_ring(config: &RingConfig, populate: bool) -> Result<RingView, RingError> {
     let ring_id = loop {
         let mut bytes = [0u8; 8];
         let id = match std::fs::File::open("/dev/urandom")
@@ -259,7 +267,11 @@ fn create_ring(config: &RingConfig) -> Result<RingView, RingError> {
     };
     let header = RingHeader::new(config, ring_id, now_unix_ns());
     let fd = create_ring_memfd(config, &header)?;
-    RingView::open(fd)
+    let view = RingView::open(fd)?;
+    if populate {
+        view.mapping().populate()?;
+    }
+    Ok(view)
 }
 
 fn bind_listener(path: &Path) -> Result<OwnedFd, HostError> {

@@ -136,6 +136,17 @@ impl WritableRing {
         })
     }
 
+    /// Makes this process's page table entries for the whole ring writable now, so that
+    /// `send` does not take a page fault every 4 KiB of its first lap (and, on a ring the
+    /// sidecar did not back with memory at creation, allocates the missing pages here).
+    /// Meant for the connecting thread, before writers see the ring (populating only
+    /// faults pages in and never changes their contents, so concurrent writes would be
+    /// safe too). Best effort: where it fails, pages fault in on first write, as without
+    /// it. About 1.5 µs per 4 KiB page on the development VM (25 ms for a 64 MiB ring).
+    pub fn populate_page_tables(&self) {
+        let _ = self.map.populate();
+    }
+
     /// The ring's geometry.
     pub fn config(&self) -> &RingConfig {
         &self.config

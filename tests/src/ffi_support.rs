@@ -68,6 +68,7 @@ pub fn start_host(dir: &Path, name: &str, max_producers: usize) -> Host {
         allow_gids: Vec::new(),
         max_producers,
         adopt_grace: Duration::ZERO,
+        populate_ring: true,
     })
     .unwrap_or_else(|e| panic!("RingHost::start({}): {e}", socket.display()));
     Host { host, socket }

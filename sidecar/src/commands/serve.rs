@@ -292,6 +292,7 @@ fn serve(args: ServeArgs, r: Resolved) -> Result<(), ServeError> {
         allow_gids: args.allow_gid.clone(),
         max_producers: args.max_producers,
         adopt_grace: args.adopt_grace,
+        populate_ring: true,
     })
     .map_err(|source| ServeError::Host {
         socket: args.socket.display().to_string(),
