@@ -282,8 +282,9 @@ impl RingMapping {
     ///
     /// # Errors
     ///
-    /// [`RingError::Populate`] when the memory cannot be had (`ENOMEM` when the host or the
-    /// memory cgroup has less free than the ring's capacity).
+    /// [`RingError::Populate`] when the memory cannot be had (`ENOMEM` when the host has
+    /// less free than the ring's capacity). In a memory cgroup too small for the ring the
+    /// kernel's OOM killer acts instead, during this call.
     pub fn populate(&self) -> Result<(), RingError> {
         let advice = match self.access {
             Access::ReadOnly => libc::MADV_POPULATE_READ,
@@ -906,7 +907,7 @@ pub enum RingError {
     NoWideAtomics,
     /// The ring's memory could not be had when it was created.
     #[error(
-        "could not back the {capacity}-byte ring with memory ({source}): the host or this process's memory cgroup has less free than that; lower --ring-size or raise the memory limit"
+        "could not back the {capacity}-byte ring with memory ({source}): the host has less free than that; lower --ring-size or free memory"
     )]
     Populate {
         /// The ring's data capacity in bytes.
