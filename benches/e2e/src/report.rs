@@ -223,7 +223,7 @@ pub(crate) fn report(p: &Params, tables: &[&str; 4], budget: u64, m: &Measured<'
     );
     let _ = writeln!(
         s,
-        "- ringside's RssShmem is the ring itself (shared with the producers, counted in the budget). Its RssAnon is the private memory that the brief promises stays flat."
+        "- ringside's RssShmem is the ring itself (shared with the producers, counted in the budget; the sidecar backs it with memory at start, so it is also in ringside's cgroup peak usage). Its RssAnon is the private memory that the brief promises stays flat."
     );
     let _ = writeln!(
         s,
