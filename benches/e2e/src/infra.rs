@@ -182,6 +182,21 @@ pub(crate) async fn connect(endpoint: &str) -> Result<Channel, String> {
     }
 }
 
+/// Opens a `Subscribe` stream on `ch` from the newest frame, unfiltered.
+pub(crate) async fn subscribe_latest(
+    ch: Channel,
+) -> Result<tonic::Streaming<ringside_proto::v1::Batch>, String> {
+    let req = ringside_proto::v1::SubscribeRequest {
+        start: Some(Start::Latest(true)),
+        ..Default::default()
+    };
+    Ok(RingsideClient::new(ch)
+        .subscribe(req)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner())
+}
+
 pub(crate) fn run_to_json(mut child: Child) -> (serde_json::Value, f64) {
     let t = Instant::now();
     let mut out = String::new();

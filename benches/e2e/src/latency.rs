@@ -566,15 +566,7 @@ pub(crate) fn latency_reader_child(
         };
         match kind {
             ReaderKind::Ringside => {
-                let req = ringside_proto::v1::SubscribeRequest {
-                    start: Some(Start::Latest(true)),
-                    ..Default::default()
-                };
-                let mut s = RingsideClient::new(ch)
-                    .subscribe(req)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .into_inner();
+                let mut s = subscribe_latest(ch).await?;
                 println!("{READER_SUBSCRIBED}");
                 read_until_stopped(&mut s, &stop, |b| {
                     let l: u64 = b.losses.iter().map(|l| l.frames).sum();

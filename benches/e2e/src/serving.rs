@@ -820,15 +820,7 @@ async fn idle_ringside(bins: &Bins, sp: &ServingParams, tmp: &Path) -> IdleRow {
     };
     let sub = tokio::spawn(async move {
         let ch = connect(&endpoint).await?;
-        let req = ringside_proto::v1::SubscribeRequest {
-            start: Some(Start::Latest(true)),
-            ..Default::default()
-        };
-        let mut s = RingsideClient::new(ch)
-            .subscribe(req)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
+        let mut s = subscribe_latest(ch).await?;
         let mut n = 0u64;
         while let Ok(Some(_)) = s.message().await {
             n += 1;
