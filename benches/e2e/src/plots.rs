@@ -183,7 +183,7 @@ pub(crate) fn throughput_groups(
             .rows
             .iter()
             .filter(|r| r.frame == frame && r.subs == subs)
-            .map(|r| (r.system.to_string(), (r.reps > 0).then_some(r.frames_s), ""))
+            .map(|r| (r.label(), (r.reps > 0).then_some(r.frames_s), ""))
             .collect();
         let readers = if subs == 1 { "1 sub" } else { "subs" };
         let label = if subs == 1 {

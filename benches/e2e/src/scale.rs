@@ -232,20 +232,15 @@ fn request(kind: Kind) -> Bytes {
         Kind::Waiting => IDLE_TOPIC,
         Kind::Attentive | Kind::Slow => DATA_TOPIC,
     };
-    let req = v1::SubscribeRequest {
+    grpc_message(&v1::SubscribeRequest {
         start: Some(v1::subscribe_request::Start::Latest(true)),
         topics: vec![topic.to_string()],
         ..Default::default()
-    };
-    let body = req.encode_to_vec();
-    let mut out = Vec::with_capacity(5 + body.len());
-    out.push(0);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
-    Bytes::from(out)
+    })
 }
 
-fn grpc_status(h: &http::HeaderMap) -> Option<(i32, String)> {
+/// A gRPC status (code, message) from response headers or trailers, if they carry one.
+pub(crate) fn grpc_status(h: &http::HeaderMap) -> Option<(i32, String)> {
     let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
     let msg = h
         .get("grpc-message")
@@ -401,7 +396,7 @@ async fn run_subscriber(
 }
 
 /// Aborts the h2 connection task when the subscriber ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
