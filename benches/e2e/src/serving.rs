@@ -1190,7 +1190,7 @@ fn raw_reader_goal(s: &Serving, frame: u64) -> String {
     // One subscriber's reads, checks and encoding run in one task: about a core.
     let bound = if r.cpu_cores >= 0.9 {
         format!(
-            " With this reader ringside is the bottleneck: its server used {:.2} cores, {:.0} ns per frame, where the baseline copies and validates nothing per frame (one subscriber's reads, frame checks and encoding run in one task, so about one core is its ceiling; `sidecar/encode` in the instruction counts is that path).",
+            " With this reader ringside is the bottleneck: its server used {:.2} cores, {:.0} ns per frame, where the baseline copies and validates nothing per frame (one subscriber's reads, frame checks and encoding run in one task, so about one core is its ceiling; `sidecar/encode` in the instruction counts is that path). Next step: a smaller fixed cost per frame on that path (the reader's header checks, the frame check's two hashes, the encoder's prefix: 855 instructions at 64 B), or one stream's reading and encoding split over the two workers.",
             r.cpu_cores, r.cpu_ns_per_frame
         )
     } else {
