@@ -104,23 +104,15 @@ pub(crate) async fn raw_read_target(
             None => return Err(format!("stream ended after {} frames", seen.frames)),
         };
         let _ = body.flow_control().release_capacity(chunk.len());
-        buf.extend_from_slice(&chunk);
-        while buf.len() >= 5 {
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if len > RAW_MAX_MESSAGE {
-                return Err(format!(
-                    "a message of {len} bytes, above the reader's {RAW_MAX_MESSAGE}"
-                ));
-            }
-            if buf.len() < 5 + len {
-                break;
-            }
-            let c = count_batch(&buf[5..5 + len])?;
-            buf.advance(5 + len);
-            max_batch = max_batch.max(c.frames);
-            seen.frames += c.frames;
-            seen.payload_bytes += c.payload_bytes;
-            seen.lost += c.lost;
+        // Whole messages are counted where they arrived; only a message cut across DATA
+        // frames is copied, into `buf` (at most one message plus one chunk long).
+        if buf.is_empty() {
+            let used = count_messages(&chunk, &mut seen, &mut max_batch)?;
+            buf.extend_from_slice(&chunk[used..]);
+        } else {
+            buf.extend_from_slice(&chunk);
+            let used = count_messages(&buf, &mut seen, &mut max_batch)?;
+            buf.advance(used);
         }
     }
     let end = Instant::now();
@@ -137,6 +129,35 @@ pub(crate) async fn raw_read_target(
         end,
         max_batch,
     })
+}
+
+/// Counts the whole gRPC messages at the start of `bytes` into `seen` (and the largest
+/// batch into `max_batch`); returns how many bytes they took. A message longer than
+/// [`RAW_MAX_MESSAGE`] is an error as soon as its prefix is seen.
+fn count_messages(
+    mut bytes: &[u8],
+    seen: &mut BatchCounts,
+    max_batch: &mut u64,
+) -> Result<usize, String> {
+    let all = bytes.len();
+    while let [_, a, b, c, d, rest @ ..] = bytes {
+        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+        if len > RAW_MAX_MESSAGE {
+            return Err(format!(
+                "a message of {len} bytes, above the reader's {RAW_MAX_MESSAGE}"
+            ));
+        }
+        if rest.len() < len {
+            break;
+        }
+        let batch = count_batch(&rest[..len])?;
+        *max_batch = (*max_batch).max(batch.frames);
+        seen.frames += batch.frames;
+        seen.payload_bytes += batch.payload_bytes;
+        seen.lost += batch.lost;
+        bytes = &rest[len..];
+    }
+    Ok(all - bytes.len())
 }
 
 /// A protobuf message with its gRPC prefix (uncompressed, 4-byte big-endian length).
@@ -288,6 +309,24 @@ mod tests {
         assert_eq!(expected.frames, 3);
         assert_eq!(expected.payload_bytes, 1088);
         assert_eq!(expected.lost, 305);
+    }
+
+    #[test]
+    fn counts_whole_messages_and_leaves_a_cut_one() {
+        let batch = v1::Batch {
+            frames: vec![frame(1, "t", 100), frame(2, "t", 28)],
+            ..Default::default()
+        };
+        let one = grpc_message(&batch);
+        let two = [&one[..], &one[..]].concat();
+        for cut in 0..=two.len() {
+            let (mut seen, mut max_batch) = (BatchCounts::default(), 0);
+            let used = count_messages(&two[..cut], &mut seen, &mut max_batch).expect("valid");
+            let whole = (cut / one.len()) as u64;
+            assert_eq!(used, whole as usize * one.len(), "cut at {cut}");
+            assert_eq!(seen.frames, 2 * whole, "cut at {cut}");
+            assert_eq!(seen.payload_bytes, 128 * whole, "cut at {cut}");
+        }
     }
 
     #[test]

@@ -3,6 +3,11 @@
 
 use crate::*;
 
+/// A goal's verdict in the report: "met", or "**not met**" in bold.
+pub(crate) fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**not met**" }
+}
+
 /// Everything measured in one run.
 pub(crate) struct Measured<'a> {
     pub(crate) burst: &'a [RunResult],
@@ -15,7 +20,7 @@ pub(crate) struct Measured<'a> {
 /// Goal checks from shared/BRIEF.md against this run's numbers.
 pub(crate) fn goals(m: &Measured<'_>, budget: u64) -> String {
     let mut s = String::new();
-    let yes = |b: bool| if b { "met" } else { "**not met**" };
+    let yes = verdict;
     if let Some(r) = m
         .burst
         .iter()

@@ -1151,7 +1151,7 @@ fn raw_reader_goal(s: &Serving, frame: u64) -> String {
     let Some(r) = raw(ServeSystem::Ringside) else {
         return String::new();
     };
-    let yes = |b: bool| if b { "met" } else { "**not met**" };
+    let yes = verdict;
     let base = match (
         raw(ServeSystem::Preencoded),
         s.vs_baseline_read_by(frame, 1, ServeReader::Raw),
@@ -1203,7 +1203,7 @@ fn raw_reader_goal(s: &Serving, frame: u64) -> String {
 
 pub(crate) fn serving_goals(s: &Serving) -> String {
     let mut out = String::new();
-    let yes = |b: bool| if b { "met" } else { "**not met**" };
+    let yes = verdict;
     let missing = |sys: ServeSystem, frame: u64| {
         s.rows
             .iter()
